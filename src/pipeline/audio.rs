@@ -1,0 +1,265 @@
+//! The audio leg: AAC passed through, or any codec (G.711 A-law/µ-law, PCM, AAC …) decoded → resampled to the
+//! AAC encoder's planar float at the output rate → cut into exactly `frame_size` samples → encoded to AAC.
+//!
+//! Resampling and re-chunking run in a small libavfilter graph (`abuffer → [aresample] → abuffersink` with a
+//! fixed frame size), which is FFmpeg's own tested FIFO rather than a hand-written one.
+
+use ffmpeg_next::codec::{self, Id};
+use ffmpeg_next::format::stream::Stream;
+use ffmpeg_next::format::{Sample, sample};
+use ffmpeg_next::{Packet, Rational, Rescale, decoder, encoder, filter, frame};
+
+use super::channel_layout;
+use super::timestamps::TimestampGuard;
+use crate::error::Stage;
+use crate::spec::{AAC_SAMPLE_RATES, AudioEncoding, AudioMode};
+use crate::stats::AudioFormat;
+
+/// What to do with the camera's audio.
+pub enum AudioPath {
+    /// AAC packets go to the muxer as they are.
+    Copy {
+        /// The input stream's parameters, for the output stream.
+        parameters: codec::Parameters,
+    },
+    /// Packets are decoded, resampled and encoded to AAC.
+    Transcode(Box<AudioTranscoder>),
+}
+
+/// What setting up the audio leg decided.
+pub struct AudioSetup {
+    /// The path.
+    pub path: AudioPath,
+    /// `Copy` or `Aac`.
+    pub mode: AudioMode,
+    /// The camera's audio.
+    pub input: AudioFormat,
+    /// What is sent.
+    pub output: AudioFormat,
+}
+
+/// Decoder, resampling graph and AAC encoder.
+pub struct AudioTranscoder {
+    decoder: decoder::Audio,
+    input_time_base: Rational,
+    /// Built from the first decoded frame: decoders only know their exact output format once they decode.
+    graph: Option<filter::Graph>,
+    encoder: encoder::audio::Encoder,
+    guard: TimestampGuard,
+    decoded: frame::Audio,
+    resampled: frame::Audio,
+    encoded: Packet,
+}
+
+type Emit<'a> = dyn FnMut(&mut Packet) -> Result<(), super::Halt> + 'a;
+
+impl AudioSetup {
+    /// Prepares the audio path for `stream` in `mode` (`Auto` resolved here). Errors carry FFmpeg's message.
+    pub fn new(stream: &Stream, mode: AudioMode, settings: &AudioEncoding) -> Result<AudioSetup, String> {
+        let parameters = stream.parameters();
+        let codec_id = parameters.id();
+        let decoder = codec::context::Context::from_parameters(parameters.clone())
+            .and_then(|ctx| ctx.decoder().audio())
+            .map_err(|e| format!("cannot open the audio decoder: {e}"))?;
+        let input = AudioFormat {
+            codec: decoder::find(codec_id).map_or_else(|| format!("{codec_id:?}"), |c| c.name().to_owned()),
+            sample_rate: decoder.rate(),
+            channels: decoder.channels(),
+        };
+        let mode = match mode {
+            AudioMode::Auto if codec_id == Id::AAC => AudioMode::Copy,
+            AudioMode::Auto => AudioMode::Aac,
+            other => other,
+        };
+        if mode == AudioMode::Copy {
+            if codec_id != Id::AAC {
+                return Err(format!("audio mode copy needs AAC, the camera sends {}", input.codec));
+            }
+            return Ok(AudioSetup { path: AudioPath::Copy { parameters }, mode, output: input.clone(), input });
+        }
+        let rate = settings.sample_rate.unwrap_or_else(|| output_rate(decoder.rate()));
+        let layout = channel_layout::for_output(i32::from(decoder.channels()));
+        let encoder = open_encoder(rate, layout, settings.bitrate_kbps)
+            .map_err(|e| format!("cannot open the AAC encoder: {e}"))?;
+        let output = AudioFormat { codec: "aac".into(), sample_rate: rate, channels: layout.channels() as u16 };
+        let input_time_base = stream.time_base();
+        let per_second = i64::from(input_time_base.denominator()) / i64::from(input_time_base.numerator().max(1));
+        Ok(AudioSetup {
+            path: AudioPath::Transcode(Box::new(AudioTranscoder {
+                decoder,
+                input_time_base,
+                graph: None,
+                encoder,
+                guard: TimestampGuard::new(10 * per_second, 1),
+                decoded: frame::Audio::empty(),
+                resampled: frame::Audio::empty(),
+                encoded: Packet::empty(),
+            })),
+            mode,
+            input,
+            output,
+        })
+    }
+}
+
+impl AudioTranscoder {
+    /// The encoder's parameters, for the output stream.
+    pub fn parameters(&self) -> codec::Parameters {
+        codec::Parameters::from(&self.encoder)
+    }
+
+    /// The time base of the packets handed to `emit`.
+    pub fn time_base(&self) -> Rational {
+        self.encoder.time_base()
+    }
+
+    /// Feeds one packet. Returns the number of decoded frames, or `None` if the decoder rejected the packet.
+    pub fn decode(&mut self, packet: &Packet, emit: &mut Emit<'_>) -> Result<Option<u64>, super::Halt> {
+        if self.decoder.send_packet(packet).is_err() {
+            return Ok(None);
+        }
+        self.drain_decoder(emit).map(Some)
+    }
+
+    /// Drains decoder, graph and encoder at the end of a session.
+    pub fn flush(&mut self, emit: &mut Emit<'_>) -> Result<(), super::Halt> {
+        let _ = self.decoder.send_eof();
+        self.drain_decoder(emit)?;
+        if let Some(graph) = self.graph.as_mut()
+            && let Some(mut source) = graph.get("in")
+        {
+            let _ = source.source().flush();
+        }
+        self.drain_graph(emit)?;
+        let _ = self.encoder.send_eof();
+        self.drain_encoder(emit)
+    }
+
+    fn drain_decoder(&mut self, emit: &mut Emit<'_>) -> Result<u64, super::Halt> {
+        let mut frames = 0;
+        loop {
+            match self.decoder.receive_frame(&mut self.decoded) {
+                Ok(()) => {}
+                Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) | Err(ffmpeg_next::Error::Eof) => {
+                    return Ok(frames);
+                }
+                Err(_) => return Ok(frames),
+            }
+            frames += 1;
+            let pts = self.decoded.timestamp().or(self.decoded.pts());
+            let duration = self.decoded.samples() as i64 * i64::from(self.input_time_base.denominator())
+                / (i64::from(self.decoded.rate().max(1)) * i64::from(self.input_time_base.numerator().max(1)));
+            let pts = self.guard.repair(pts, pts, duration).pts;
+            self.decoded.set_pts(Some(pts));
+            if self.graph.is_none() {
+                self.graph = Some(self.build_graph().map_err(|e| super::Halt::ffmpeg(Stage::Audio, e))?);
+            }
+            let graph = self.graph.as_mut().expect("graph built just above");
+            graph
+                .get("in")
+                .expect("the graph has an 'in' filter")
+                .source()
+                .add(&self.decoded)
+                .map_err(|e| super::Halt::ffmpeg(Stage::Audio, e))?;
+            self.drain_graph(emit)?;
+        }
+    }
+
+    fn drain_graph(&mut self, emit: &mut Emit<'_>) -> Result<(), super::Halt> {
+        let Some(graph) = self.graph.as_mut() else { return Ok(()) };
+        let mut sink = graph.get("out").expect("the graph has an 'out' filter");
+        let sink_time_base = sink.sink().time_base();
+        loop {
+            match sink.sink().frame(&mut self.resampled) {
+                Ok(()) => {}
+                Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) | Err(ffmpeg_next::Error::Eof) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(super::Halt::ffmpeg(Stage::Audio, e)),
+            }
+            let pts = self.resampled.pts().map(|p| p.rescale(sink_time_base, self.encoder.time_base()));
+            self.resampled.set_pts(pts);
+            self.encoder.send_frame(&self.resampled).map_err(|e| super::Halt::ffmpeg(Stage::Audio, e))?;
+            self.drain_encoder(emit)?;
+        }
+    }
+
+    fn drain_encoder(&mut self, emit: &mut Emit<'_>) -> Result<(), super::Halt> {
+        loop {
+            match self.encoder.receive_packet(&mut self.encoded) {
+                Ok(()) => emit(&mut self.encoded)?,
+                Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) | Err(ffmpeg_next::Error::Eof) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(super::Halt::ffmpeg(Stage::Audio, e)),
+            }
+        }
+    }
+
+    fn build_graph(&self) -> Result<filter::Graph, ffmpeg_next::Error> {
+        let frame = &self.decoded;
+        let layout = {
+            let layout = frame.channel_layout();
+            if layout.is_empty() { channel_layout::of_decoder(&self.decoder) } else { layout }
+        };
+        let args = format!(
+            "time_base={}/{}:sample_rate={}:sample_fmt={}:channel_layout={}",
+            self.input_time_base.numerator(),
+            self.input_time_base.denominator(),
+            frame.rate(),
+            frame.format().name(),
+            channel_layout::filter_arg(&layout),
+        );
+        let mut graph = filter::Graph::new();
+        graph.add(&filter::find("abuffer").ok_or(ffmpeg_next::Error::FilterNotFound)?, "in", &args)?;
+        graph.add(&filter::find("abuffersink").ok_or(ffmpeg_next::Error::FilterNotFound)?, "out", "")?;
+        {
+            let mut out = graph.get("out").expect("just added");
+            out.set_sample_format(self.encoder.format());
+            out.set_channel_layout(self.encoder.channel_layout());
+            out.set_sample_rate(self.encoder.rate());
+        }
+        graph.output("in", 0)?.input("out", 0)?.parse("anull")?;
+        graph.validate()?;
+        let frame_size = self.encoder.frame_size();
+        if frame_size > 0 {
+            graph.get("out").expect("just added").sink().set_frame_size(frame_size);
+        }
+        Ok(graph)
+    }
+}
+
+/// Keeps rates AAC and browsers handle well; G.711's 8 kHz (and other low or odd rates) become 16 kHz.
+fn output_rate(input: u32) -> u32 {
+    if input >= 16_000 && AAC_SAMPLE_RATES.contains(&input) { input } else { 16_000 }
+}
+
+fn open_encoder(
+    rate: u32,
+    layout: ffmpeg_next::ChannelLayout,
+    bitrate_kbps: u32,
+) -> Result<encoder::audio::Encoder, ffmpeg_next::Error> {
+    let codec = encoder::find(Id::AAC).ok_or(ffmpeg_next::Error::EncoderNotFound)?;
+    let mut enc = codec::context::Context::new_with_codec(codec).encoder().audio()?;
+    enc.set_rate(rate as i32);
+    channel_layout::set_on_encoder(&mut enc, layout);
+    enc.set_format(Sample::F32(sample::Type::Planar));
+    enc.set_bit_rate(bitrate_kbps as usize * 1000);
+    enc.set_time_base(Rational(1, rate as i32));
+    enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    enc.open_as(codec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_rate;
+
+    #[test]
+    fn low_rates_are_raised() {
+        assert_eq!(output_rate(8000), 16_000);
+        assert_eq!(output_rate(44_100), 44_100);
+        assert_eq!(output_rate(48_000), 48_000);
+        assert_eq!(output_rate(11_025), 16_000);
+        assert_eq!(output_rate(47_000), 16_000);
+    }
+}

@@ -1,0 +1,103 @@
+//! Making FFmpeg's blocking calls abandonable: the state behind libavformat's interrupt callback.
+//!
+//! libavformat polls `AVIOInterruptCB` while it waits on a socket (every few tens of milliseconds), and gives
+//! up with `AVERROR_EXIT` when the callback says so. Each format context gets one [`Interrupter`]: it fires
+//! when the worker's stop flag is raised or when the deadline of the current operation has passed. The
+//! deadline is re-armed before every blocking call, which makes it a per-operation timeout and, for reads, the
+//! watchdog for a camera that stops sending without closing the socket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why an interrupted call was interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The worker was asked to stop.
+    Stop,
+    /// The operation's deadline passed.
+    Deadline,
+}
+
+/// Stop flag + per-operation deadline, shared with the callback FFmpeg calls.
+#[derive(Debug)]
+pub struct Interrupter {
+    stop: Arc<AtomicBool>,
+    /// Whether the stop flag counts; off while writing the trailer after a stop, which must still complete.
+    honor_stop: AtomicBool,
+    epoch: Instant,
+    /// Milliseconds after `epoch`; `u64::MAX` for no deadline.
+    deadline_ms: AtomicU64,
+    /// The timeout the deadline was last armed with, for error messages.
+    armed_for_ms: AtomicU64,
+}
+
+impl Interrupter {
+    /// An interrupter that watches `stop` and has no deadline yet.
+    pub fn new(stop: Arc<AtomicBool>) -> Arc<Interrupter> {
+        Arc::new(Interrupter {
+            stop,
+            honor_stop: AtomicBool::new(true),
+            epoch: Instant::now(),
+            deadline_ms: AtomicU64::new(u64::MAX),
+            armed_for_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Allows the next blocking call `timeout` from now.
+    #[inline]
+    pub fn arm(&self, timeout: Duration) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.deadline_ms.store(now.saturating_add(timeout.as_millis() as u64), Ordering::Relaxed);
+        self.armed_for_ms.store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// From now on only the deadline interrupts: used to finish the output cleanly after a stop.
+    pub fn ignore_stop(&self) {
+        self.honor_stop.store(false, Ordering::Relaxed);
+    }
+
+    /// The timeout the deadline was last armed with.
+    pub fn armed_for(&self) -> Duration {
+        Duration::from_millis(self.armed_for_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether a blocking call should give up now, and why.
+    pub fn check(&self) -> Option<Interruption> {
+        if self.honor_stop.load(Ordering::Relaxed) && self.stop.load(Ordering::Relaxed) {
+            return Some(Interruption::Stop);
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        (now > self.deadline_ms.load(Ordering::Relaxed)).then_some(Interruption::Deadline)
+    }
+
+    /// The closure handed to FFmpeg's interrupt callback.
+    pub fn callback(self: &Arc<Self>) -> impl FnMut() -> bool + Send + 'static {
+        let me = Arc::clone(self);
+        move || me.check().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_on_stop_and_deadline() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let i = Interrupter::new(stop.clone());
+        assert_eq!(i.check(), None, "no deadline armed yet");
+        i.arm(Duration::from_secs(60));
+        assert_eq!(i.check(), None);
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(i.check(), Some(Interruption::Stop));
+        i.ignore_stop();
+        assert_eq!(i.check(), None);
+        i.arm(Duration::ZERO);
+        // Millisecond resolution: wait until the clock has moved past the deadline.
+        let until = Instant::now() + Duration::from_millis(5);
+        while Instant::now() < until {}
+        assert_eq!(i.check(), Some(Interruption::Deadline));
+        assert_eq!(i.armed_for(), Duration::ZERO);
+    }
+}

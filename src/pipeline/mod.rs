@@ -1,0 +1,401 @@
+//! The data path of one camera: input → (decode → encode) → FLV output, run to completion on the calling
+//! thread.
+//!
+//! [`run`] knows nothing of threads, channels or HTTP: it is given a spec, a stop flag, counters to bump and an
+//! observer to tell what it found, and returns when the stop flag is raised (`Ok`) or something fails (`Err`).
+//! The worker (see `crate::worker`) decides what happens next.
+//!
+//! Per packet the work reads as the ffmpeg-next transcoding examples do — read, send to decoder, receive
+//! frames, send to encoder, receive packets, write — with every FFmpeg status matched explicitly.
+
+mod audio;
+mod channel_layout;
+mod input;
+pub mod interrupt;
+mod output;
+pub mod timestamps;
+mod video;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use ffmpeg_next::{Packet, Rational, media};
+use tracing::{debug, info, warn};
+
+use self::audio::{AudioPath, AudioSetup};
+use self::interrupt::{Interrupter, Interruption};
+use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
+use self::video::{VideoPath, VideoSetup, VideoSetupError};
+use crate::error::{PipelineError, Stage};
+use crate::spec::{AudioMode, StreamSpec};
+use crate::stats::{Counters, SessionInfo};
+
+/// How long the FLV trailer and encoder flush may take after a stop.
+const FINISH_WITHIN: Duration = Duration::from_millis(1000);
+
+/// What a running pipeline tells its owner.
+pub trait Observer {
+    /// The input is open and the output connected: what was found and decided.
+    fn session(&mut self, info: SessionInfo, warnings: Vec<String>);
+    /// The first video frame of this session reached the output.
+    fn first_frame(&mut self);
+    /// Something degraded without stopping the camera (audio dropped, …).
+    fn warning(&mut self, message: String);
+}
+
+/// Why the loop stopped, before it is given the camera's name.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    Stop,
+    Ffmpeg { stage: Stage, source: ffmpeg_next::Error },
+    Timeout { stage: Stage, after: Duration },
+    InputEnded,
+    NoVideo,
+    Unsupported(String),
+}
+
+impl Halt {
+    pub(crate) fn ffmpeg(stage: Stage, source: ffmpeg_next::Error) -> Halt {
+        Halt::Ffmpeg { stage, source }
+    }
+
+    /// An FFmpeg error from a call guarded by `interrupter`: `Exit` means the callback fired, so it is
+    /// either our stop or our deadline.
+    fn from_interruptible(stage: Stage, e: ffmpeg_next::Error, interrupter: &Interrupter) -> Halt {
+        match (e, interrupter.check()) {
+            (_, Some(Interruption::Stop)) => Halt::Stop,
+            (ffmpeg_next::Error::Exit, _) => Halt::Timeout { stage, after: interrupter.armed_for() },
+            (source, _) => Halt::Ffmpeg { stage, source },
+        }
+    }
+
+    fn into_error(self, spec: &StreamSpec) -> Option<PipelineError> {
+        let camera = spec.id.clone();
+        let target = |stage: Stage| match stage {
+            Stage::OpenOutput | Stage::WriteOutput => spec.output.redacted(),
+            _ => spec.input.redacted(),
+        };
+        Some(match self {
+            Halt::Stop => return None,
+            Halt::Ffmpeg { stage, source } => PipelineError::Ffmpeg { camera, stage, target: target(stage), source },
+            Halt::Timeout { stage, after } => PipelineError::Timeout { camera, stage, target: target(stage), after },
+            Halt::InputEnded => PipelineError::InputEnded { camera, target: spec.input.redacted() },
+            Halt::NoVideo => PipelineError::NoVideo { camera, target: spec.input.redacted() },
+            Halt::Unsupported(reason) => PipelineError::Unsupported { camera, reason },
+        })
+    }
+}
+
+/// Initializes FFmpeg's libraries once per process and routes their log to `tracing`-friendly quiet.
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if let Err(e) = ffmpeg_next::init() {
+            warn!("FFmpeg initialization reported: {e}");
+        }
+        // FFmpeg logs to stderr on its own; keep only its errors, ours are in `tracing`.
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+    });
+}
+
+/// Moves `spec`'s camera to its output until `stop` is raised (`Ok`) or something fails (`Err`).
+///
+/// One call is one session: one connection to the camera and one to the output. Retrying is the caller's
+/// business.
+pub fn run(
+    spec: &StreamSpec,
+    stop: &Arc<AtomicBool>,
+    counters: &Counters,
+    observer: &mut dyn Observer,
+) -> Result<(), PipelineError> {
+    init();
+    match Session::open(spec, stop, observer).and_then(|mut session| session.pump(counters, observer)) {
+        Ok(()) => Ok(()),
+        Err(halt) => match halt.into_error(spec) {
+            None => Ok(()),
+            Some(error) => Err(error),
+        },
+    }
+}
+
+/// One connection to the camera and one to the output, with the paths between them.
+struct Session<'a> {
+    spec: &'a StreamSpec,
+    // `output` is declared before `input` so the muxer is closed first: its trailer must not wait on a camera.
+    output: Option<FlvOutput>,
+    output_interrupter: Arc<Interrupter>,
+    input: ffmpeg_next::format::context::Input,
+    input_interrupter: Arc<Interrupter>,
+    video_index: usize,
+    video_time_base: Rational,
+    video: VideoPath,
+    audio_index: Option<usize>,
+    audio_time_base: Rational,
+    audio: Option<AudioPath>,
+    audio_auto: bool,
+    first_frame_sent: bool,
+}
+
+impl<'a> Session<'a> {
+    fn open(spec: &'a StreamSpec, stop: &Arc<AtomicBool>, observer: &mut dyn Observer) -> Result<Self, Halt> {
+        let input_interrupter = Interrupter::new(Arc::clone(stop));
+        input_interrupter.arm(spec.timeouts.open());
+        let input = input::open(&spec.input, &spec.timeouts, &input_interrupter)
+            .map_err(|e| Halt::from_interruptible(Stage::OpenInput, e, &input_interrupter))?;
+        debug!(camera = %spec.id, input = %spec.input, "input open");
+
+        let video_stream = input.streams().best(media::Type::Video).ok_or(Halt::NoVideo)?;
+        let video = VideoSetup::new(&video_stream, spec.video.mode, &spec.video.encoding).map_err(|e| match e {
+            VideoSetupError::NotCopyable(reason) => Halt::Unsupported(reason),
+            VideoSetupError::Ffmpeg(source, what) => {
+                let stage = if what.contains("decoder") { Stage::DecodeVideo } else { Stage::EncodeVideo };
+                Halt::Ffmpeg { stage, source }
+            }
+        })?;
+        let mut warnings = video.warnings;
+        let (video_index, video_time_base) = (video_stream.index(), video_stream.time_base());
+
+        let audio_stream =
+            if spec.audio.mode == AudioMode::None { None } else { input.streams().best(media::Type::Audio) };
+        let (audio_index, audio_time_base) =
+            audio_stream.as_ref().map_or((None, Rational(1, 1)), |s| (Some(s.index()), s.time_base()));
+        let audio = match audio_stream.map(|s| AudioSetup::new(&s, spec.audio.mode, &spec.audio.encoding)) {
+            None => None,
+            Some(Ok(setup)) => Some(setup),
+            Some(Err(reason)) if spec.audio.mode == AudioMode::Auto => {
+                warnings.push(format!("audio dropped: {reason}"));
+                None
+            }
+            Some(Err(reason)) => return Err(Halt::Unsupported(reason)),
+        };
+
+        let output_interrupter = Interrupter::new(Arc::clone(stop));
+        output_interrupter.arm(spec.timeouts.open());
+        let mut output = FlvOutput::open(&spec.output, Arc::clone(&output_interrupter), spec.timeouts.write())
+            .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, &output_interrupter))?;
+        let add = |output: &mut FlvOutput, track, source| {
+            output.add_stream(track, source).map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))
+        };
+        match &video.path {
+            VideoPath::Copy { parameters, .. } => add(&mut output, Track::Video, StreamSource::Copy(parameters))?,
+            VideoPath::Transcode(t) => add(&mut output, Track::Video, StreamSource::Encoder(t.parameters()))?,
+        }
+        match audio.as_ref().map(|a| &a.path) {
+            Some(AudioPath::Copy { parameters }) => add(&mut output, Track::Audio, StreamSource::Copy(parameters))?,
+            Some(AudioPath::Transcode(t)) => add(&mut output, Track::Audio, StreamSource::Encoder(t.parameters()))?,
+            None => {}
+        }
+        output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &output_interrupter))?;
+
+        let info = SessionInfo {
+            video_in: video.input,
+            video_out: video.output,
+            video_mode: video.mode,
+            video_encoder: video.encoder_name,
+            source_fps: video.source_fps,
+            audio_in: audio.as_ref().map(|a| a.input.clone()),
+            audio_out: audio.as_ref().map(|a| a.output.clone()),
+            audio_mode: audio.as_ref().map_or(AudioMode::None, |a| a.mode),
+        };
+        info!(camera = %spec.id, video_mode = %info.video_mode, audio_mode = %info.audio_mode,
+              video_in = %info.video_in.codec, "session started");
+        for warning in &warnings {
+            warn!(camera = %spec.id, "{warning}");
+        }
+        observer.session(info, warnings);
+        Ok(Session {
+            spec,
+            output: Some(output),
+            output_interrupter,
+            input,
+            input_interrupter,
+            video_index,
+            video_time_base,
+            video: video.path,
+            audio_index,
+            audio_time_base,
+            audio: audio.map(|a| a.path),
+            audio_auto: spec.audio.mode == AudioMode::Auto,
+            first_frame_sent: false,
+        })
+    }
+
+    /// Reads and forwards packets until a stop or an error, then closes the output as cleanly as it can.
+    fn pump(&mut self, counters: &Counters, observer: &mut dyn Observer) -> Result<(), Halt> {
+        let result = self.pump_packets(counters, observer);
+        let output_broken = matches!(
+            result,
+            Err(Halt::Ffmpeg { stage: Stage::WriteOutput, .. } | Halt::Timeout { stage: Stage::WriteOutput, .. })
+        );
+        if !output_broken {
+            // From here the stop flag no longer cuts writes: only the short finishing deadline does.
+            self.output_interrupter.ignore_stop();
+            self.output_interrupter.arm(FINISH_WITHIN);
+            if matches!(result, Err(Halt::Stop)) {
+                let _ = self.flush(counters);
+            }
+            if let Some(output) = self.output.take()
+                && let Err(e) = output.finish(FINISH_WITHIN)
+            {
+                debug!(camera = %self.spec.id, "trailer not written: {e:?}");
+            }
+        }
+        result
+    }
+
+    fn pump_packets(&mut self, counters: &Counters, observer: &mut dyn Observer) -> Result<(), Halt> {
+        let read_timeout = self.spec.timeouts.read();
+        loop {
+            if self.input_interrupter.check() == Some(Interruption::Stop) {
+                return Err(Halt::Stop);
+            }
+            let mut packet = Packet::empty();
+            self.input_interrupter.arm(read_timeout);
+            match packet.read(&mut self.input) {
+                Ok(()) => {}
+                Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => continue,
+                Err(ffmpeg_next::Error::Eof) => return Err(Halt::InputEnded),
+                Err(e) => return Err(Halt::from_interruptible(Stage::ReadInput, e, &self.input_interrupter)),
+            }
+            let index = packet.stream();
+            if index == self.video_index {
+                Counters::add(&counters.video_packets_in, 1);
+                self.forward_video(packet, counters, observer)?;
+            } else if Some(index) == self.audio_index {
+                Counters::add(&counters.audio_packets_in, 1);
+                self.forward_audio(packet, counters, observer)?;
+            }
+        }
+    }
+
+    fn forward_video(
+        &mut self,
+        mut packet: Packet,
+        counters: &Counters,
+        observer: &mut dyn Observer,
+    ) -> Result<(), Halt> {
+        let output = self.output.as_mut().expect("output open while pumping");
+        let interrupter = &self.output_interrupter;
+        let first_frame_sent = &mut self.first_frame_sent;
+        let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
+            if deliver(output, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
+                *first_frame_sent = true;
+                observer.first_frame();
+            }
+            Ok(())
+        };
+        match &mut self.video {
+            VideoPath::Copy { seen_keyframe, .. } => {
+                if !*seen_keyframe && !packet.is_key() {
+                    Counters::add(&counters.video_dropped, 1);
+                    return Ok(());
+                }
+                *seen_keyframe = true;
+                emit(&mut packet, self.video_time_base)
+            }
+            VideoPath::Transcode(transcoder) => {
+                let time_base = transcoder.time_base();
+                let outcome = transcoder.decode(&packet, &mut |p| emit(p, time_base))?;
+                Counters::add(&counters.video_frames_decoded, outcome.frames);
+                if outcome.rejected {
+                    Counters::add(&counters.video_dropped, 1);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn forward_audio(
+        &mut self,
+        mut packet: Packet,
+        counters: &Counters,
+        observer: &mut dyn Observer,
+    ) -> Result<(), Halt> {
+        let output = self.output.as_mut().expect("output open while pumping");
+        let interrupter = &self.output_interrupter;
+        let mut emit = |packet: &mut Packet, time_base: Rational| {
+            deliver(output, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
+        };
+        let result = match &mut self.audio {
+            None => return Ok(()),
+            Some(AudioPath::Copy { .. }) => emit(&mut packet, self.audio_time_base),
+            Some(AudioPath::Transcode(transcoder)) => {
+                let time_base = transcoder.time_base();
+                match transcoder.decode(&packet, &mut |p| emit(p, time_base)) {
+                    Ok(Some(frames)) => {
+                        Counters::add(&counters.audio_frames_decoded, frames);
+                        Ok(())
+                    }
+                    Ok(None) => {
+                        Counters::add(&counters.audio_dropped, 1);
+                        Ok(())
+                    }
+                    Err(halt) => Err(halt),
+                }
+            }
+        };
+        match result {
+            // In auto mode a failing audio path costs the audio, not the camera.
+            Err(Halt::Ffmpeg { stage: Stage::Audio, source }) if self.audio_auto => {
+                let message = format!("audio dropped after an error: {source}");
+                warn!(camera = %self.spec.id, "{message}");
+                observer.warning(message);
+                self.audio = None;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Pushes out what the encoders still hold, after a stop.
+    fn flush(&mut self, counters: &Counters) -> Result<(), Halt> {
+        let Some(output) = self.output.as_mut() else { return Ok(()) };
+        let interrupter = &self.output_interrupter;
+        if let VideoPath::Transcode(transcoder) = &mut self.video {
+            let time_base = transcoder.time_base();
+            transcoder
+                .flush(&mut |p| deliver(output, interrupter, counters, Track::Video, p, time_base).map(|_| ()))?;
+        }
+        if let Some(AudioPath::Transcode(transcoder)) = &mut self.audio {
+            let time_base = transcoder.time_base();
+            transcoder
+                .flush(&mut |p| deliver(output, interrupter, counters, Track::Audio, p, time_base).map(|_| ()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one packet and counts it; `Ok(true)` if it was written, `Ok(false)` if the muxer side dropped it.
+fn deliver(
+    output: &mut FlvOutput,
+    interrupter: &Interrupter,
+    counters: &Counters,
+    track: Track,
+    packet: &mut Packet,
+    time_base: Rational,
+) -> Result<bool, Halt> {
+    let (written, dropped) = match track {
+        Track::Video => (&counters.video_frames_out, &counters.video_dropped),
+        Track::Audio => (&counters.audio_frames_out, &counters.audio_dropped),
+    };
+    match output.write(track, packet, time_base) {
+        Ok(Written::Yes(bytes)) => {
+            Counters::add(written, 1);
+            Counters::add(&counters.bytes_out, bytes as u64);
+            Ok(true)
+        }
+        Ok(Written::Dropped) => {
+            Counters::add(dropped, 1);
+            Ok(false)
+        }
+        Err(e) => Err(write_halt(Stage::WriteOutput, e, interrupter)),
+    }
+}
+
+fn write_halt(stage: Stage, e: WriteError, interrupter: &Interrupter) -> Halt {
+    match e {
+        WriteError::Interrupted => Halt::from_interruptible(stage, ffmpeg_next::Error::Exit, interrupter),
+        WriteError::Ffmpeg(source) => Halt::from_interruptible(stage, source, interrupter),
+    }
+}

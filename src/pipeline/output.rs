@@ -1,0 +1,236 @@
+//! The FLV muxer: opens the RTMP URL (or `.flv` file) with an interrupt callback, declares the streams, and
+//! writes packets with timestamps that start at zero and always increase.
+
+use std::ffi::CString;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ffmpeg_next::format::context::Output;
+use ffmpeg_next::util::interrupt::{self, InterruptGuard};
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, ffi};
+
+use super::interrupt::Interrupter;
+use super::timestamps::TimestampGuard;
+use crate::spec::OutputTarget;
+
+/// Which of the (at most two) output streams a packet belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// The H.264 stream.
+    Video,
+    /// The AAC stream.
+    Audio,
+}
+
+/// How an output stream gets its codec parameters.
+pub enum StreamSource<'a> {
+    /// Copied from the input stream (copy mode).
+    Copy(&'a codec::Parameters),
+    /// Taken from an opened encoder.
+    Encoder(codec::Parameters),
+}
+
+struct OutStream {
+    index: usize,
+    time_base: Rational,
+    guard: TimestampGuard,
+}
+
+/// An FLV output being written.
+pub struct FlvOutput {
+    // Field order matters: the context (and its AVIO) must be closed before the callback state is freed.
+    ctx: Output,
+    _interrupt: InterruptGuard,
+    interrupter: Arc<Interrupter>,
+    write_timeout: Duration,
+    video: Option<OutStream>,
+    audio: Option<OutStream>,
+    /// Output-time-base timestamp of the first video packet; every packet is shifted by it so the stream
+    /// starts at zero, and audio from before it is dropped.
+    start: Option<i64>,
+    header_written: bool,
+}
+
+/// What became of a packet handed to [`FlvOutput::write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written; carries its size in bytes.
+    Yes(usize),
+    /// Dropped: audio from before the first video frame.
+    Dropped,
+}
+
+/// Why a write did not happen.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The interrupt callback fired (stop or write timeout).
+    Interrupted,
+    /// FFmpeg refused.
+    Ffmpeg(ffmpeg_next::Error),
+}
+
+impl FlvOutput {
+    /// Connects to `target` (for RTMP this is the TCP connect, handshake and publish) and prepares an FLV muxer.
+    /// Blocking steps give up when `interrupter` fires; the caller arms its deadline.
+    pub fn open(
+        target: &OutputTarget,
+        interrupter: Arc<Interrupter>,
+        write_timeout: Duration,
+    ) -> Result<FlvOutput, ffmpeg_next::Error> {
+        let url = CString::new(target.expose()).map_err(|_| ffmpeg_next::Error::InvalidData)?;
+        let mut options = Dictionary::new();
+        // Only the protocols the target needs, so an output can never reach anything else.
+        options.set(
+            "protocol_whitelist",
+            match target {
+                OutputTarget::Rtmp(_) => "rtmp,rtmps,tcp,tls",
+                OutputTarget::File(_) => "file",
+            },
+        );
+        options.set("rw_timeout", &write_timeout.as_micros().to_string());
+        let interrupt = interrupt::new(Box::new(interrupter.callback()));
+        let mut ps: *mut ffi::AVFormatContext = ptr::null_mut();
+        // SAFETY: ffmpeg-next has no output constructor that takes an interrupt callback, so the context is
+        // built by hand like `ffmpeg_next::format::output_as_with` does. `ps` is only used after a successful
+        // allocation; on failure it is freed here; on success ownership passes to `Output::wrap`, whose drop
+        // closes the AVIO and frees the context. The callback's state (`interrupt.guard`) is stored in the
+        // returned value after `ctx`, so it outlives every use FFmpeg can make of it.
+        let ctx = unsafe {
+            let flv = CString::new("flv").expect("no NUL in a literal");
+            let ret = ffi::avformat_alloc_output_context2(&mut ps, ptr::null_mut(), flv.as_ptr(), url.as_ptr());
+            if ret < 0 || ps.is_null() {
+                return Err(ffmpeg_next::Error::from(ret.min(-1)));
+            }
+            (*ps).interrupt_callback = interrupt.interrupt;
+            let mut opts = options.disown();
+            let ret = ffi::avio_open2(
+                &mut (*ps).pb,
+                url.as_ptr(),
+                ffi::AVIO_FLAG_WRITE,
+                &(*ps).interrupt_callback,
+                &mut opts,
+            );
+            drop(Dictionary::own(opts));
+            if ret < 0 {
+                ffi::avformat_free_context(ps);
+                return Err(ffmpeg_next::Error::from(ret));
+            }
+            Output::wrap(ps)
+        };
+        Ok(FlvOutput {
+            ctx,
+            _interrupt: interrupt.guard,
+            interrupter,
+            write_timeout,
+            video: None,
+            audio: None,
+            start: None,
+            header_written: false,
+        })
+    }
+
+    /// Declares a stream; call for video, then audio, before [`write_header`](Self::write_header).
+    pub fn add_stream(&mut self, track: Track, source: StreamSource<'_>) -> Result<(), ffmpeg_next::Error> {
+        let mut stream = self.ctx.add_stream(None::<ffmpeg_next::Codec>)?;
+        match source {
+            StreamSource::Copy(parameters) => stream.set_parameters(parameters.clone()),
+            StreamSource::Encoder(parameters) => stream.set_parameters(parameters),
+        }
+        // SAFETY: the stream was just added and its codecpar is allocated; a codec tag copied from the input
+        // container could be wrong for FLV, and 0 lets the muxer pick its own.
+        unsafe {
+            (*stream.parameters().as_mut_ptr()).codec_tag = 0;
+        }
+        let out = OutStream { index: stream.index(), time_base: Rational(1, 1000), guard: TimestampGuard::new(0, 1) };
+        match track {
+            Track::Video => self.video = Some(out),
+            Track::Audio => self.audio = Some(out),
+        }
+        Ok(())
+    }
+
+    /// Writes the FLV header (and, for RTMP, the metadata and codec headers). Must precede any packet.
+    pub fn write_header(&mut self) -> Result<(), WriteError> {
+        let mut options = Dictionary::new();
+        // Interleaving waits for a packet of every stream; bound that so a silent audio track cannot hold
+        // video back for more than half a second.
+        options.set("max_interleave_delta", "500000");
+        self.interrupter.arm(self.write_timeout);
+        self.ctx.write_header_with(options).map_err(map_write_error)?;
+        for out in [&mut self.video, &mut self.audio].into_iter().flatten() {
+            // The muxer may have changed the time base; read it back now (FLV: milliseconds).
+            out.time_base = self.ctx.stream(out.index).map_or(out.time_base, |s| s.time_base());
+            let per_second = i64::from(out.time_base.denominator()) / i64::from(out.time_base.numerator().max(1));
+            out.guard = TimestampGuard::new(10 * per_second, (per_second / 50).max(1));
+        }
+        self.header_written = true;
+        Ok(())
+    }
+
+    /// Rescales `packet` from `from` to the output time base, shifts it so the stream starts at 0, repairs
+    /// its timestamps, and writes it.
+    pub fn write(&mut self, track: Track, packet: &mut Packet, from: Rational) -> Result<Written, WriteError> {
+        let out = match track {
+            Track::Video => self.video.as_mut(),
+            Track::Audio => self.audio.as_mut(),
+        };
+        let Some(out) = out else { return Ok(Written::Dropped) };
+        packet.rescale_ts(from, out.time_base);
+        let raw_dts = packet.dts().or(packet.pts());
+        let start = match (self.start, track, raw_dts) {
+            (Some(start), _, _) => Some(start),
+            (None, Track::Video, Some(dts)) => {
+                // After an untimed first packet at 0, this one goes one frame later.
+                let behind = if out.guard.is_started() { frame_duration(packet, out.time_base) } else { 0 };
+                Some(*self.start.insert(dts - behind))
+            }
+            // RTSP often cannot time the very first packet (the keyframe) before RTCP has been seen: write it
+            // at 0 and let the next timed packet set the start.
+            (None, Track::Video, None) => None,
+            // Audio before the first timed video packet would start the stream without a picture.
+            (None, Track::Audio, _) => return Ok(Written::Dropped),
+        };
+        if track == Track::Audio && raw_dts.zip(start).is_some_and(|(dts, start)| dts < start) {
+            return Ok(Written::Dropped);
+        }
+        let start = start.unwrap_or(0);
+        let repaired =
+            out.guard.repair(packet.pts().map(|t| t - start), packet.dts().map(|t| t - start), packet.duration());
+        packet.set_pts(Some(repaired.pts));
+        packet.set_dts(Some(repaired.dts));
+        packet.set_stream(out.index);
+        packet.set_position(-1);
+        let size = packet.size();
+        self.interrupter.arm(self.write_timeout);
+        packet.write_interleaved(&mut self.ctx).map_err(map_write_error)?;
+        Ok(Written::Yes(size))
+    }
+
+    /// Flushes interleaving buffers and writes the trailer, with a short deadline of its own that a stop does
+    /// not cut short: a recording must stay playable, and an RTMP server should see a clean unpublish.
+    pub fn finish(mut self, within: Duration) -> Result<(), WriteError> {
+        if !self.header_written {
+            return Ok(());
+        }
+        self.interrupter.ignore_stop();
+        self.interrupter.arm(within);
+        self.ctx.write_trailer().map_err(map_write_error)
+    }
+}
+
+/// The packet's duration, or a 25 fps frame when it has none.
+fn frame_duration(packet: &Packet, time_base: Rational) -> i64 {
+    if packet.duration() > 0 {
+        packet.duration()
+    } else {
+        i64::from(time_base.denominator()) / (25 * i64::from(time_base.numerator().max(1)))
+    }
+}
+
+fn map_write_error(e: ffmpeg_next::Error) -> WriteError {
+    match e {
+        ffmpeg_next::Error::Exit => WriteError::Interrupted,
+        other => WriteError::Ffmpeg(other),
+    }
+}

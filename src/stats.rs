@@ -1,0 +1,311 @@
+//! What a worker reports: lock-free counters it bumps per packet, the rates derived from them over a sliding
+//! window, and the serializable status of a camera.
+//!
+//! Workers only increment atomics on the hot path; the supervisor samples them once a second and turns the
+//! differences into frame rates and bitrates ([`RateWindow`]), so a worker blocked in a read still gets its
+//! rates refreshed (they fall to zero, which is the truth).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::spec::{AudioMode, CameraId, VideoMode};
+
+/// Counters a worker bumps as packets flow. Totals since the worker started (across reconnects).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Video packets read from the camera.
+    pub video_packets_in: AtomicU64,
+    /// Audio packets read from the camera.
+    pub audio_packets_in: AtomicU64,
+    /// Video frames decoded (stays 0 in copy mode).
+    pub video_frames_decoded: AtomicU64,
+    /// Audio frames decoded (stays 0 when audio is copied or off).
+    pub audio_frames_decoded: AtomicU64,
+    /// Video packets written to the output.
+    pub video_frames_out: AtomicU64,
+    /// Audio packets written to the output.
+    pub audio_frames_out: AtomicU64,
+    /// Video packets or frames dropped (waiting for a keyframe, decode errors, broken timestamps).
+    pub video_dropped: AtomicU64,
+    /// Audio packets or frames dropped.
+    pub audio_dropped: AtomicU64,
+    /// Payload bytes written to the output.
+    pub bytes_out: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to a counter. Relaxed: counters are statistics, not synchronization.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough copy of all counters.
+    pub fn totals(&self) -> Totals {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Totals {
+            video_packets_in: get(&self.video_packets_in),
+            audio_packets_in: get(&self.audio_packets_in),
+            video_frames_decoded: get(&self.video_frames_decoded),
+            audio_frames_decoded: get(&self.audio_frames_decoded),
+            video_frames_out: get(&self.video_frames_out),
+            audio_frames_out: get(&self.audio_frames_out),
+            video_dropped: get(&self.video_dropped),
+            audio_dropped: get(&self.audio_dropped),
+            bytes_out: get(&self.bytes_out),
+        }
+    }
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Video packets read from the camera.
+    pub video_packets_in: u64,
+    /// Audio packets read from the camera.
+    pub audio_packets_in: u64,
+    /// Video frames decoded (0 in copy mode).
+    pub video_frames_decoded: u64,
+    /// Audio frames decoded.
+    pub audio_frames_decoded: u64,
+    /// Video packets written.
+    pub video_frames_out: u64,
+    /// Audio packets written.
+    pub audio_frames_out: u64,
+    /// Video packets or frames dropped.
+    pub video_dropped: u64,
+    /// Audio packets or frames dropped.
+    pub audio_dropped: u64,
+    /// Bytes written to the output.
+    pub bytes_out: u64,
+}
+
+/// Rates over the sliding window.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+pub struct Rates {
+    /// Video packets per second read from the camera.
+    pub fps_in: f64,
+    /// Video frames per second written to the output.
+    pub fps_out: f64,
+    /// Output bitrate in kbit/s.
+    pub bitrate_kbps: f64,
+}
+
+/// Turns periodic [`Totals`] samples into [`Rates`] over the last `window`.
+#[derive(Debug)]
+pub struct RateWindow {
+    window: Duration,
+    samples: VecDeque<(Instant, Totals)>,
+}
+
+impl RateWindow {
+    /// A window of the given length; rates are computed between the oldest sample inside it and the newest.
+    pub fn new(window: Duration) -> RateWindow {
+        RateWindow { window, samples: VecDeque::new() }
+    }
+
+    /// Records a sample and returns the rates including it.
+    pub fn push(&mut self, at: Instant, totals: Totals) -> Rates {
+        self.samples.push_back((at, totals));
+        // Keep one sample at or before the window's start, so the window is always fully covered.
+        while self.samples.len() > 2 && at.duration_since(self.samples[1].0) >= self.window {
+            self.samples.pop_front();
+        }
+        self.rates()
+    }
+
+    /// The rates between the oldest and newest samples (zero before there are two).
+    pub fn rates(&self) -> Rates {
+        let (Some((t0, a)), Some((t1, b))) = (self.samples.front(), self.samples.back()) else {
+            return Rates::default();
+        };
+        let secs = t1.duration_since(*t0).as_secs_f64();
+        if secs <= 0.0 {
+            return Rates::default();
+        }
+        let per_sec = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+        Rates {
+            fps_in: per_sec(a.video_packets_in, b.video_packets_in),
+            fps_out: per_sec(a.video_frames_out, b.video_frames_out),
+            bitrate_kbps: per_sec(a.bytes_out, b.bytes_out) * 8.0 / 1000.0,
+        }
+    }
+}
+
+/// Where a camera's worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// The thread runs and is connecting; no frame has reached the output yet.
+    Starting,
+    /// Frames are reaching the output.
+    Running,
+    /// A session failed; the worker waits and tries again (see `last_error`, `retry`).
+    Reconnecting,
+    /// A stop was requested; the worker is closing its contexts.
+    Stopping,
+    /// The worker exited after a stop.
+    Stopped,
+    /// The worker exited on an error (see `last_error`).
+    Failed,
+    /// A stop was requested but the thread did not exit in time.
+    Stuck,
+}
+
+impl WorkerState {
+    /// Whether the worker's thread is (still) running.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            WorkerState::Starting
+                | WorkerState::Running
+                | WorkerState::Reconnecting
+                | WorkerState::Stopping
+                | WorkerState::Stuck
+        )
+    }
+}
+
+/// A picture's codec and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VideoFormat {
+    /// FFmpeg codec name (`h264`, `hevc`, …).
+    pub codec: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// A sound's codec and shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AudioFormat {
+    /// FFmpeg codec name (`aac`, `pcm_alaw`, …).
+    pub codec: String,
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Channel count.
+    pub channels: u16,
+}
+
+/// What one connection to the camera found and decided; set once per session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionInfo {
+    /// The camera's video.
+    pub video_in: VideoFormat,
+    /// What is sent.
+    pub video_out: VideoFormat,
+    /// The video mode in effect (`auto` resolved to `copy` or `transcode`).
+    pub video_mode: VideoMode,
+    /// The video encoder used when transcoding (`libx264`, or a hardware one).
+    pub video_encoder: Option<String>,
+    /// The camera's frame rate as announced, if it announced one.
+    pub source_fps: Option<f64>,
+    /// The camera's audio, if any.
+    pub audio_in: Option<AudioFormat>,
+    /// What is sent, if any.
+    pub audio_out: Option<AudioFormat>,
+    /// The audio mode in effect (`auto` resolved; `none` when there is no audio or it failed).
+    pub audio_mode: AudioMode,
+}
+
+/// Everything known about one camera, as reported by the supervisor.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraStatus {
+    /// The camera.
+    pub id: CameraId,
+    /// Its worker's state.
+    pub state: WorkerState,
+    /// The camera URL, credentials hidden.
+    pub input: String,
+    /// The output URL or path, credentials hidden.
+    pub output: String,
+    /// Unix time in milliseconds when the worker was started.
+    pub started_at_ms: u64,
+    /// Seconds since the worker was started.
+    pub uptime_secs: f64,
+    /// Milliseconds from the start to the first frame written, for the current session.
+    pub first_frame_after_ms: Option<u64>,
+    /// Rates over the last few seconds.
+    pub rates: Rates,
+    /// Totals since the worker started.
+    pub totals: Totals,
+    /// What the current session found and decided.
+    pub session: Option<SessionInfo>,
+    /// The last error, with FFmpeg's message; credentials hidden.
+    pub last_error: Option<String>,
+    /// Things that work, but not as asked (encoder fallback, audio dropped …).
+    pub warnings: Vec<String>,
+    /// Failed sessions since the worker started.
+    pub restarts: u32,
+    /// While reconnecting: the attempt number and when it is due (Unix milliseconds).
+    pub retry: Option<RetryStatus>,
+}
+
+/// A pending reconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetryStatus {
+    /// 1 for the first retry after a failure.
+    pub attempt: u32,
+    /// When the attempt is due, Unix time in milliseconds.
+    pub at_ms: u64,
+}
+
+/// A change the supervisor announces to subscribers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A camera's status changed (state change or a stats refresh).
+    Status(Box<CameraStatus>),
+    /// A camera was removed after it stopped.
+    Removed {
+        /// The camera.
+        id: CameraId,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(video_in: u64, video_out: u64, bytes: u64) -> Totals {
+        Totals { video_packets_in: video_in, video_frames_out: video_out, bytes_out: bytes, ..Totals::default() }
+    }
+
+    #[test]
+    fn rates_need_two_samples() {
+        let mut w = RateWindow::new(Duration::from_secs(5));
+        assert_eq!(w.push(Instant::now(), totals(10, 10, 1000)), Rates::default());
+    }
+
+    #[test]
+    fn rates_over_the_window() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(Duration::from_secs(2));
+        w.push(t0, totals(0, 0, 0));
+        w.push(t0 + Duration::from_secs(1), totals(25, 24, 125_000));
+        let r = w.push(t0 + Duration::from_secs(2), totals(50, 49, 250_000));
+        assert_eq!(r.fps_in, 25.0);
+        assert_eq!(r.fps_out, 24.5);
+        assert_eq!(r.bitrate_kbps, 1000.0);
+    }
+
+    #[test]
+    fn old_samples_leave_the_window() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(Duration::from_secs(2));
+        // 100 fps for 10 s, then a stall: after the window passes the stall, the rate is 0.
+        for s in 0..=10 {
+            w.push(t0 + Duration::from_secs(s), totals(s * 100, s * 100, 0));
+        }
+        assert_eq!(w.rates().fps_in, 100.0);
+        for s in 11..=13 {
+            w.push(t0 + Duration::from_secs(s), totals(1000, 1000, 0));
+        }
+        assert_eq!(w.rates().fps_in, 0.0);
+        assert!(w.samples.len() <= 4);
+    }
+}
