@@ -3,16 +3,42 @@
 //! Cameras are usually addressed as `rtsp://admin:secret@10.0.0.5/stream1`. The password must never leave the
 //! process except towards the camera itself, so anything that formats a URL for people uses [`redact_url`].
 
-/// Returns `url` with the password (and the user name, which is often the same word) replaced by `***`.
+/// Query parameters that carry secrets on some cameras (`?usr=admin&pwd=…`) or RTMP servers (`?token=…`).
+const SECRET_PARAMS: [&str; 9] = ["password", "passwd", "pass", "pwd", "token", "secret", "key", "auth", "sign"];
+
+/// Returns `url` with the password (and the user name, which is often the same word) replaced by `***`, and the
+/// values of query parameters such as `pwd`, `password` or `token` too.
 ///
 /// Works on strings that do not parse as URLs too (it only looks at the part between `://` and the first
-/// `/`), so a malformed URL in an error message cannot leak a password either.
+/// `/`, and at `key=value` pairs after `?`), so a malformed URL in an error message cannot leak a password
+/// either.
 ///
 /// ```
 /// assert_eq!(camgate::redact_url("rtsp://admin:secret@cam.local:554/s1"), "rtsp://***:***@cam.local:554/s1");
+/// assert_eq!(camgate::redact_url("rtsp://cam.local/s1?usr=admin&pwd=secret"), "rtsp://cam.local/s1?usr=admin&pwd=***");
 /// assert_eq!(camgate::redact_url("rtsp://cam.local/s1"), "rtsp://cam.local/s1");
 /// ```
 pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -52,7 +78,14 @@ mod tests {
     #[test]
     fn at_sign_in_path_is_not_user_info() {
         assert_eq!(redact_url("rtsp://h/x@y"), "rtsp://h/x@y");
-        assert_eq!(redact_url("rtsp://h?token=a@b"), "rtsp://h?token=a@b");
+        assert_eq!(redact_url("rtsp://h?channel=a@b"), "rtsp://h?channel=a@b");
+    }
+
+    #[test]
+    fn hides_secret_query_values() {
+        assert_eq!(redact_url("rtsp://h/s?user=a&password=b&channel=1"), "rtsp://h/s?user=a&password=***&channel=1");
+        assert_eq!(redact_url("rtmp://h/live/x?Token=abc"), "rtmp://h/live/x?Token=***");
+        assert_eq!(redact_url("rtsp://u:p@h/s?pwd=x"), "rtsp://***:***@h/s?pwd=***");
     }
 
     #[test]

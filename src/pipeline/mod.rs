@@ -60,13 +60,16 @@ impl Halt {
         Halt::Ffmpeg { stage, source }
     }
 
-    /// An FFmpeg error from a call guarded by `interrupter`: `Exit` means the callback fired, so it is
-    /// either our stop or our deadline.
+    /// An FFmpeg error from a call guarded by `interrupter`. If the callback is firing, the error is its doing
+    /// whatever code FFmpeg chose (the RTSP demuxer turns an interrupted open into "invalid data"), so it is
+    /// reported as our stop or our timeout.
     fn from_interruptible(stage: Stage, e: ffmpeg_next::Error, interrupter: &Interrupter) -> Halt {
         match (e, interrupter.check()) {
             (_, Some(Interruption::Stop)) => Halt::Stop,
-            (ffmpeg_next::Error::Exit, _) => Halt::Timeout { stage, after: interrupter.armed_for() },
-            (source, _) => Halt::Ffmpeg { stage, source },
+            (_, Some(Interruption::Deadline)) | (ffmpeg_next::Error::Exit, None) => {
+                Halt::Timeout { stage, after: interrupter.armed_for() }
+            }
+            (source, None) => Halt::Ffmpeg { stage, source },
         }
     }
 

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::ptr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ffmpeg_next::format::context::Output;
 use ffmpeg_next::util::interrupt::{self, InterruptGuard};
@@ -50,6 +50,8 @@ pub struct FlvOutput {
     /// starts at zero, and audio from before it is dropped.
     start: Option<i64>,
     header_written: bool,
+    /// The clock live timestamps are checked against.
+    opened: Instant,
 }
 
 /// What became of a packet handed to [`FlvOutput::write`].
@@ -127,6 +129,7 @@ impl FlvOutput {
             audio: None,
             start: None,
             header_written: false,
+            opened: Instant::now(),
         })
     }
 
@@ -195,8 +198,13 @@ impl FlvOutput {
             return Ok(Written::Dropped);
         }
         let start = start.unwrap_or(0);
-        let repaired =
-            out.guard.repair(packet.pts().map(|t| t - start), packet.dts().map(|t| t - start), packet.duration());
+        let arrival = self.opened.elapsed().as_secs_f64() * f64::from(out.time_base.invert());
+        let repaired = out.guard.repair_live(
+            packet.pts().map(|t| t - start),
+            packet.dts().map(|t| t - start),
+            packet.duration(),
+            arrival as i64,
+        );
         packet.set_pts(Some(repaired.pts));
         packet.set_dts(Some(repaired.dts));
         packet.set_stream(out.index);

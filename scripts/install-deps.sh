@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Installs what camgate needs to build and run its integration tests on Debian 12
+# (FFmpeg dev libraries, GStreamer RTSP server, nginx-rtmp, ffmpeg CLI), and checks
+# for a Rust toolchain. Idempotent: does nothing when everything is there.
+set -euo pipefail
+
+PACKAGES=(
+    pkg-config clang libclang-dev build-essential
+    libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+    libavfilter-dev libavdevice-dev
+    gir1.2-gst-rtsp-server-1.0 python3-gi
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+    gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools
+    nginx libnginx-mod-rtmp
+    ffmpeg curl ca-certificates
+)
+# Edition 2024 needs Rust >= 1.85; Debian 12's own cargo/rustc (1.63) is too old.
+MIN_RUST_MINOR=85
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+else
+    SUDO=(sudo)
+fi
+
+installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    # Keep apt from starting the system nginx: the tests run private nginx
+    # instances on their own ports, and a system one failing to bind :80 would
+    # make the package's postinst, and so this script, fail. policy-rc.d exit
+    # code 101 means "action forbidden"; only ours is removed afterwards.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod +x "$policy"
+        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+    fi
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "install-deps: all Debian packages present"
+fi
+
+# The RTSP fixture needs these GStreamer elements, with Debian's python3 seeing gi.
+for element in videotestsrc x264enc x265enc rtph264pay rtph265pay audiotestsrc \
+    avenc_aac rtpmp4gpay alawenc rtppcmapay; do
+    if ! gst-inspect-1.0 "$element" >/dev/null 2>&1; then
+        echo "install-deps: GStreamer element $element is missing" >&2
+        exit 1
+    fi
+done
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; then
+    echo "install-deps: /usr/bin/python3 cannot load GstRtspServer through gi" >&2
+    exit 1
+fi
+if [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
+    echo "install-deps: /usr/lib/nginx/modules/ngx_rtmp_module.so is missing" >&2
+    exit 1
+fi
+
+# Rust: a rustup toolchain is usually in ~/.cargo/bin, which may not be on PATH.
+cargo_bin=$(command -v cargo || true)
+if [ -z "$cargo_bin" ] && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    cargo_bin="$HOME/.cargo/bin/cargo"
+    echo "install-deps: cargo found at $cargo_bin; add $HOME/.cargo/bin to PATH"
+fi
+if [ -z "$cargo_bin" ]; then
+    # Debian 12 has no rustup package (newer Debian releases do); its rustup
+    # still has to download the toolchain itself.
+    if apt-cache policy rustup 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        echo "install-deps: no cargo; installing Debian's rustup and the stable toolchain"
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends rustup
+        rustup default stable
+    else
+        echo "install-deps: no cargo, and this Debian has no rustup package." >&2
+        echo "  Debian's own cargo/rustc is older than 1.${MIN_RUST_MINOR} (edition 2024);" >&2
+        echo "  install a toolchain with rustup (https://rustup.rs)." >&2
+        exit 1
+    fi
+else
+    minor=$("$cargo_bin" --version | sed -E 's/^cargo 1\.([0-9]+).*/\1/')
+    if [ "$minor" -lt "$MIN_RUST_MINOR" ] 2>/dev/null; then
+        echo "install-deps: $("$cargo_bin" --version) is older than 1.$MIN_RUST_MINOR (edition 2024)" >&2
+        exit 1
+    fi
+    echo "install-deps: $("$cargo_bin" --version)"
+fi

@@ -1,0 +1,348 @@
+//! The camera pipeline against real servers: GStreamer's RTSP server as the cameras, nginx-rtmp as the RTMP
+//! server, and libavformat reading back what arrived.
+//!
+//! Each test starts its own servers on free loopback ports, so tests run in parallel and leave nothing behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use camgate::{
+    AudioMode, CameraId, CameraStatus, RetryPolicy, StartOutcome, StreamSpec, Supervisor, SupervisorConfig,
+    SupervisorError, VideoMode, WorkerState,
+};
+use common::{ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe};
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `within`.
+fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn supervisor() -> Supervisor {
+    Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(250), ..SupervisorConfig::default() })
+}
+
+fn id(s: &str) -> CameraId {
+    s.parse().expect("valid id")
+}
+
+/// Waits until the camera has written frames to its output (state `running`).
+fn wait_running(supervisor: &Supervisor, camera: &str) -> CameraStatus {
+    let camera = id(camera);
+    wait_for(Duration::from_secs(20), "the camera to run", || {
+        let status = supervisor.status(&camera)?;
+        assert!(
+            !matches!(status.state, WorkerState::Failed | WorkerState::Reconnecting),
+            "camera failed: {:?}",
+            status.last_error
+        );
+        (status.state == WorkerState::Running).then_some(status)
+    })
+}
+
+fn probe_rtmp(url: &str, seconds: f64) -> ProbeReport {
+    probe(url, ProbeOptions::default().with_media_seconds(seconds).with_deadline(Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("reading {url} back failed: {e}"))
+}
+
+/// The checks every stream a viewer gets must pass.
+fn assert_watchable(report: &ProbeReport, width: u32, height: u32) {
+    let video = report.video.as_ref().expect("a video stream");
+    assert_eq!(video.codec, "h264");
+    assert_eq!((video.width, video.height), (width, height));
+    assert!(video.stats.first_is_key, "the first video packet a viewer gets is a keyframe");
+    assert!(video.stats.dts_monotonic(), "video dts not increasing: {:?}", video.stats.first_dts_violation);
+    let fps = video.fps.expect("enough frames for a rate");
+    assert!((22.0..=28.0).contains(&fps), "source is 25 fps, got {fps:.2}");
+    assert!(video.stats.packets >= 50, "only {} video packets in the read window", video.stats.packets);
+    if let Some(audio) = &report.audio {
+        assert!(audio.stats.dts_monotonic(), "audio dts not increasing: {:?}", audio.stats.first_dts_violation);
+        assert!(audio.stats.packets > 0, "audio stream without packets");
+    }
+    if let Some(gap) = report.max_av_dts_gap {
+        assert!(gap < 1.0, "audio and video drifted {gap:.3} s apart");
+    }
+}
+
+#[test]
+fn h264_aac_camera_is_copied_to_rtmp_without_decoding() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let spec = StreamSpec::new("cam1", &rtsp.url("h264_aac"), &rtmp.url("cam1")).unwrap();
+    supervisor.start_blocking(spec).unwrap();
+    wait_running(&supervisor, "cam1");
+
+    let report = probe_rtmp(&rtmp.url("cam1"), 4.0);
+    assert_watchable(&report, 640, 360);
+    let audio = report.audio.as_ref().expect("an audio stream");
+    assert_eq!(audio.codec, "aac");
+    assert_eq!(audio.sample_rate, 48_000);
+
+    // Rates come from the supervisor's one-second sampling over a sliding window: wait for a settled value.
+    let status = wait_for(Duration::from_secs(10), "output rate near 25 fps", || {
+        let s = supervisor.status(&id("cam1"))?;
+        (20.0..=30.0).contains(&s.rates.fps_out).then_some(s)
+    });
+    let session = status.session.expect("session info");
+    assert_eq!(session.video_mode, VideoMode::Copy);
+    assert_eq!(session.audio_mode, AudioMode::Copy);
+    assert_eq!(status.totals.video_frames_decoded, 0, "copy mode decodes nothing");
+    assert_eq!(status.totals.audio_frames_decoded, 0, "AAC is copied, not decoded");
+    assert!(status.totals.video_frames_out > 0 && status.rates.bitrate_kbps > 0.0);
+    assert!(status.first_frame_after_ms.is_some());
+
+    let stopped = supervisor.stop_blocking(&id("cam1")).unwrap();
+    assert_eq!(stopped.state, WorkerState::Stopped);
+    assert!(supervisor.status(&id("cam1")).is_none(), "a stopped camera is removed");
+}
+
+#[test]
+fn g711_alaw_audio_becomes_aac() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    supervisor.start_blocking(StreamSpec::new("alaw", &rtsp.url("h264_alaw"), &rtmp.url("alaw")).unwrap()).unwrap();
+    wait_running(&supervisor, "alaw");
+
+    let report = probe_rtmp(&rtmp.url("alaw"), 4.0);
+    assert_watchable(&report, 640, 360);
+    let audio = report.audio.as_ref().expect("an audio stream");
+    assert_eq!((audio.codec.as_str(), audio.sample_rate, audio.channels), ("aac", 16_000, 1));
+    // 16 kHz AAC frames are 1024 samples = 64 ms: about 15 per second.
+    let span = audio.stats.dts_span().expect("audio timestamps");
+    let per_second = audio.stats.packets as f64 / span.max(0.001);
+    assert!((13.0..=17.5).contains(&per_second), "{per_second:.1} AAC frames/s");
+
+    let status = supervisor.status(&id("alaw")).unwrap();
+    let session = status.session.unwrap();
+    assert_eq!(session.audio_in.unwrap().codec, "pcm_alaw");
+    assert_eq!(session.audio_mode, AudioMode::Aac);
+    assert!(status.totals.audio_frames_decoded > 0);
+    supervisor.stop_blocking(&id("alaw")).unwrap();
+}
+
+#[test]
+fn camera_without_audio_gives_video_only() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    supervisor.start_blocking(StreamSpec::new("mute", &rtsp.url("h264"), &rtmp.url("mute")).unwrap()).unwrap();
+    let status = wait_running(&supervisor, "mute");
+    assert_eq!(status.session.as_ref().unwrap().audio_mode, AudioMode::None);
+
+    let report = probe_rtmp(&rtmp.url("mute"), 3.0);
+    assert_watchable(&report, 640, 360);
+    assert!(report.audio.is_none(), "no audio stream expected");
+    supervisor.stop_blocking(&id("mute")).unwrap();
+}
+
+#[test]
+fn h265_camera_comes_out_as_h264() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    supervisor.start_blocking(StreamSpec::new("hevc", &rtsp.url("h265"), &rtmp.url("hevc")).unwrap()).unwrap();
+    wait_running(&supervisor, "hevc");
+
+    let report = probe_rtmp(&rtmp.url("hevc"), 4.0);
+    assert_watchable(&report, 640, 360);
+    let keyframes = report.video.as_ref().unwrap().stats.keyframes;
+    assert!(keyframes >= 1, "a 2 s GOP gives a keyframe in 4 s");
+
+    let status = supervisor.status(&id("hevc")).unwrap();
+    let session = status.session.as_ref().unwrap();
+    assert_eq!(session.video_in.codec, "hevc");
+    assert_eq!(session.video_out.codec, "h264");
+    assert_eq!(session.video_mode, VideoMode::Transcode);
+    assert_eq!(session.video_encoder.as_deref(), Some("libx264"));
+    assert!(status.totals.video_frames_decoded > 0);
+    supervisor.stop_blocking(&id("hevc")).unwrap();
+}
+
+#[test]
+fn transcode_scales_to_the_requested_size_and_records_to_a_file() {
+    let rtsp = RtspServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.flv");
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("small", &rtsp.url("h264_alaw"), path.to_str().unwrap()).unwrap();
+    spec.video.mode = VideoMode::Transcode;
+    spec.video.encoding.width = Some(320);
+    spec.video.encoding.gop_seconds = 1.0;
+    supervisor.start_blocking(spec).unwrap();
+    wait_running(&supervisor, "small");
+    // Record about three seconds of output, measured by what was written, then stop cleanly.
+    wait_for(Duration::from_secs(15), "75 frames written", || {
+        (supervisor.status(&id("small"))?.totals.video_frames_out >= 75).then_some(())
+    });
+    let stopped = supervisor.stop_blocking(&id("small")).unwrap();
+
+    // A clean stop writes the trailer: the file reads to EOF and holds every frame the stats counted.
+    let report = probe(path.to_str().unwrap(), ProbeOptions::default().until_eof()).expect("the recording reads");
+    assert_watchable(&report, 320, 180);
+    let video = report.video.as_ref().unwrap();
+    assert_eq!(video.stats.packets as u64, stopped.totals.video_frames_out);
+    assert!(video.stats.keyframes >= 3, "1 s GOP over 3 s: {} keyframes", video.stats.keyframes);
+    assert_eq!(report.audio.as_ref().unwrap().codec, "aac");
+}
+
+#[test]
+fn jumping_camera_timestamps_are_repaired() {
+    // The seekfault mount re-seeks its shared pipeline when a second client plays it: our input's timestamps
+    // jump back, as with a camera that reboots its clock.
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    supervisor
+        .start_blocking(StreamSpec::new("jumpy", &rtsp.url("h264_aac_seekfault"), &rtmp.url("jumpy")).unwrap())
+        .unwrap();
+    wait_running(&supervisor, "jumpy");
+
+    let reader = {
+        let url = rtmp.url("jumpy");
+        std::thread::spawn(move || probe_rtmp(&url, 6.0))
+    };
+    // Let the reader get going, then make a second client join the camera.
+    std::thread::sleep(Duration::from_secs(2));
+    let second = probe(&rtsp.url("h264_aac_seekfault"), ProbeOptions::default().with_media_seconds(1.0));
+    assert!(second.is_ok(), "second RTSP client: {second:?}");
+
+    // The re-seek also stalls the server's pipeline for a moment, so the frame rate over this window is not the
+    // source rate; what must hold is order, sync, and frames flowing on.
+    let report = reader.join().expect("reader thread");
+    let video = report.video.as_ref().expect("a video stream");
+    assert!(video.stats.first_is_key);
+    assert!(video.stats.dts_monotonic(), "video dts not increasing: {:?}", video.stats.first_dts_violation);
+    let audio = report.audio.as_ref().expect("an audio stream");
+    assert!(audio.stats.dts_monotonic(), "audio dts not increasing: {:?}", audio.stats.first_dts_violation);
+    let gap = report.max_av_dts_gap.expect("both streams");
+    assert!(gap < 1.0, "audio and video drifted {gap:.3} s apart");
+    let before = supervisor.status(&id("jumpy")).unwrap().totals.video_frames_out;
+    wait_for(Duration::from_secs(10), "frames after the fault", || {
+        (supervisor.status(&id("jumpy"))?.totals.video_frames_out >= before + 25).then_some(())
+    });
+    let status = supervisor.status(&id("jumpy")).unwrap();
+    assert_eq!(status.state, WorkerState::Running, "a timestamp jump does not stop the camera");
+    supervisor.stop_blocking(&id("jumpy")).unwrap();
+}
+
+#[test]
+fn a_camera_that_never_answers_is_stopped_fast() {
+    let silent = SilentServer::start();
+    let supervisor = supervisor();
+    supervisor.start_blocking(StreamSpec::new("mute", &silent.url(), "out.flv").unwrap()).unwrap();
+    wait_for(Duration::from_secs(5), "the camera to connect", || (silent.accepted() > 0).then_some(()));
+    let begun = Instant::now();
+    let status = supervisor.stop_blocking(&id("mute")).unwrap();
+    let took = begun.elapsed();
+    assert_eq!(status.state, WorkerState::Stopped);
+    // The open timeout is 10 s; only the interrupt callback can make this quick.
+    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+}
+
+#[test]
+fn a_silent_camera_times_out_with_a_readable_reason() {
+    let silent = SilentServer::start();
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("quiet", &silent.url(), "out.flv").unwrap();
+    spec.timeouts.open_ms = 500;
+    spec.retry = RetryPolicy::never();
+    supervisor.start_blocking(spec).unwrap();
+    let status = wait_for(Duration::from_secs(10), "the camera to fail", || {
+        supervisor.status(&id("quiet")).filter(|s| s.state == WorkerState::Failed)
+    });
+    let error = status.last_error.unwrap();
+    assert!(error.contains("quiet") && error.contains("opening the input") && error.contains("timed out"), "{error}");
+}
+
+#[test]
+fn an_unreachable_camera_fails_with_a_readable_reason() {
+    let port = free_port();
+    let supervisor = supervisor();
+    let mut spec =
+        StreamSpec::new("gone", &format!("rtsp://admin:hunter2@127.0.0.1:{port}/stream"), "out.flv").unwrap();
+    spec.retry = RetryPolicy::never();
+    supervisor.start_blocking(spec).unwrap();
+    let status = wait_for(Duration::from_secs(10), "the camera to fail", || {
+        supervisor.status(&id("gone")).filter(|s| s.state == WorkerState::Failed)
+    });
+    let error = status.last_error.unwrap();
+    assert!(error.contains("opening the input") && error.contains("refused"), "{error}");
+    assert!(!error.contains("hunter2") && !status.input.contains("hunter2"), "password leaked: {error}");
+    // A failed camera stays visible until it is stopped, which then just forgets it.
+    assert_eq!(supervisor.stop_blocking(&id("gone")).unwrap().state, WorkerState::Failed);
+    assert!(supervisor.snapshot().is_empty());
+}
+
+#[test]
+fn a_failing_camera_is_retried_with_backoff() {
+    let port = free_port();
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("flaky", &format!("rtsp://127.0.0.1:{port}/s"), "out.flv").unwrap();
+    spec.retry =
+        RetryPolicy { max_retries: Some(2), initial_backoff_ms: 50, max_backoff_ms: 100, ..RetryPolicy::default() };
+    supervisor.start_blocking(spec).unwrap();
+    let status = wait_for(Duration::from_secs(10), "retries to run out", || {
+        supervisor.status(&id("flaky")).filter(|s| s.state == WorkerState::Failed)
+    });
+    assert_eq!(status.restarts, 2, "two retries, then the third failure is final");
+}
+
+#[test]
+fn duplicate_ids_and_the_camera_limit() {
+    let silent = SilentServer::start();
+    let supervisor = Supervisor::new(SupervisorConfig { max_cameras: 2, ..SupervisorConfig::default() });
+    let spec = |name: &str| StreamSpec::new(name, &silent.url(), "out.flv").unwrap();
+
+    assert!(matches!(supervisor.start_blocking(spec("a")), Ok(StartOutcome::Started(_))));
+    assert!(matches!(supervisor.start_blocking(spec("a")), Ok(StartOutcome::AlreadyRunning(_))));
+    assert!(matches!(supervisor.start_blocking(spec("b")), Ok(StartOutcome::Started(_))));
+    match supervisor.start_blocking(spec("c")) {
+        Err(SupervisorError::LimitReached { running: 2, limit: 2 }) => {}
+        other => panic!("expected the limit, got {other:?}"),
+    }
+    assert_eq!(supervisor.snapshot().len(), 2, "the refused camera left nothing behind");
+    assert!(matches!(supervisor.stop_blocking(&id("c")), Err(SupervisorError::NotFound(_))));
+
+    // Stopping one frees a place.
+    supervisor.stop_blocking(&id("a")).unwrap();
+    assert!(matches!(supervisor.start_blocking(spec("c")), Ok(StartOutcome::Started(_))));
+    let results = supervisor.stop_all_blocking();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|s| s.state == WorkerState::Stopped)));
+    assert!(supervisor.snapshot().is_empty());
+}
+
+#[test]
+fn copy_mode_refuses_h265_with_a_reason() {
+    let rtsp = RtspServer::start();
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("strict", &rtsp.url("h265"), "out.flv").unwrap();
+    spec.video.mode = VideoMode::Copy;
+    spec.retry = RetryPolicy::never();
+    supervisor.start_blocking(spec).unwrap();
+    let status = wait_for(Duration::from_secs(15), "the camera to fail", || {
+        supervisor.status(&id("strict")).filter(|s| s.state == WorkerState::Failed)
+    });
+    assert!(status.last_error.unwrap().contains("copy needs H.264"));
+}
+
+#[test]
+fn invalid_specs_are_refused_before_anything_starts() {
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("x", "rtsp://127.0.0.1/s", "out.flv").unwrap();
+    spec.video.encoding.preset = "warp".into();
+    match supervisor.start_blocking(spec) {
+        Err(SupervisorError::InvalidSpec(e)) => assert_eq!(e.field(), "video.encoding.preset"),
+        other => panic!("expected a spec error, got {other:?}"),
+    }
+    assert!(supervisor.snapshot().is_empty());
+}
