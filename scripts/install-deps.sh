@@ -13,6 +13,7 @@ PACKAGES=(
     gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools
     nginx libnginx-mod-rtmp
     ffmpeg curl ca-certificates
+    fonts-dejavu-core fontconfig
 )
 # Edition 2024 needs Rust >= 1.85; Debian 12's own cargo/rustc (1.63) is too old.
 MIN_RUST_MINOR=85

@@ -34,12 +34,14 @@
 //!   `interrupt` (cancelling blocking FFmpeg calls), `channel_layout` (the FFmpeg-version-specific bits).
 //! - `worker` (private): one camera's thread — sessions, retry with backoff, reports.
 //! - [`supervisor`]: owns the workers — start/stop/list, the cap, stats sampling, events.
+//! - [`hub`]: the built-in HTTP-FLV preview — per-camera fan-out with a GOP cache, fed by the pipeline.
 //! - [`stats`]: counters, rates and the [`CameraStatus`] the supervisor reports.
 //! - [`error`]: error types carrying the camera id, the stage and FFmpeg's message, URLs redacted.
 //!
 //! Data flows one way: supervisor → worker → pipeline; reports and counters flow back.
 
 pub mod error;
+pub mod hub;
 mod pipeline;
 mod redact;
 pub mod spec;
@@ -52,8 +54,8 @@ pub use pipeline::timestamps::TimestampGuard;
 pub use pipeline::{Observer, init as init_ffmpeg, run as run_pipeline};
 pub use redact::redact_url;
 pub use spec::{
-    AudioEncoding, AudioMode, AudioSpec, CameraId, OutputTarget, RateControl, RetryPolicy, SourceUrl, StreamSpec,
-    Timeouts, VideoEncoding, VideoMode, VideoSpec,
+    AudioEncoding, AudioMode, AudioSpec, CameraId, DemoPreset, OutputTarget, RateControl, RetryPolicy, SourceUrl,
+    StreamSpec, Timeouts, VideoEncoding, VideoMode, VideoSpec,
 };
 pub use stats::{CameraStatus, Counters, Event, Rates, SessionInfo, Totals, WorkerState};
 pub use supervisor::{StartOutcome, Supervisor, SupervisorConfig};

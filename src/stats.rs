@@ -221,7 +221,7 @@ pub struct CameraStatus {
     pub state: WorkerState,
     /// The camera URL, credentials hidden.
     pub input: String,
-    /// The output URL or path, credentials hidden.
+    /// The output URL or path, credentials hidden (`preview` for the built-in hub).
     pub output: String,
     /// Unix time in milliseconds when the worker was started.
     pub started_at_ms: u64,
@@ -243,6 +243,8 @@ pub struct CameraStatus {
     pub restarts: u32,
     /// While reconnecting: the attempt number and when it is due (Unix milliseconds).
     pub retry: Option<RetryStatus>,
+    /// Viewers of the built-in preview now.
+    pub preview_viewers: usize,
 }
 
 /// A pending reconnect.

@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
 use crate::error::SupervisorError;
+use crate::hub::PreviewHub;
 use crate::spec::{CameraId, StreamSpec};
 use crate::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, Totals, WorkerState};
 use crate::worker::{Report, WorkerHandle};
@@ -94,6 +95,7 @@ pub struct Supervisor {
 
 struct Inner {
     commands: Sender<Command>,
+    hub: Arc<PreviewHub>,
     statuses: Arc<RwLock<BTreeMap<CameraId, CameraStatus>>>,
     events: broadcast::Sender<Event>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -118,9 +120,11 @@ impl Supervisor {
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let statuses = Arc::new(RwLock::new(BTreeMap::new()));
         let (events, _) = broadcast::channel(1024);
+        let hub = Arc::new(PreviewHub::default());
         let thread = {
             let state = SupervisorThread {
                 config: config.clone(),
+                hub: Arc::clone(&hub),
                 commands: command_rx,
                 reports: crossbeam_channel::unbounded(),
                 cameras: BTreeMap::new(),
@@ -132,7 +136,15 @@ impl Supervisor {
                 .spawn(move || state.run())
                 .expect("the OS refused the supervisor thread")
         };
-        Supervisor { inner: Arc::new(Inner { commands, statuses, events, thread: Mutex::new(Some(thread)), config }) }
+        Supervisor {
+            inner: Arc::new(Inner { commands, hub, statuses, events, thread: Mutex::new(Some(thread)), config }),
+        }
+    }
+
+    /// The built-in preview hub: [`PreviewHub::subscribe`] gives a viewer of any camera started with
+    /// `preview: true`.
+    pub fn preview(&self) -> &PreviewHub {
+        &self.inner.hub
     }
 
     /// The configuration it runs with.
@@ -249,6 +261,7 @@ struct Camera {
 
 struct SupervisorThread {
     config: SupervisorConfig,
+    hub: Arc<PreviewHub>,
     commands: Receiver<Command>,
     reports: (Sender<Report>, Receiver<Report>),
     cameras: BTreeMap<CameraId, Camera>,
@@ -323,7 +336,7 @@ impl SupervisorThread {
             id: spec.id.clone(),
             state: WorkerState::Starting,
             input: spec.input.redacted(),
-            output: spec.output.redacted(),
+            output: spec.outputs_redacted(),
             started_at_ms: unix_ms(SystemTime::now()),
             uptime_secs: 0.0,
             first_frame_after_ms: None,
@@ -334,9 +347,11 @@ impl SupervisorThread {
             warnings: Vec::new(),
             restarts: 0,
             retry: None,
+            preview_viewers: 0,
         };
         let id = spec.id.clone();
-        let worker = WorkerHandle::spawn(spec, self.reports.0.clone())
+        let preview = spec.preview.then(|| self.hub.channel(&spec.id));
+        let worker = WorkerHandle::spawn(spec, preview, self.reports.0.clone())
             .map_err(|source| SupervisorError::Spawn { camera: id.clone(), source })?;
         info!(camera = %id, "camera started");
         let camera = Camera {
@@ -442,6 +457,7 @@ impl SupervisorThread {
             camera.status.rates = camera.rates.push(now, totals);
             camera.status.totals = totals;
             camera.status.uptime_secs = now.duration_since(camera.started).as_secs_f64();
+            camera.status.preview_viewers = self.hub.viewers(&id);
             if camera.stop_deadline.is_some_and(|deadline| now >= deadline) && camera.status.state != WorkerState::Stuck
             {
                 camera.status.state = WorkerState::Stuck;
@@ -471,6 +487,7 @@ impl SupervisorThread {
     /// Forgets an exited camera, answering whoever waited for its stop.
     fn remove(&mut self, id: &CameraId) -> Option<CameraStatus> {
         let mut camera = self.cameras.remove(id)?;
+        self.hub.remove(id);
         if let Some(worker) = &camera.worker {
             camera.status.totals = worker.counters.totals();
         }

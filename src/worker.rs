@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tracing::{info, warn};
 
 use crate::error::PipelineError;
+use crate::hub::Channel;
 use crate::pipeline::{self, Observer};
 use crate::spec::{CameraId, RetryPolicy, StreamSpec};
 use crate::stats::{Counters, SessionInfo};
@@ -51,8 +52,12 @@ pub(crate) struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts `spec`'s worker on a new thread. Reports go to `reports`.
-    pub(crate) fn spawn(spec: StreamSpec, reports: Sender<Report>) -> std::io::Result<WorkerHandle> {
+    /// Starts `spec`'s worker on a new thread. Reports go to `reports`; FLV also to `preview` if given.
+    pub(crate) fn spawn(
+        spec: StreamSpec,
+        preview: Option<Arc<Channel>>,
+        reports: Sender<Report>,
+    ) -> std::io::Result<WorkerHandle> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let (commands, command_rx) = crossbeam_channel::bounded(4);
@@ -61,7 +66,7 @@ impl WorkerHandle {
             let counters = Arc::clone(&counters);
             thread::Builder::new()
                 .name(format!("cam-{}", spec.id))
-                .spawn(move || Worker { spec, stop, counters, commands: command_rx, reports }.run())?
+                .spawn(move || Worker { spec, preview, stop, counters, commands: command_rx, reports }.run())?
         };
         Ok(WorkerHandle { stop, commands, thread: Some(thread), counters })
     }
@@ -85,6 +90,7 @@ impl WorkerHandle {
 
 struct Worker {
     spec: StreamSpec,
+    preview: Option<Arc<Channel>>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     commands: Receiver<Command>,
@@ -95,7 +101,7 @@ impl Worker {
     /// The thread's body: sessions until a stop, or until the retry policy gives up.
     fn run(self) {
         let id = self.spec.id.clone();
-        info!(camera = %id, input = %self.spec.input, output = %self.spec.output, "worker started");
+        info!(camera = %id, input = %self.spec.input, output = %self.spec.outputs_redacted(), "worker started");
         let error = self.run_sessions().err().map(|e| e.to_string());
         match &error {
             None => info!(camera = %id, "worker stopped"),
@@ -110,10 +116,11 @@ impl Worker {
         loop {
             let started = Instant::now();
             let mut observer = ReportingObserver { id: &self.spec.id, reports: &self.reports, started };
-            let error = match pipeline::run(&self.spec, &self.stop, &self.counters, &mut observer) {
-                Ok(()) => return Ok(()),
-                Err(error) => error,
-            };
+            let error =
+                match pipeline::run(&self.spec, &self.stop, &self.counters, &mut observer, self.preview.as_ref()) {
+                    Ok(()) => return Ok(()),
+                    Err(error) => error,
+                };
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }

@@ -346,3 +346,74 @@ fn invalid_specs_are_refused_before_anything_starts() {
     }
     assert!(supervisor.snapshot().is_empty());
 }
+
+/// Reads a preview viewer until it has delivered `media_bytes` or `within` passes, into a file for probing.
+fn record_viewer(mut viewer: camgate::hub::Viewer, path: &std::path::Path, min_bytes: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut bytes = Vec::new();
+    while bytes.len() < min_bytes && Instant::now() < deadline {
+        match viewer.try_recv() {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("viewer ended early: {e}"),
+        }
+    }
+    std::fs::write(path, &bytes).expect("write the recording");
+}
+
+#[test]
+fn demo_camera_plays_through_the_built_in_preview() {
+    let supervisor = supervisor();
+    supervisor.start_blocking(StreamSpec::preview_only("demo", "demo://").unwrap()).unwrap();
+    let status = wait_running(&supervisor, "demo");
+    let session = status.session.as_ref().unwrap();
+    assert_eq!((session.video_in.codec.as_str(), session.video_mode), ("rawvideo", VideoMode::Transcode));
+    assert_eq!(session.audio_out.as_ref().unwrap().codec, "aac");
+
+    // Two viewers, the second joining later: each must start with a decodable keyframe.
+    let dir = tempfile::tempdir().unwrap();
+    let first = supervisor.preview().subscribe(&id("demo")).expect("a preview channel");
+    let first_path = dir.path().join("first.flv");
+    record_viewer(first, &first_path, 400_000, Duration::from_secs(10));
+    let second = supervisor.preview().subscribe(&id("demo")).expect("a preview channel");
+    let second_path = dir.path().join("second.flv");
+    record_viewer(second, &second_path, 200_000, Duration::from_secs(10));
+
+    for path in [&first_path, &second_path] {
+        let report = probe(path.to_str().unwrap(), ProbeOptions::default().until_eof()).expect("the preview reads");
+        let video = report.video.as_ref().expect("video");
+        assert_eq!((video.codec.as_str(), video.width, video.height), ("h264", 640, 360));
+        assert!(video.stats.first_is_key, "{} starts at a keyframe", path.display());
+        assert!(video.stats.dts_monotonic());
+        assert_eq!(report.audio.as_ref().expect("audio").codec, "aac");
+    }
+    // The demo camera is paced like a live one.
+    let status = wait_for(Duration::from_secs(10), "output rate near 25 fps", || {
+        let s = supervisor.status(&id("demo"))?;
+        (22.0..=28.0).contains(&s.rates.fps_out).then_some(s)
+    });
+    assert_eq!(status.output, "preview");
+    supervisor.stop_blocking(&id("demo")).unwrap();
+    assert!(supervisor.preview().subscribe(&id("demo")).is_none(), "the channel goes with the camera");
+}
+
+#[test]
+fn rtmp_and_preview_at_once() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("both", &rtsp.url("h264_aac"), &rtmp.url("both")).unwrap();
+    spec.preview = true;
+    supervisor.start_blocking(spec).unwrap();
+    wait_running(&supervisor, "both");
+    let viewer = supervisor.preview().subscribe(&id("both")).unwrap();
+    let report = probe_rtmp(&rtmp.url("both"), 3.0);
+    assert_watchable(&report, 640, 360);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("preview.flv");
+    record_viewer(viewer, &path, 100_000, Duration::from_secs(10));
+    let preview = probe(path.to_str().unwrap(), ProbeOptions::default().until_eof()).unwrap();
+    assert_eq!(preview.video.unwrap().codec, "h264");
+    assert_eq!(supervisor.status(&id("both")).unwrap().output, format!("{} + preview", rtmp.url("both")));
+    supervisor.stop_blocking(&id("both")).unwrap();
+}

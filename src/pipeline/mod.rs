@@ -28,6 +28,7 @@ use self::interrupt::{Interrupter, Interruption};
 use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
 use crate::error::{PipelineError, Stage};
+use crate::hub::Channel;
 use crate::spec::{AudioMode, StreamSpec};
 use crate::stats::{Counters, SessionInfo};
 
@@ -76,7 +77,9 @@ impl Halt {
     fn into_error(self, spec: &StreamSpec) -> Option<PipelineError> {
         let camera = spec.id.clone();
         let target = |stage: Stage| match stage {
-            Stage::OpenOutput | Stage::WriteOutput => spec.output.redacted(),
+            Stage::OpenOutput | Stage::WriteOutput => {
+                spec.output.as_ref().map_or_else(|| "preview".to_owned(), |o| o.redacted())
+            }
             _ => spec.input.redacted(),
         };
         Some(match self {
@@ -106,14 +109,17 @@ pub fn init() {
 ///
 /// One call is one session: one connection to the camera and one to the output. Retrying is the caller's
 /// business.
+///
+/// `preview`, when given, receives the same FLV as the output, for the built-in preview hub.
 pub fn run(
     spec: &StreamSpec,
     stop: &Arc<AtomicBool>,
     counters: &Counters,
     observer: &mut dyn Observer,
+    preview: Option<&Arc<Channel>>,
 ) -> Result<(), PipelineError> {
     init();
-    match Session::open(spec, stop, observer).and_then(|mut session| session.pump(counters, observer)) {
+    match Session::open(spec, stop, observer, preview).and_then(|mut session| session.pump(counters, observer)) {
         Ok(()) => Ok(()),
         Err(halt) => match halt.into_error(spec) {
             None => Ok(()),
@@ -125,8 +131,9 @@ pub fn run(
 /// One connection to the camera and one to the output, with the paths between them.
 struct Session<'a> {
     spec: &'a StreamSpec,
-    // `output` is declared before `input` so the muxer is closed first: its trailer must not wait on a camera.
-    output: Option<FlvOutput>,
+    // `outputs` are declared before `input` so the muxers are closed first: its trailer must not wait on a camera.
+    /// RTMP/file and/or the preview hub; empty once finished.
+    outputs: Vec<FlvOutput>,
     output_interrupter: Arc<Interrupter>,
     input: ffmpeg_next::format::context::Input,
     input_interrupter: Arc<Interrupter>,
@@ -141,7 +148,12 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn open(spec: &'a StreamSpec, stop: &Arc<AtomicBool>, observer: &mut dyn Observer) -> Result<Self, Halt> {
+    fn open(
+        spec: &'a StreamSpec,
+        stop: &Arc<AtomicBool>,
+        observer: &mut dyn Observer,
+        preview: Option<&Arc<Channel>>,
+    ) -> Result<Self, Halt> {
         let input_interrupter = Interrupter::new(Arc::clone(stop));
         input_interrupter.arm(spec.timeouts.open());
         let input = input::open(&spec.input, &spec.timeouts, &input_interrupter)
@@ -175,21 +187,33 @@ impl<'a> Session<'a> {
 
         let output_interrupter = Interrupter::new(Arc::clone(stop));
         output_interrupter.arm(spec.timeouts.open());
-        let mut output = FlvOutput::open(&spec.output, Arc::clone(&output_interrupter), spec.timeouts.write())
-            .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, &output_interrupter))?;
-        let add = |output: &mut FlvOutput, track, source| {
-            output.add_stream(track, source).map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))
-        };
-        match &video.path {
-            VideoPath::Copy { parameters, .. } => add(&mut output, Track::Video, StreamSource::Copy(parameters))?,
-            VideoPath::Transcode(t) => add(&mut output, Track::Video, StreamSource::Encoder(t.parameters()))?,
+        let mut outputs = Vec::with_capacity(2);
+        if let Some(target) = &spec.output {
+            outputs.push(
+                FlvOutput::open(target, Arc::clone(&output_interrupter), spec.timeouts.write())
+                    .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, &output_interrupter))?,
+            );
         }
-        match audio.as_ref().map(|a| &a.path) {
-            Some(AudioPath::Copy { parameters }) => add(&mut output, Track::Audio, StreamSource::Copy(parameters))?,
-            Some(AudioPath::Transcode(t)) => add(&mut output, Track::Audio, StreamSource::Encoder(t.parameters()))?,
-            None => {}
+        if let Some(channel) = preview {
+            outputs.push(
+                FlvOutput::open_preview(Arc::clone(channel), Arc::clone(&output_interrupter), spec.timeouts.write())
+                    .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?,
+            );
         }
-        output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &output_interrupter))?;
+        for output in &mut outputs {
+            let mut add =
+                |track, source| output.add_stream(track, source).map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e));
+            match &video.path {
+                VideoPath::Copy { parameters, .. } => add(Track::Video, StreamSource::Copy(parameters))?,
+                VideoPath::Transcode(t) => add(Track::Video, StreamSource::Encoder(t.parameters()))?,
+            }
+            match audio.as_ref().map(|a| &a.path) {
+                Some(AudioPath::Copy { parameters }) => add(Track::Audio, StreamSource::Copy(parameters))?,
+                Some(AudioPath::Transcode(t)) => add(Track::Audio, StreamSource::Encoder(t.parameters()))?,
+                None => {}
+            }
+            output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &output_interrupter))?;
+        }
 
         let info = SessionInfo {
             video_in: video.input,
@@ -209,7 +233,7 @@ impl<'a> Session<'a> {
         observer.session(info, warnings);
         Ok(Session {
             spec,
-            output: Some(output),
+            outputs,
             output_interrupter,
             input,
             input_interrupter,
@@ -238,10 +262,10 @@ impl<'a> Session<'a> {
             if matches!(result, Err(Halt::Stop)) {
                 let _ = self.flush(counters);
             }
-            if let Some(output) = self.output.take()
-                && let Err(e) = output.finish(FINISH_WITHIN)
-            {
-                debug!(camera = %self.spec.id, "trailer not written: {e:?}");
+            for output in self.outputs.drain(..) {
+                if let Err(e) = output.finish(FINISH_WITHIN) {
+                    debug!(camera = %self.spec.id, "trailer not written: {e:?}");
+                }
             }
         }
         result
@@ -278,11 +302,11 @@ impl<'a> Session<'a> {
         counters: &Counters,
         observer: &mut dyn Observer,
     ) -> Result<(), Halt> {
-        let output = self.output.as_mut().expect("output open while pumping");
+        let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         let first_frame_sent = &mut self.first_frame_sent;
         let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
-            if deliver(output, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
+            if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
                 *first_frame_sent = true;
                 observer.first_frame();
             }
@@ -315,10 +339,10 @@ impl<'a> Session<'a> {
         counters: &Counters,
         observer: &mut dyn Observer,
     ) -> Result<(), Halt> {
-        let output = self.output.as_mut().expect("output open while pumping");
+        let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         let mut emit = |packet: &mut Packet, time_base: Rational| {
-            deliver(output, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
+            deliver(outputs, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
         };
         let result = match &mut self.audio {
             None => return Ok(()),
@@ -353,25 +377,26 @@ impl<'a> Session<'a> {
 
     /// Pushes out what the encoders still hold, after a stop.
     fn flush(&mut self, counters: &Counters) -> Result<(), Halt> {
-        let Some(output) = self.output.as_mut() else { return Ok(()) };
+        let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         if let VideoPath::Transcode(transcoder) = &mut self.video {
             let time_base = transcoder.time_base();
             transcoder
-                .flush(&mut |p| deliver(output, interrupter, counters, Track::Video, p, time_base).map(|_| ()))?;
+                .flush(&mut |p| deliver(outputs, interrupter, counters, Track::Video, p, time_base).map(|_| ()))?;
         }
         if let Some(AudioPath::Transcode(transcoder)) = &mut self.audio {
             let time_base = transcoder.time_base();
             transcoder
-                .flush(&mut |p| deliver(output, interrupter, counters, Track::Audio, p, time_base).map(|_| ()))?;
+                .flush(&mut |p| deliver(outputs, interrupter, counters, Track::Audio, p, time_base).map(|_| ()))?;
         }
         Ok(())
     }
 }
 
-/// Writes one packet and counts it; `Ok(true)` if it was written, `Ok(false)` if the muxer side dropped it.
+/// Writes one packet to every output and counts it once; `Ok(true)` if it was written, `Ok(false)` if the
+/// muxer side dropped it (all outputs decide alike: they see the same packets).
 fn deliver(
-    output: &mut FlvOutput,
+    outputs: &mut [FlvOutput],
     interrupter: &Interrupter,
     counters: &Counters,
     track: Track,
@@ -382,7 +407,16 @@ fn deliver(
         Track::Video => (&counters.video_frames_out, &counters.video_dropped),
         Track::Audio => (&counters.audio_frames_out, &counters.audio_dropped),
     };
-    match output.write(track, packet, time_base) {
+    let mut result = Ok(Written::Dropped);
+    if let Some((last, others)) = outputs.split_last_mut() {
+        for output in others {
+            // A new reference to the same data: the muxer takes ownership of what it is given.
+            let mut copy = packet.clone();
+            output.write(track, &mut copy, time_base).map_err(|e| write_halt(Stage::WriteOutput, e, interrupter))?;
+        }
+        result = last.write(track, packet, time_base);
+    }
+    match result {
         Ok(Written::Yes(bytes)) => {
             Counters::add(written, 1);
             Counters::add(&counters.bytes_out, bytes as u64);

@@ -6,12 +6,13 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ffmpeg_next::format::context::Output;
+use ffmpeg_next::format::context::{Output, StreamIo};
 use ffmpeg_next::util::interrupt::{self, InterruptGuard};
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, ffi};
 
 use super::interrupt::Interrupter;
 use super::timestamps::TimestampGuard;
+use crate::hub::{Channel, HubWriter};
 use crate::spec::OutputTarget;
 
 /// Which of the (at most two) output streams a packet belongs to.
@@ -133,6 +134,29 @@ impl FlvOutput {
         })
     }
 
+    /// An FLV muxer feeding the preview hub's `channel` through a custom AVIO; writes never block.
+    pub fn open_preview(
+        channel: Arc<Channel>,
+        interrupter: Arc<Interrupter>,
+        write_timeout: Duration,
+    ) -> Result<FlvOutput, ffmpeg_next::Error> {
+        let io = StreamIo::from_write(HubWriter::new(channel))?;
+        let ctx = ffmpeg_next::format::output_to_stream(io, None, Some("flv"))?;
+        // Nothing in a custom AVIO consults the callback, but `FlvOutput` keeps one like every output does.
+        let interrupt = interrupt::new(Box::new(interrupter.callback()));
+        Ok(FlvOutput {
+            ctx,
+            _interrupt: interrupt.guard,
+            interrupter,
+            write_timeout,
+            video: None,
+            audio: None,
+            start: None,
+            header_written: false,
+            opened: Instant::now(),
+        })
+    }
+
     /// Declares a stream; call for video, then audio, before [`write_header`](Self::write_header).
     pub fn add_stream(&mut self, track: Track, source: StreamSource<'_>) -> Result<(), ffmpeg_next::Error> {
         let mut stream = self.ctx.add_stream(None::<ffmpeg_next::Codec>)?;
@@ -159,6 +183,8 @@ impl FlvOutput {
         // Interleaving waits for a packet of every stream; bound that so a silent audio track cannot hold
         // video back for more than half a second.
         options.set("max_interleave_delta", "500000");
+        // Each packet leaves at once, for RTMP and the preview alike: latency matters more than syscalls.
+        options.set("flush_packets", "1");
         self.interrupter.arm(self.write_timeout);
         self.ctx.write_header_with(options).map_err(map_write_error)?;
         for out in [&mut self.video, &mut self.audio].into_iter().flatten() {
