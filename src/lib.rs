@@ -35,6 +35,7 @@
 //! - `worker` (private): one camera's thread — sessions, retry with backoff, reports.
 //! - [`supervisor`]: owns the workers — start/stop/list, the cap, stats sampling, events.
 //! - [`hub`]: the built-in HTTP-FLV preview — per-camera fan-out with a GOP cache, fed by the pipeline.
+//! - [`snapshot`]: JPEG stills decoded on request from the cached GOP (also in copy mode).
 //! - [`stats`]: counters, rates and the [`CameraStatus`] the supervisor reports.
 //! - [`error`]: error types carrying the camera id, the stage and FFmpeg's message, URLs redacted.
 //!
@@ -44,6 +45,7 @@ pub mod error;
 pub mod hub;
 mod pipeline;
 mod redact;
+pub mod snapshot;
 pub mod spec;
 pub mod stats;
 pub mod supervisor;
@@ -53,6 +55,7 @@ pub use error::{PipelineError, SpecError, Stage, SupervisorError};
 pub use pipeline::timestamps::TimestampGuard;
 pub use pipeline::{Observer, init as init_ffmpeg, run as run_pipeline};
 pub use redact::redact_url;
+pub use snapshot::SnapshotError;
 pub use spec::{
     AudioEncoding, AudioMode, AudioSpec, CameraId, DemoPreset, OutputTarget, RateControl, RetryPolicy, SourceUrl,
     StreamSpec, Timeouts, VideoEncoding, VideoMode, VideoSpec,

@@ -9,7 +9,7 @@
 //! Calls come in two flavours: `async` ones for tokio (or any executor), which never block a runtime thread,
 //! and `_blocking` ones for plain threads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::error::SupervisorError;
 use crate::hub::PreviewHub;
+use crate::snapshot::{KeyframeCache, SnapshotError};
 use crate::spec::{CameraId, StreamSpec};
 use crate::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, Totals, WorkerState};
 use crate::worker::{Report, WorkerHandle};
@@ -68,6 +69,9 @@ impl StartOutcome {
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// Each camera's snapshot source, shared between the supervisor thread (which adds and removes) and handles.
+type KeyframeCaches = Arc<RwLock<HashMap<CameraId, Arc<KeyframeCache>>>>;
+
 enum Command {
     Start { spec: Box<StreamSpec>, reply: Reply<Result<StartOutcome, SupervisorError>> },
     Stop { id: CameraId, reply: Reply<Result<CameraStatus, SupervisorError>> },
@@ -96,6 +100,7 @@ pub struct Supervisor {
 struct Inner {
     commands: Sender<Command>,
     hub: Arc<PreviewHub>,
+    keyframes: KeyframeCaches,
     statuses: Arc<RwLock<BTreeMap<CameraId, CameraStatus>>>,
     events: broadcast::Sender<Event>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -121,10 +126,12 @@ impl Supervisor {
         let statuses = Arc::new(RwLock::new(BTreeMap::new()));
         let (events, _) = broadcast::channel(1024);
         let hub = Arc::new(PreviewHub::default());
+        let keyframes = KeyframeCaches::default();
         let thread = {
             let state = SupervisorThread {
                 config: config.clone(),
                 hub: Arc::clone(&hub),
+                keyframes: Arc::clone(&keyframes),
                 commands: command_rx,
                 reports: crossbeam_channel::unbounded(),
                 cameras: BTreeMap::new(),
@@ -137,7 +144,15 @@ impl Supervisor {
                 .expect("the OS refused the supervisor thread")
         };
         Supervisor {
-            inner: Arc::new(Inner { commands, hub, statuses, events, thread: Mutex::new(Some(thread)), config }),
+            inner: Arc::new(Inner {
+                commands,
+                hub,
+                keyframes,
+                statuses,
+                events,
+                thread: Mutex::new(Some(thread)),
+                config,
+            }),
         }
     }
 
@@ -145,6 +160,13 @@ impl Supervisor {
     /// `preview: true`.
     pub fn preview(&self) -> &PreviewHub {
         &self.inner.hub
+    }
+
+    /// A JPEG of the camera's latest picture, at most `max_width` wide. Decodes the frames since the last
+    /// keyframe, on the calling thread (tens of milliseconds): from async code call it in `spawn_blocking`.
+    pub fn jpeg(&self, id: &CameraId, max_width: Option<u32>) -> Result<Vec<u8>, SnapshotError> {
+        let cache = self.inner.keyframes.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+        cache.ok_or(SnapshotError::NoPicture)?.jpeg(max_width)
     }
 
     /// The configuration it runs with.
@@ -262,6 +284,7 @@ struct Camera {
 struct SupervisorThread {
     config: SupervisorConfig,
     hub: Arc<PreviewHub>,
+    keyframes: KeyframeCaches,
     commands: Receiver<Command>,
     reports: (Sender<Report>, Receiver<Report>),
     cameras: BTreeMap<CameraId, Camera>,
@@ -351,7 +374,9 @@ impl SupervisorThread {
         };
         let id = spec.id.clone();
         let preview = spec.preview.then(|| self.hub.channel(&spec.id));
-        let worker = WorkerHandle::spawn(spec, preview, self.reports.0.clone())
+        let keyframes = Arc::new(KeyframeCache::default());
+        self.keyframes.write().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone(), Arc::clone(&keyframes));
+        let worker = WorkerHandle::spawn(spec, preview, keyframes, self.reports.0.clone())
             .map_err(|source| SupervisorError::Spawn { camera: id.clone(), source })?;
         info!(camera = %id, "camera started");
         let camera = Camera {
@@ -488,6 +513,7 @@ impl SupervisorThread {
     fn remove(&mut self, id: &CameraId) -> Option<CameraStatus> {
         let mut camera = self.cameras.remove(id)?;
         self.hub.remove(id);
+        self.keyframes.write().unwrap_or_else(|e| e.into_inner()).remove(id);
         if let Some(worker) = &camera.worker {
             camera.status.totals = worker.counters.totals();
         }

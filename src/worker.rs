@@ -16,7 +16,8 @@ use tracing::{info, warn};
 
 use crate::error::PipelineError;
 use crate::hub::Channel;
-use crate::pipeline::{self, Observer};
+use crate::pipeline::{self, Observer, Taps};
+use crate::snapshot::KeyframeCache;
 use crate::spec::{CameraId, RetryPolicy, StreamSpec};
 use crate::stats::{Counters, SessionInfo};
 
@@ -52,10 +53,12 @@ pub(crate) struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts `spec`'s worker on a new thread. Reports go to `reports`; FLV also to `preview` if given.
+    /// Starts `spec`'s worker on a new thread. Reports go to `reports`; FLV also to `preview` if given; the
+    /// current GOP to `keyframes`.
     pub(crate) fn spawn(
         spec: StreamSpec,
         preview: Option<Arc<Channel>>,
+        keyframes: Arc<KeyframeCache>,
         reports: Sender<Report>,
     ) -> std::io::Result<WorkerHandle> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -64,9 +67,9 @@ impl WorkerHandle {
         let thread = {
             let stop = Arc::clone(&stop);
             let counters = Arc::clone(&counters);
-            thread::Builder::new()
-                .name(format!("cam-{}", spec.id))
-                .spawn(move || Worker { spec, preview, stop, counters, commands: command_rx, reports }.run())?
+            thread::Builder::new().name(format!("cam-{}", spec.id)).spawn(move || {
+                Worker { spec, preview, keyframes, stop, counters, commands: command_rx, reports }.run()
+            })?
         };
         Ok(WorkerHandle { stop, commands, thread: Some(thread), counters })
     }
@@ -91,6 +94,7 @@ impl WorkerHandle {
 struct Worker {
     spec: StreamSpec,
     preview: Option<Arc<Channel>>,
+    keyframes: Arc<KeyframeCache>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     commands: Receiver<Command>,
@@ -116,11 +120,16 @@ impl Worker {
         loop {
             let started = Instant::now();
             let mut observer = ReportingObserver { id: &self.spec.id, reports: &self.reports, started };
-            let error =
-                match pipeline::run(&self.spec, &self.stop, &self.counters, &mut observer, self.preview.as_ref()) {
-                    Ok(()) => return Ok(()),
-                    Err(error) => error,
-                };
+            let error = match pipeline::run(
+                &self.spec,
+                &self.stop,
+                &self.counters,
+                &mut observer,
+                Taps { preview: self.preview.as_ref(), keyframes: Some(&self.keyframes) },
+            ) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }

@@ -417,3 +417,33 @@ fn rtmp_and_preview_at_once() {
     assert_eq!(supervisor.status(&id("both")).unwrap().output, format!("{} + preview", rtmp.url("both")));
     supervisor.stop_blocking(&id("both")).unwrap();
 }
+
+#[test]
+fn snapshot_of_a_copied_camera_is_a_jpeg_of_the_current_picture() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    supervisor.start_blocking(StreamSpec::new("still", &rtsp.url("h264"), &rtmp.url("still")).unwrap()).unwrap();
+    wait_running(&supervisor, "still");
+    let jpeg = wait_for(Duration::from_secs(10), "a picture", || supervisor.jpeg(&id("still"), None).ok());
+    assert_eq!(&jpeg[..3], &[0xff, 0xd8, 0xff], "JPEG magic");
+    // Decode it back: a full-size picture, not a blank one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("still.jpg");
+    std::fs::write(&path, &jpeg).unwrap();
+    let report = probe(path.to_str().unwrap(), ProbeOptions::default().until_eof()).expect("the JPEG reads");
+    let video = report.video.unwrap();
+    assert_eq!((video.codec.as_str(), video.width, video.height), ("mjpeg", 640, 360));
+    // The test camera shows a moving ball: a later snapshot shows it elsewhere, so each is the current picture.
+    let frames = supervisor.status(&id("still")).unwrap().totals.video_frames_out;
+    wait_for(Duration::from_secs(5), "more frames", || {
+        (supervisor.status(&id("still"))?.totals.video_frames_out > frames + 10).then_some(())
+    });
+    assert_ne!(supervisor.jpeg(&id("still"), None).unwrap(), jpeg, "a later snapshot shows a later picture");
+    let small = supervisor.jpeg(&id("still"), Some(320)).unwrap();
+    assert!(small.len() < jpeg.len());
+    // Snapshots decode on request only: the copy path itself still decoded nothing.
+    assert_eq!(supervisor.status(&id("still")).unwrap().totals.video_frames_decoded, 0);
+    supervisor.stop_blocking(&id("still")).unwrap();
+    assert!(matches!(supervisor.jpeg(&id("still"), None), Err(camgate::SnapshotError::NoPicture)));
+}

@@ -29,6 +29,7 @@ use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
 use crate::error::{PipelineError, Stage};
 use crate::hub::Channel;
+use crate::snapshot::KeyframeCache;
 use crate::spec::{AudioMode, StreamSpec};
 use crate::stats::{Counters, SessionInfo};
 
@@ -109,23 +110,30 @@ pub fn init() {
 ///
 /// One call is one session: one connection to the camera and one to the output. Retrying is the caller's
 /// business.
-///
-/// `preview`, when given, receives the same FLV as the output, for the built-in preview hub.
 pub fn run(
     spec: &StreamSpec,
     stop: &Arc<AtomicBool>,
     counters: &Counters,
     observer: &mut dyn Observer,
-    preview: Option<&Arc<Channel>>,
+    taps: Taps<'_>,
 ) -> Result<(), PipelineError> {
     init();
-    match Session::open(spec, stop, observer, preview).and_then(|mut session| session.pump(counters, observer)) {
+    match Session::open(spec, stop, observer, taps).and_then(|mut session| session.pump(counters, observer)) {
         Ok(()) => Ok(()),
         Err(halt) => match halt.into_error(spec) {
             None => Ok(()),
             Some(error) => Err(error),
         },
     }
+}
+
+/// Where, besides the output, a session's video goes.
+#[derive(Clone, Copy, Default)]
+pub struct Taps<'a> {
+    /// Receives the same FLV as the output, for the built-in preview hub.
+    pub preview: Option<&'a Arc<Channel>>,
+    /// Keeps the H.264 since the last keyframe, for snapshots.
+    pub keyframes: Option<&'a KeyframeCache>,
 }
 
 /// One connection to the camera and one to the output, with the paths between them.
@@ -145,6 +153,7 @@ struct Session<'a> {
     audio: Option<AudioPath>,
     audio_auto: bool,
     first_frame_sent: bool,
+    keyframes: Option<&'a KeyframeCache>,
 }
 
 impl<'a> Session<'a> {
@@ -152,7 +161,7 @@ impl<'a> Session<'a> {
         spec: &'a StreamSpec,
         stop: &Arc<AtomicBool>,
         observer: &mut dyn Observer,
-        preview: Option<&Arc<Channel>>,
+        taps: Taps<'a>,
     ) -> Result<Self, Halt> {
         let input_interrupter = Interrupter::new(Arc::clone(stop));
         input_interrupter.arm(spec.timeouts.open());
@@ -194,7 +203,7 @@ impl<'a> Session<'a> {
                     .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, &output_interrupter))?,
             );
         }
-        if let Some(channel) = preview {
+        if let Some(channel) = taps.preview {
             outputs.push(
                 FlvOutput::open_preview(Arc::clone(channel), Arc::clone(&output_interrupter), spec.timeouts.write())
                     .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?,
@@ -215,6 +224,12 @@ impl<'a> Session<'a> {
             output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &output_interrupter))?;
         }
 
+        if let Some(keyframes) = taps.keyframes {
+            keyframes.begin(match &video.path {
+                VideoPath::Copy { parameters, .. } => parameters.clone(),
+                VideoPath::Transcode(t) => t.parameters(),
+            });
+        }
         let info = SessionInfo {
             video_in: video.input,
             video_out: video.output,
@@ -245,6 +260,7 @@ impl<'a> Session<'a> {
             audio: audio.map(|a| a.path),
             audio_auto: spec.audio.mode == AudioMode::Auto,
             first_frame_sent: false,
+            keyframes: taps.keyframes,
         })
     }
 
@@ -305,7 +321,11 @@ impl<'a> Session<'a> {
         let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         let first_frame_sent = &mut self.first_frame_sent;
+        let keyframes = self.keyframes;
         let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
+            if let Some(keyframes) = keyframes {
+                keyframes.push(packet);
+            }
             if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
                 *first_frame_sent = true;
                 observer.first_frame();
