@@ -101,8 +101,18 @@ pub fn init() {
         if let Err(e) = ffmpeg_next::init() {
             warn!("FFmpeg initialization reported: {e}");
         }
-        // FFmpeg logs to stderr on its own; keep only its errors, ours are in `tracing`.
-        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+        // FFmpeg logs to stderr on its own, outside `tracing`; everything it would say about a failure is in
+        // our errors already (with its message), so by default it stays quiet. CAMGATE_FFMPEG_LOG=error (or
+        // warning, info, debug) brings its own log back for debugging.
+        use ffmpeg_next::util::log::{Level, set_level};
+        let level = match std::env::var("CAMGATE_FFMPEG_LOG").as_deref() {
+            Ok("error") => Level::Error,
+            Ok("warning") => Level::Warning,
+            Ok("info") => Level::Info,
+            Ok("debug") => Level::Debug,
+            _ => Level::Fatal,
+        };
+        set_level(level);
     });
 }
 
