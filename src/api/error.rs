@@ -55,7 +55,7 @@ impl ApiError {
         self
     }
 
-    /// A 400 for a spec error, prefixing its field with `prefix` (the legacy routes call the input `ip`).
+    /// A 400 for a spec error, its field renamed through `rename` (the legacy routes call the input `ip`).
     pub fn from_spec(error: &SpecError, rename: &[(&str, &str)]) -> ApiError {
         let field = rename.iter().find(|(from, _)| *from == error.field()).map_or(error.field(), |(_, to)| to);
         ApiError::bad_field(field, format!("{field}: {}", error.reason()))

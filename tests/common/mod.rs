@@ -1,0 +1,29 @@
+//! Shared helpers for camgate's integration tests: real servers to talk to and
+//! a deadline-bounded stream probe. Use with `mod common;` from `tests/*.rs`.
+//!
+//! - [`RtspServer`]: synthetic live cameras (tests/fixtures/rtsp_server.py).
+//! - [`RtmpServer`]: a private nginx-rtmp to publish to and play from.
+//! - [`SilentServer`]: a camera that accepts TCP and never answers.
+//! - [`probe`]: what a viewer of an RTMP/RTSP URL or an .flv file gets.
+//! - [`ChildGuard`]: a child process that dies with the test binary.
+//!
+//! Every server binds 127.0.0.1 on a fresh port, so tests can run in parallel,
+//! and is stopped when dropped.
+
+// Each test binary compiles its own copy of this module and uses only part of
+// it; without these, every unused helper would fail `clippy -D warnings`.
+#![allow(dead_code, unused_imports)]
+
+pub mod net;
+pub mod probe;
+pub mod process;
+pub mod rtmp;
+pub mod rtsp;
+
+pub use net::{SilentServer, free_port, wait_for_port};
+pub use probe::{
+    AudioReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, init_ffmpeg, probe,
+};
+pub use process::{ChildGuard, cpu_time, rss_bytes};
+pub use rtmp::RtmpServer;
+pub use rtsp::{RtspOptions, RtspServer, mount};

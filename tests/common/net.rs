@@ -1,0 +1,125 @@
+//! Loopback ports for test servers, and a TCP server that accepts and then never answers.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// A 127.0.0.1 port that was free a moment ago and that this process has not
+/// handed out before.
+///
+/// The port is only reserved until the probe socket closes, so a server started
+/// on it can still lose a race with another process; the server helpers retry
+/// with a fresh port when their bind fails. Remembering the ports already given
+/// out stops two tests of the same binary from getting the same one.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..100 {
+        let port = TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("cannot bind any port on 127.0.0.1");
+        let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("the kernel kept handing out ports this process already used");
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+///
+/// `alive` is polled between attempts so a server that died is reported at
+/// once instead of after the whole timeout; it returns an error text to stop.
+pub fn wait_for_port(
+    port: u16,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let until = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        alive()?;
+        if Instant::now() >= until {
+            return Err(format!("nothing accepted on {addr} within {timeout:?}"));
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A "camera that hangs": accepts TCP connections on 127.0.0.1 and never sends
+/// a byte, keeping every socket open until dropped.
+pub struct SilentServer {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("cannot bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("listener has no address").port();
+        // Non-blocking so the thread can notice `stop`; a blocked accept()
+        // would keep Drop waiting forever.
+        listener.set_nonblocking(true).expect("cannot make the listener non-blocking");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let accepted = accepted.clone();
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name(format!("silent-server-{port}"))
+                .spawn(move || {
+                    let mut open: Vec<TcpStream> = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((sock, _)) => {
+                                open.push(sock);
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                thread::sleep(Duration::from_millis(10));
+                            }
+                            Err(e) => {
+                                eprintln!("silent server on port {port}: accept failed: {e}");
+                                thread::sleep(Duration::from_millis(10));
+                            }
+                        }
+                    }
+                })
+                .expect("cannot start the silent-server thread")
+        };
+        SilentServer { port, accepted, stop, thread: Some(thread) }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `rtsp://127.0.0.1:PORT/stream`.
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/stream", self.port)
+    }
+
+    /// How many connections were accepted so far (e.g. to count reconnects).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

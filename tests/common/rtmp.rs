@@ -1,0 +1,150 @@
+//! Starts a private nginx + libnginx-mod-rtmp RTMP server on 127.0.0.1 for one test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::net::{free_port, wait_for_port};
+use super::process::ChildGuard;
+
+const NGINX: &str = "/usr/sbin/nginx";
+const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running RTMP server (`application live { live on; }`); stopped on drop.
+///
+/// Publish to and play from [`RtmpServer::url`]. It relays RTMP only (no
+/// HTTP-FLV), and a player of a stream nobody publishes waits forever: give
+/// every reader a deadline (see `probe`).
+pub struct RtmpServer {
+    child: ChildGuard,
+    port: u16,
+    // nginx writes its logs and pid file here; must outlive the child.
+    dir: tempfile::TempDir,
+}
+
+impl RtmpServer {
+    /// Writes a config into a temp dir, starts nginx in the foreground and
+    /// waits until the port accepts. Panics with nginx's error log on failure.
+    pub fn start() -> RtmpServer {
+        assert!(
+            Path::new(RTMP_MODULE).exists(),
+            "{RTMP_MODULE} is missing: run scripts/install-deps.sh (libnginx-mod-rtmp)"
+        );
+        let mut last_error = String::new();
+        // A port from free_port() can be taken before nginx binds it: retry.
+        for _ in 0..3 {
+            match RtmpServer::try_start(free_port()) {
+                Ok(server) => return server,
+                Err((err, port_taken)) => {
+                    if !port_taken {
+                        panic!("{err}");
+                    }
+                    last_error = err;
+                }
+            }
+        }
+        panic!("{last_error}");
+    }
+
+    fn try_start(port: u16) -> Result<RtmpServer, (String, bool)> {
+        let dir = tempfile::Builder::new()
+            .prefix("rtmp-server-")
+            .tempdir()
+            .map_err(|e| (format!("cannot create a temp dir: {e}"), false))?;
+        let prefix = dir.path();
+        let conf = prefix.join("nginx.conf");
+        let error_log = prefix.join("error.log");
+        std::fs::write(&conf, config(prefix, port)).map_err(|e| (format!("cannot write {conf:?}: {e}"), false))?;
+
+        let mut cmd = Command::new(NGINX);
+        // -e: nginx opens its compiled-in error log (/var/log/nginx) before it
+        // reads the config unless told otherwise on the command line.
+        cmd.arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&error_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = ChildGuard::spawn("nginx", cmd).map_err(|e| (format!("cannot run {NGINX}: {e}"), false))?;
+
+        let waited = wait_for_port(port, START_TIMEOUT, || match child.try_exit_status() {
+            Some(status) => Err(format!("nginx exited with {status}")),
+            None => Ok(()),
+        });
+        match waited {
+            Ok(()) => Ok(RtmpServer { child, port, dir }),
+            Err(why) => {
+                child.terminate(Duration::from_secs(1));
+                let log = std::fs::read_to_string(&error_log).unwrap_or_default();
+                Err((
+                    format!("RTMP server (nginx) on 127.0.0.1:{port}: {why}; error.log:\n{log}"),
+                    log.contains("Address already in use"),
+                ))
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/<stream>`, for publishing and playing alike.
+    pub fn url(&self, stream: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{}", self.port, stream)
+    }
+
+    /// The nginx process, e.g. to sample its CPU time.
+    pub fn process(&self) -> &ChildGuard {
+        &self.child
+    }
+
+    /// nginx's error log so far (connection and publish events at `info`).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// The RTMP access log so far: one line per finished PLAY or PUBLISH session.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+/// One process in the foreground (`daemon off; master_process off;`) so the
+/// pid we hold is the server and SIGTERM stops it; as root nginx then never
+/// switches user. No `http` block, so no temp paths under /var/lib/nginx.
+///
+/// `wait_key on`: a player's video starts at a keyframe, as behind SRS's GOP
+/// cache, so "the first video packet is a keyframe" is a stable check.
+fn config(prefix: &Path, port: u16) -> String {
+    let p = prefix.display();
+    format!(
+        "load_module {RTMP_MODULE};
+daemon off;
+master_process off;
+pid {p}/nginx.pid;
+error_log {p}/error.log info;
+events {{
+    worker_connections 256;
+}}
+rtmp {{
+    access_log {p}/access.log;
+    server {{
+        listen 127.0.0.1:{port};
+        application live {{
+            live on;
+            wait_key on;
+            record off;
+        }}
+    }}
+}}
+"
+    )
+}
