@@ -38,9 +38,14 @@
 //! - [`snapshot`]: JPEG stills decoded on request from the cached GOP (also in copy mode).
 //! - [`stats`]: counters, rates and the [`CameraStatus`] the supervisor reports.
 //! - [`error`]: error types carrying the camera id, the stage and FFmpeg's message, URLs redacted.
+//! - [`config`]: the gateway's TOML configuration, its checks, and the URL templates and defaults it yields.
+//! - [`api`]: the HTTP control plane (axum router, handlers, `ApiError`); no media code.
+//! - `src/bin/camgate.rs`: the `camgate` binary — configuration, logging, serving, graceful shutdown.
 //!
-//! Data flows one way: supervisor → worker → pipeline; reports and counters flow back.
+//! Data flows one way: api → supervisor → worker → pipeline; reports and counters flow back.
 
+pub mod api;
+pub mod config;
 pub mod error;
 pub mod hub;
 mod pipeline;

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::error::SpecError;
 use crate::redact::redact_url;
@@ -25,7 +26,7 @@ use crate::redact::redact_url;
 /// assert!("front-door_1".parse::<CameraId>().is_ok());
 /// assert!("a?b".parse::<CameraId>().is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CameraId(String);
 
@@ -272,7 +273,7 @@ fn parse_url(field: &'static str, s: &str) -> Result<url::Url, SpecError> {
 }
 
 /// How the video stream is treated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VideoMode {
     /// Copy H.264 untouched, transcode anything else (H.265, MJPEG, …).
@@ -285,7 +286,7 @@ pub enum VideoMode {
 }
 
 /// How the audio stream is treated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioMode {
     /// Copy AAC, transcode anything else to AAC; if audio fails, keep video going without it.
@@ -331,7 +332,7 @@ pub const H264_PROFILES: [&str; 3] = ["baseline", "main", "high"];
 pub const HARDWARE_ENCODERS: [&str; 3] = ["h264_nvenc", "h264_vaapi", "h264_qsv"];
 
 /// Rate control for the H.264 encoder.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, ToSchema, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RateControl {
     /// Constant quality (x264 CRF, 0–51; 23 is x264's default).
@@ -341,7 +342,7 @@ pub enum RateControl {
 }
 
 /// Settings for the H.264 encoder, used when video is transcoded.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VideoEncoding {
     /// x264 preset; `veryfast` keeps a 720p camera well under a core.
@@ -382,7 +383,7 @@ impl Default for VideoEncoding {
 }
 
 /// Video handling: the mode and, for transcoding, the encoder settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VideoSpec {
     /// Copy, transcode, or decide by the input codec.
@@ -392,7 +393,7 @@ pub struct VideoSpec {
 }
 
 /// Settings for the AAC encoder.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioEncoding {
     /// AAC bitrate in kbit/s.
@@ -409,7 +410,7 @@ impl Default for AudioEncoding {
 }
 
 /// Audio handling: the mode and, for transcoding, the encoder settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioSpec {
     /// AAC, copy, none, or decide by the input codec.
@@ -423,7 +424,7 @@ pub const AAC_SAMPLE_RATES: [u32; 13] =
     [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 /// How long blocking network operations may take before the worker gives up on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
     /// Connecting to the camera and probing its streams, in milliseconds.
@@ -459,7 +460,7 @@ impl Timeouts {
 ///
 /// Waits grow exponentially from `initial_backoff_ms` to `max_backoff_ms` with ±20 % jitter, and start over
 /// after a session that stayed up for `healthy_after_ms`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries before the worker gives up and reports `failed`; `None` retries for ever.

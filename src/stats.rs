@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::spec::{AudioMode, CameraId, VideoMode};
 
@@ -61,7 +62,7 @@ impl Counters {
 }
 
 /// A copy of [`Counters`] at one moment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Totals {
     /// Video packets read from the camera.
     pub video_packets_in: u64,
@@ -84,7 +85,7 @@ pub struct Totals {
 }
 
 /// Rates over the sliding window.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct Rates {
     /// Video packets per second read from the camera.
     pub fps_in: f64,
@@ -136,7 +137,7 @@ impl RateWindow {
 }
 
 /// Where a camera's worker is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// The thread runs and is connecting; no frame has reached the output yet.
@@ -170,7 +171,7 @@ impl WorkerState {
 }
 
 /// A picture's codec and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct VideoFormat {
     /// FFmpeg codec name (`h264`, `hevc`, …).
     pub codec: String,
@@ -181,7 +182,7 @@ pub struct VideoFormat {
 }
 
 /// A sound's codec and shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AudioFormat {
     /// FFmpeg codec name (`aac`, `pcm_alaw`, …).
     pub codec: String,
@@ -192,7 +193,7 @@ pub struct AudioFormat {
 }
 
 /// What one connection to the camera found and decided; set once per session.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct SessionInfo {
     /// The camera's video.
     pub video_in: VideoFormat,
@@ -213,7 +214,7 @@ pub struct SessionInfo {
 }
 
 /// Everything known about one camera, as reported by the supervisor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CameraStatus {
     /// The camera.
     pub id: CameraId,
@@ -221,8 +222,8 @@ pub struct CameraStatus {
     pub state: WorkerState,
     /// The camera URL, credentials hidden.
     pub input: String,
-    /// The output URL or path, credentials hidden (`preview` for the built-in hub).
-    pub output: String,
+    /// The RTMP URL or file path, credentials hidden; `None` when the camera only feeds the preview.
+    pub output: Option<String>,
     /// Unix time in milliseconds when the worker was started.
     pub started_at_ms: u64,
     /// Seconds since the worker was started.
@@ -243,12 +244,14 @@ pub struct CameraStatus {
     pub restarts: u32,
     /// While reconnecting: the attempt number and when it is due (Unix milliseconds).
     pub retry: Option<RetryStatus>,
+    /// Where the built-in preview plays this camera (`/live/<id>.flv` on camgate's HTTP port), if it is on.
+    pub preview_path: Option<String>,
     /// Viewers of the built-in preview now.
     pub preview_viewers: usize,
 }
 
 /// A pending reconnect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RetryStatus {
     /// 1 for the first retry after a failure.
     pub attempt: u32,
@@ -257,7 +260,7 @@ pub struct RetryStatus {
 }
 
 /// A change the supervisor announces to subscribers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A camera's status changed (state change or a stats refresh).

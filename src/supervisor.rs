@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::error::SupervisorError;
 use crate::hub::PreviewHub;
 use crate::snapshot::{KeyframeCache, SnapshotError};
-use crate::spec::{CameraId, StreamSpec};
+use crate::spec::{CameraId, OutputTarget, StreamSpec};
 use crate::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, Totals, WorkerState};
 use crate::worker::{Report, WorkerHandle};
 
@@ -359,7 +359,7 @@ impl SupervisorThread {
             id: spec.id.clone(),
             state: WorkerState::Starting,
             input: spec.input.redacted(),
-            output: spec.outputs_redacted(),
+            output: spec.output.as_ref().map(OutputTarget::redacted),
             started_at_ms: unix_ms(SystemTime::now()),
             uptime_secs: 0.0,
             first_frame_after_ms: None,
@@ -370,6 +370,7 @@ impl SupervisorThread {
             warnings: Vec::new(),
             restarts: 0,
             retry: None,
+            preview_path: spec.preview.then(|| format!("/live/{}.flv", spec.id)),
             preview_viewers: 0,
         };
         let id = spec.id.clone();

@@ -392,7 +392,7 @@ fn demo_camera_plays_through_the_built_in_preview() {
         let s = supervisor.status(&id("demo"))?;
         (22.0..=28.0).contains(&s.rates.fps_out).then_some(s)
     });
-    assert_eq!(status.output, "preview");
+    assert_eq!((status.output, status.preview_path.as_deref()), (None, Some("/live/demo.flv")));
     supervisor.stop_blocking(&id("demo")).unwrap();
     assert!(supervisor.preview().subscribe(&id("demo")).is_none(), "the channel goes with the camera");
 }
@@ -414,7 +414,8 @@ fn rtmp_and_preview_at_once() {
     record_viewer(viewer, &path, 100_000, Duration::from_secs(10));
     let preview = probe(path.to_str().unwrap(), ProbeOptions::default().until_eof()).unwrap();
     assert_eq!(preview.video.unwrap().codec, "h264");
-    assert_eq!(supervisor.status(&id("both")).unwrap().output, format!("{} + preview", rtmp.url("both")));
+    let status = supervisor.status(&id("both")).unwrap();
+    assert_eq!((status.output, status.preview_path.as_deref()), (Some(rtmp.url("both")), Some("/live/both.flv")));
     supervisor.stop_blocking(&id("both")).unwrap();
 }
 

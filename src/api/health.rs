@@ -1,0 +1,39 @@
+//! Liveness and readiness probes: `GET /healthz` (the process answers) and `GET /readyz` (it takes camera
+//! requests: the supervisor is up and no shutdown has begun).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::state::AppState;
+
+/// A probe's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or why not.
+    pub status: &'static str,
+    /// Cameras whose worker is alive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cameras: Option<usize>,
+}
+
+/// Liveness: answers while the HTTP server runs.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok", cameras: None })
+}
+
+/// Readiness: 503 once shutdown has begun, so load balancers stop sending requests.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health))
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting down", cameras: None }));
+    }
+    let cameras = state.supervisor.snapshot().iter().filter(|c| c.state.is_live()).count();
+    (StatusCode::OK, Json(Health { status: "ok", cameras: Some(cameras) }))
+}

@@ -1,0 +1,119 @@
+//! The HTTP control plane: an axum [`Router`] over a [`Supervisor`](crate::Supervisor). No media code lives
+//! here; handlers only translate HTTP to supervisor calls and statuses back to JSON.
+//!
+//! # Routes
+//!
+//! | route | does |
+//! |---|---|
+//! | `POST /play_camera` (form or JSON `id`, `ip`) | start a camera, answer `{"code":200,"message","flv_data"}` |
+//! | `POST /stop_camera` (`id`) | stop one camera |
+//! | `POST /stop_all_camera` | stop every camera |
+//! | `GET /api/v1/cameras` | every camera with state and live stats |
+//! | `GET /api/v1/cameras/{id}` | one camera |
+//! | `PUT /api/v1/cameras/{id}` (JSON [`CameraConfig`](crate::config::CameraConfig)) | start, or replace |
+//! | `DELETE /api/v1/cameras/{id}` | stop one camera |
+//! | `DELETE /api/v1/cameras` | stop every camera |
+//! | `GET /api/v1/cameras/{id}/snapshot.jpg` | a JPEG of the latest picture |
+//! | `GET /api/v1/events` | server-sent events of state changes and stats |
+//! | `GET /live/{id}.flv` | the built-in preview: HTTP-FLV from the latest keyframe |
+//! | `GET /healthz`, `GET /readyz` | probes |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /openapi.json` | OpenAPI document |
+//!
+//! Every failure answers `{"code","error","message","field"}` ([`ApiError`]). When tokens are configured,
+//! every route but the probes, `/metrics` (each configurable) and `/openapi.json` needs
+//! `Authorization: Bearer …`. CORS applies to every route, answers included.
+//!
+//! # Layout
+//!
+//! - `state`: [`AppState`], what handlers share; `error`: [`ApiError`]; `body`: form/JSON body extractors.
+//! - `legacy`: the old service's routes; `cameras`: REST; `preview`: HTTP-FLV and snapshots; `events`: SSE;
+//!   `health`, `metrics`, `openapi`.
+//! - `auth`: the bearer-token middleware.
+
+mod auth;
+mod body;
+pub mod cameras;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod legacy;
+pub mod metrics;
+pub mod openapi;
+pub mod preview;
+pub mod state;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::CorsConfig;
+
+pub use error::ApiError;
+pub use state::{ApiSettings, AppState};
+
+/// The whole API, ready for `axum::serve`.
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let token = || from_fn_with_state(state.clone(), auth::require_token);
+    let control = Router::new()
+        .route("/play_camera", post(legacy::play_camera))
+        .route("/stop_camera", post(legacy::stop_camera))
+        .route("/stop_all_camera", post(legacy::stop_all_camera))
+        .route("/api/v1/cameras", get(cameras::list).delete(cameras::delete_all))
+        .route("/api/v1/cameras/{id}", get(cameras::get).put(cameras::put).delete(cameras::delete))
+        .route("/api/v1/cameras/{id}/snapshot.jpg", get(preview::snapshot))
+        .route("/api/v1/events", get(events::events))
+        .route("/live/{stream}", get(preview::live_flv))
+        .route_layer(token());
+    let mut health = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
+    if settings.protect_health {
+        health = health.route_layer(token());
+    }
+    let mut metrics = Router::new().route("/metrics", get(metrics::metrics));
+    if settings.protect_metrics {
+        metrics = metrics.route_layer(token());
+    }
+    // The document describes the API, not the cameras: public, so tools can fetch it.
+    let docs = Router::new().route("/openapi.json", get(openapi::openapi_json));
+
+    Router::new()
+        .merge(control)
+        .merge(health)
+        .merge(metrics)
+        .merge(docs)
+        .fallback(|| async { ApiError::route_not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(from_fn_with_state(state.clone(), metrics::count_requests))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        // Outermost, so preflights are answered before authentication and every answer carries the headers.
+        .layer(cors(&settings.cors))
+        .with_state(state)
+}
+
+fn cors(config: &CorsConfig) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .max_age(Duration::from_secs(600));
+    if config.allowed_origins.iter().any(|o| o == "*") {
+        // As open as the old service (aiohttp-cors allowing everything), minus credentials.
+        return layer.allow_origin(Any).allow_headers(Any);
+    }
+    let origins: Vec<HeaderValue> = config.allowed_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    layer
+        .allow_origin(origins)
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .allow_credentials(config.allow_credentials)
+}

@@ -1,0 +1,86 @@
+//! The built-in preview over HTTP: `GET /live/{id}.flv` streams a camera's FLV (HTTP-FLV, chunked) to any
+//! number of viewers, and `GET /api/v1/cameras/{id}/snapshot.jpg` answers a still of its latest picture.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::SnapshotError;
+use crate::spec::CameraId;
+
+/// Plays a camera's preview: FLV header, metadata and codec headers, the current GOP from its keyframe, then
+/// live. A viewer that cannot keep up is disconnected (the player reconnects) instead of buffered without bound.
+#[utoipa::path(
+    get, path = "/live/{stream}", tag = "preview",
+    params(("stream" = String, Path, description = "`<camera id>.flv`")),
+    responses(
+        (status = 200, description = "HTTP-FLV stream", content_type = "video/x-flv"),
+        (status = 404, description = "No such camera, or its preview is off", body = super::error::ErrorBody),
+    )
+)]
+pub async fn live_flv(State(state): State<AppState>, Path(stream): Path<String>) -> Result<Response, ApiError> {
+    let id: CameraId = stream
+        .strip_suffix(".flv")
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "stream names end in .flv"))?
+        .parse()
+        .map_err(ApiError::from)?;
+    let viewer = state.supervisor.preview().subscribe(&id).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("camera {id} has no preview (unknown, or started without it)"))
+    })?;
+    let body = stream::unfold(viewer, |mut viewer| async move {
+        let chunk = viewer.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), viewer))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "video/x-flv"), (header::CACHE_CONTROL, "no-cache, no-store")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Query of the snapshot route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SnapshotQuery {
+    /// Scale the picture down to at most this width.
+    pub width: Option<u32>,
+}
+
+/// A JPEG of the camera's latest picture, decoded on request from its last keyframe (also in copy mode).
+#[utoipa::path(
+    get, path = "/api/v1/cameras/{id}/snapshot.jpg", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id"), SnapshotQuery),
+    responses(
+        (status = 200, description = "JPEG", content_type = "image/jpeg"),
+        (status = 404, description = "No such camera", body = super::error::ErrorBody),
+        (status = 503, description = "No picture yet", body = super::error::ErrorBody),
+    )
+)]
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<SnapshotQuery>,
+) -> Result<Response, ApiError> {
+    let id: CameraId = id.parse()?;
+    if state.supervisor.status(&id).is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("camera {id} is not known")).with_field("id"));
+    }
+    let supervisor = state.supervisor.clone();
+    // Decoding a GOP takes milliseconds of CPU: not on the runtime's threads.
+    let jpeg = tokio::task::spawn_blocking(move || supervisor.jpeg(&id, query.width))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    match jpeg {
+        Ok(jpeg) => {
+            Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-cache")], jpeg).into_response())
+        }
+        Err(SnapshotError::NoPicture) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no picture yet: the camera has not sent a keyframe"))
+        }
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}

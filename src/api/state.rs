@@ -1,0 +1,93 @@
+//! What every handler shares: the supervisor handle, the settings derived from the configuration, the
+//! request counters, and the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::config::{CameraDefaults, Config, CorsConfig, Templates};
+use crate::supervisor::Supervisor;
+
+use super::metrics::HttpCounters;
+
+/// The router's state; cheap to clone (everything behind `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    /// Starts, stops and reports the cameras.
+    pub supervisor: Supervisor,
+    /// Fixed for the process's life.
+    pub settings: Arc<ApiSettings>,
+    /// Requests answered, by route and status, for `/metrics`.
+    pub http: Arc<HttpCounters>,
+    /// When the process started, for `/metrics`' uptime.
+    pub started: Instant,
+    /// Flipped to `true` when the gateway begins shutting down: `/readyz` fails and event streams end, so the
+    /// server's graceful drain is not held up by dashboards that never disconnect.
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+/// The parts of the configuration the API uses.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// Stream and viewer URL templates.
+    pub templates: Templates,
+    /// Encoder settings for requests that give none.
+    pub defaults: CameraDefaults,
+    /// Accepted bearer tokens; empty means no authentication.
+    pub tokens: Vec<String>,
+    /// Whether health routes need a token.
+    pub protect_health: bool,
+    /// Whether `/metrics` needs a token.
+    pub protect_metrics: bool,
+    /// Browser origins allowed.
+    pub cors: CorsConfig,
+    /// Largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// The port the API (and the built-in preview) listens on, for preview URLs.
+    pub listen_port: u16,
+}
+
+impl ApiSettings {
+    /// The API's share of a (validated) configuration.
+    pub fn from_config(config: &Config) -> ApiSettings {
+        ApiSettings {
+            templates: config.templates(),
+            defaults: config.defaults.clone(),
+            tokens: config.auth.tokens.clone(),
+            protect_health: config.auth.protect_health,
+            protect_metrics: config.auth.protect_metrics,
+            cors: config.cors.clone(),
+            body_limit_bytes: config.body_limit_bytes,
+            listen_port: config.listen.port(),
+        }
+    }
+}
+
+impl AppState {
+    /// State for a router over `supervisor`.
+    pub fn new(supervisor: Supervisor, settings: ApiSettings) -> AppState {
+        AppState {
+            supervisor,
+            settings: Arc::new(settings),
+            http: Arc::new(HttpCounters::default()),
+            started: Instant::now(),
+            shutdown: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Marks the gateway as shutting down (see [`AppState::shutdown`'s field doc](AppState)).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// A receiver that sees the shutdown flag flip.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}

@@ -1,0 +1,251 @@
+//! The `camgate` binary: reads the configuration, starts the supervisor and the boot cameras, serves the HTTP
+//! API, and on SIGTERM/SIGINT drains requests and stops every camera within bounded time.
+//!
+//! Everything it serves is in the library (`camgate::api`); this file only wires configuration, logging,
+//! the listener and signals together.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use camgate::api::{ApiSettings, AppState, router};
+use camgate::config::{Config, LogFormat};
+use camgate::{AudioMode, RateControl, Supervisor, VideoMode};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Camera gateway: pulls RTSP cameras and pushes them as H.264/AAC FLV to an RTMP server, controlled over HTTP.
+///
+/// Settings come from the TOML file (see camgate.example.toml), then environment variables, then flags; later
+/// ones win. Log verbosity follows RUST_LOG (default: info).
+#[derive(Parser, Debug)]
+#[command(name = "camgate", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the HTTP API (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Check the configuration and print it as it takes effect (tokens hidden), then exit.
+    CheckConfig(ServeArgs),
+}
+
+/// Overrides for the configuration file's settings.
+#[derive(Args, Debug, Clone, Default)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short, env = "CAMGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address the HTTP API listens on [default: 0.0.0.0:7000].
+    #[arg(long, env = "CAMGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// RTMP server streams are pushed to [default: rtmp://127.0.0.1:1935].
+    #[arg(long, env = "CAMGATE_RTMP_BASE")]
+    rtmp_base: Option<String>,
+    /// Stream URL for cameras whose request names none; {rtmp_base} and {id} are replaced
+    /// [default: {rtmp_base}/live/livestream{id}].
+    #[arg(long, env = "CAMGATE_OUTPUT_TEMPLATE")]
+    output_template: Option<String>,
+    /// Viewer URL returned by play_camera as flv_data; {host} and {id} are replaced
+    /// [default: http://{host}:8080/live/livestream{id}.flv].
+    #[arg(long, env = "CAMGATE_VIEWER_URL_TEMPLATE")]
+    viewer_url_template: Option<String>,
+    /// Host for {host} in viewer URLs [default: the host part of each request's Host header].
+    #[arg(long, env = "CAMGATE_PUBLIC_HOST")]
+    public_host: Option<String>,
+    /// Most cameras running at once; more get 429 [default: 5].
+    #[arg(long, env = "CAMGATE_MAX_CAMERAS")]
+    max_cameras: Option<usize>,
+    /// Accepted API bearer token; repeat the flag, or comma-separate in the variable. Replaces the file's list.
+    #[arg(long = "token", env = "CAMGATE_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    tokens: Vec<String>,
+    /// Require a token for /healthz and /readyz too.
+    #[arg(long, env = "CAMGATE_PROTECT_HEALTH")]
+    protect_health: bool,
+    /// Require a token for /metrics too.
+    #[arg(long, env = "CAMGATE_PROTECT_METRICS")]
+    protect_metrics: bool,
+    /// Allowed CORS origin, or * for any; repeat the flag, or comma-separate in the variable [default: *].
+    #[arg(long = "cors-origin", env = "CAMGATE_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// Let browsers send credentials cross-origin (not with origin *).
+    #[arg(long, env = "CAMGATE_CORS_CREDENTIALS")]
+    cors_credentials: bool,
+    /// Largest request body in bytes [default: 65536].
+    #[arg(long, env = "CAMGATE_BODY_LIMIT_BYTES")]
+    body_limit_bytes: Option<usize>,
+    /// How long one camera may take to stop, in ms [default: 5000].
+    #[arg(long, env = "CAMGATE_STOP_TIMEOUT_MS")]
+    stop_timeout_ms: Option<u64>,
+    /// How long open requests may drain on SIGTERM, in ms [default: 5000].
+    #[arg(long, env = "CAMGATE_DRAIN_TIMEOUT_MS")]
+    drain_timeout_ms: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CAMGATE_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Default video mode: auto, copy or transcode [default: auto].
+    #[arg(long, env = "CAMGATE_VIDEO_MODE")]
+    video_mode: Option<VideoMode>,
+    /// Default audio mode: auto, aac, copy or none [default: auto].
+    #[arg(long, env = "CAMGATE_AUDIO_MODE")]
+    audio_mode: Option<AudioMode>,
+    /// Default x264 preset [default: veryfast].
+    #[arg(long, env = "CAMGATE_PRESET")]
+    preset: Option<String>,
+    /// Default video bitrate in kbit/s, instead of CRF 23.
+    #[arg(long, env = "CAMGATE_VIDEO_BITRATE_KBPS")]
+    video_bitrate_kbps: Option<u32>,
+    /// Default encoder threads per camera; 0 lets the encoder decide [default: 0].
+    #[arg(long, env = "CAMGATE_ENCODER_THREADS")]
+    encoder_threads: Option<u32>,
+}
+
+impl ServeArgs {
+    /// The file's configuration with these overrides applied, validated.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let set = |target: &mut String, value: &Option<String>| {
+            if let Some(value) = value {
+                target.clone_from(value);
+            }
+        };
+        set(&mut config.rtmp_base, &self.rtmp_base);
+        set(&mut config.output_template, &self.output_template);
+        set(&mut config.viewer_url_template, &self.viewer_url_template);
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.public_host = self.public_host.clone().or(config.public_host);
+        config.max_cameras = self.max_cameras.unwrap_or(config.max_cameras);
+        config.body_limit_bytes = self.body_limit_bytes.unwrap_or(config.body_limit_bytes);
+        config.stop_timeout_ms = self.stop_timeout_ms.unwrap_or(config.stop_timeout_ms);
+        config.drain_timeout_ms = self.drain_timeout_ms.unwrap_or(config.drain_timeout_ms);
+        if !self.tokens.is_empty() {
+            config.auth.tokens = self.tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
+        }
+        config.auth.protect_health |= self.protect_health;
+        config.auth.protect_metrics |= self.protect_metrics;
+        if !self.cors_origins.is_empty() {
+            config.cors.allowed_origins.clone_from(&self.cors_origins);
+        }
+        config.cors.allow_credentials |= self.cors_credentials;
+        if let Some(format) = &self.log_format {
+            config.log_format = if format == "json" { LogFormat::Json } else { LogFormat::Text };
+        }
+        let defaults = &mut config.defaults;
+        defaults.video.mode = self.video_mode.unwrap_or(defaults.video.mode);
+        defaults.audio.mode = self.audio_mode.unwrap_or(defaults.audio.mode);
+        set(&mut defaults.video.encoding.preset, &self.preset);
+        if let Some(kbps) = self.video_bitrate_kbps {
+            defaults.video.encoding.rate = RateControl::Bitrate(kbps);
+        }
+        defaults.video.encoding.threads = self.encoder_threads.unwrap_or(defaults.video.encoding.threads);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(args)) => serve(&args),
+        Some(Command::CheckConfig(args)) => {
+            let mut config = args.config()?;
+            for token in &mut config.auth.tokens {
+                *token = "***".into();
+            }
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    init_logging(config.log_format);
+    camgate::init_ffmpeg();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("camgate-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let supervisor = Supervisor::new(config.supervisor_config());
+    let state = AppState::new(supervisor.clone(), ApiSettings::from_config(&config));
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    info!(address = %listener.local_addr()?, max_cameras = config.max_cameras, "camgate listening");
+
+    for spec in config.boot_specs()? {
+        let id = spec.id.clone();
+        // A boot camera that cannot start is logged, not fatal: the others and the API are still useful.
+        match supervisor.start(spec).await {
+            Ok(_) => info!(camera = %id, "boot camera started"),
+            Err(error) => warn!(camera = %id, %error, "boot camera not started"),
+        }
+    }
+
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown({
+        let state = state.clone();
+        async move {
+            let signal = shutdown_signal().await;
+            info!(signal, "shutting down: no new connections, draining requests");
+            state.begin_shutdown();
+        }
+    });
+    let drain = Duration::from_millis(config.drain_timeout_ms);
+    let mut shutting_down = state.shutdown_signal();
+    tokio::select! {
+        served = server.into_future() => served.context("the HTTP server failed")?,
+        _ = async {
+            let _ = shutting_down.wait_for(|down| *down).await;
+            tokio::time::sleep(drain).await;
+        } => warn!(?drain, "requests still open after the drain timeout; closing them"),
+    }
+
+    let cameras = supervisor.snapshot().len();
+    info!(cameras, "stopping cameras");
+    // Each stop is bounded by stop_timeout in the supervisor; this bound only guards against the unforeseen.
+    let bound = Duration::from_millis(config.stop_timeout_ms) + Duration::from_secs(2);
+    if tokio::time::timeout(bound, supervisor.shutdown()).await.is_err() {
+        warn!("cameras did not all stop in time; exiting anyway");
+    }
+    info!("camgate stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

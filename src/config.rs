@@ -1,0 +1,486 @@
+//! The gateway's configuration: one TOML file, checked as a whole before anything starts.
+//!
+//! The binary reads the file (if any), lets environment variables and command-line flags override single
+//! settings, then calls [`Config::validate`]. Everything the HTTP API needs at run time is derived from it:
+//! the stream and viewer URL templates ([`Templates`]), the encoder settings a request does not give
+//! ([`CameraDefaults`]), and the cameras to start at boot ([`CameraConfig`]).
+//!
+//! `camgate.example.toml` at the top of the repository shows every setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use utoipa::ToSchema;
+
+use crate::error::SpecError;
+use crate::spec::{AudioSpec, CameraId, OutputTarget, RetryPolicy, StreamSpec, Timeouts, VideoSpec};
+use crate::supervisor::SupervisorConfig;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped settings.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the line.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A setting is out of range; `field` is its dotted name.
+    #[error("invalid setting {field}: {reason}")]
+    Invalid {
+        /// The offending setting.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on; the service we replace used port 7000 and front ends expect it.
+    pub listen: SocketAddr,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Where streams are pushed: `{rtmp_base}` in [`Config::output_template`].
+    pub rtmp_base: String,
+    /// The RTMP URL a camera is pushed to when a request names none; `{rtmp_base}` and `{id}` are replaced.
+    pub output_template: String,
+    /// The URL viewers play, returned as `flv_data`; `{host}` (the public host) and `{id}` are replaced.
+    pub viewer_url_template: String,
+    /// The host put into viewer URLs; unset, the host part of each request's `Host` header is used, which is
+    /// what the front ends reached and so usually what their viewers can reach too.
+    pub public_host: Option<String>,
+    /// Most cameras running at once; more are refused with 429 (the old service allowed 5).
+    pub max_cameras: usize,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// How long one camera may take to stop before it is reported stuck, in milliseconds.
+    pub stop_timeout_ms: u64,
+    /// How long open requests may take to finish after SIGTERM before the server stops waiting, in
+    /// milliseconds. Cameras are stopped after that (each bounded by `stop_timeout_ms`).
+    pub drain_timeout_ms: u64,
+    /// Who may call the API.
+    pub auth: AuthConfig,
+    /// Which browser origins may call the API.
+    pub cors: CorsConfig,
+    /// Encoder settings for cameras whose request gives none.
+    pub defaults: CameraDefaults,
+    /// Cameras started at boot, by id.
+    pub cameras: BTreeMap<String, CameraConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            log_format: LogFormat::Text,
+            rtmp_base: "rtmp://127.0.0.1:1935".into(),
+            output_template: "{rtmp_base}/live/livestream{id}".into(),
+            viewer_url_template: "http://{host}:8080/live/livestream{id}.flv".into(),
+            public_host: None,
+            max_cameras: 5,
+            body_limit_bytes: 64 * 1024,
+            stop_timeout_ms: 5_000,
+            drain_timeout_ms: 5_000,
+            auth: AuthConfig::default(),
+            cors: CorsConfig::default(),
+            defaults: CameraDefaults::default(),
+            cameras: BTreeMap::new(),
+        }
+    }
+}
+
+/// API tokens.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted bearer tokens; empty leaves the API open (as the old service was).
+    pub tokens: Vec<String>,
+    /// Whether `/healthz` and `/readyz` need a token too (probes usually cannot send one).
+    pub protect_health: bool,
+    /// Whether `/metrics` needs a token too.
+    pub protect_metrics: bool,
+}
+
+/// Cross-origin access for browser front ends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins (`https://ops.example.com`), or `["*"]` for any (the old service's behaviour).
+    pub allowed_origins: Vec<String>,
+    /// Whether browsers may send cookies and `Authorization`; never together with `*`.
+    pub allow_credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig { allowed_origins: vec!["*".into()], allow_credentials: false }
+    }
+}
+
+/// Encoder, timeout, retry and preview settings used when a camera's request leaves them out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraDefaults {
+    /// Serve each camera through the built-in HTTP-FLV preview (`/live/<id>.flv`) as well.
+    pub preview: bool,
+    /// Video handling.
+    pub video: VideoSpec,
+    /// Audio handling.
+    pub audio: AudioSpec,
+    /// Network timeouts.
+    pub timeouts: Timeouts,
+    /// Reconnect policy.
+    pub retry: RetryPolicy,
+}
+
+impl Default for CameraDefaults {
+    fn default() -> Self {
+        CameraDefaults {
+            preview: true,
+            video: VideoSpec::default(),
+            audio: AudioSpec::default(),
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// One camera as a config file or a `PUT /api/v1/cameras/{id}` body describes it; the id comes from the
+/// table name or the path.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// The camera's `rtsp://` or `rtsps://` URL.
+    pub input: String,
+    /// Where to push; unset uses the output template, `"none"` pushes nowhere (preview only). From the API only
+    /// `rtmp://` and `rtmps://` are allowed.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Serve through the built-in preview too; unset uses the configured default.
+    #[serde(default)]
+    pub preview: Option<bool>,
+    /// Video handling; unset uses the configured defaults.
+    #[serde(default)]
+    pub video: Option<VideoSpec>,
+    /// Audio handling; unset uses the configured defaults.
+    #[serde(default)]
+    pub audio: Option<AudioSpec>,
+    /// Network timeouts; unset uses the configured defaults.
+    #[serde(default)]
+    pub timeouts: Option<Timeouts>,
+    /// Reconnect policy; unset uses the configured defaults.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// The output value (per camera, or as the output template) that means "no RTMP output, preview only".
+pub const NO_OUTPUT: &str = "none";
+
+/// Where a camera request came from, which decides what outputs it may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The operator's config file: any output, local `.flv` files included.
+    ConfigFile,
+    /// An HTTP caller: RTMP outputs only, so no request can make the gateway write local files.
+    Api,
+}
+
+impl CameraConfig {
+    /// The full, validated spec for camera `id`.
+    pub fn to_spec(
+        &self,
+        id: CameraId,
+        defaults: &CameraDefaults,
+        templates: &Templates,
+        origin: Origin,
+    ) -> Result<StreamSpec, SpecError> {
+        let output = match self.output.as_deref() {
+            Some(NO_OUTPUT) => None,
+            Some(output) => Some(output.parse()?),
+            None => templates.output_for(&id)?,
+        };
+        if origin == Origin::Api && matches!(output, Some(OutputTarget::File(_))) {
+            return Err(SpecError::new("output", "must be an rtmp:// or rtmps:// URL"));
+        }
+        let spec = StreamSpec {
+            id,
+            input: self.input.parse()?,
+            output,
+            preview: self.preview.unwrap_or(defaults.preview),
+            video: self.video.clone().unwrap_or_else(|| defaults.video.clone()),
+            audio: self.audio.clone().unwrap_or_else(|| defaults.audio.clone()),
+            timeouts: self.timeouts.unwrap_or(defaults.timeouts),
+            retry: self.retry.unwrap_or(defaults.retry),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// The URL templates, with `{rtmp_base}` already filled in.
+#[derive(Clone, Debug)]
+pub struct Templates {
+    output: String,
+    viewer: String,
+    public_host: Option<String>,
+}
+
+impl Templates {
+    /// Templates from raw strings: `output` may use `{rtmp_base}` and `{id}`, `viewer` `{host}` and `{id}`.
+    pub fn new(rtmp_base: &str, output: &str, viewer: &str, public_host: Option<String>) -> Templates {
+        let rtmp_base = rtmp_base.trim_end_matches('/');
+        Templates { output: output.replace("{rtmp_base}", rtmp_base), viewer: viewer.to_owned(), public_host }
+    }
+
+    /// Where camera `id` is pushed when its request names no output; `None` when the template is `"none"`.
+    pub fn output_for(&self, id: &CameraId) -> Result<Option<OutputTarget>, SpecError> {
+        if self.output == NO_OUTPUT {
+            return Ok(None);
+        }
+        self.output.replace("{id}", id.as_str()).parse().map(Some)
+    }
+
+    /// The built-in preview's URL for camera `id`, on the host and port the caller reached us by.
+    pub fn preview_url(&self, id: &CameraId, request_host: Option<&str>, port: u16) -> String {
+        let host = self.public_host.as_deref().or(request_host).unwrap_or("127.0.0.1");
+        format!("http://{host}:{port}/live/{id}.flv")
+    }
+
+    /// The URL a viewer plays camera `id` at; `request_host` is the host the caller reached us by, used when
+    /// no public host is configured.
+    pub fn viewer_url(&self, id: &CameraId, request_host: Option<&str>) -> String {
+        let host = self.public_host.as_deref().or(request_host).unwrap_or("127.0.0.1");
+        self.viewer.replace("{host}", host).replace("{id}", id.as_str())
+    }
+}
+
+impl Config {
+    /// Reads and parses a TOML file (not yet validated: overrides come first).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The URL templates.
+    pub fn templates(&self) -> Templates {
+        Templates::new(&self.rtmp_base, &self.output_template, &self.viewer_url_template, self.public_host.clone())
+    }
+
+    /// The supervisor's limits and timings.
+    pub fn supervisor_config(&self) -> SupervisorConfig {
+        SupervisorConfig {
+            max_cameras: self.max_cameras,
+            stop_timeout: Duration::from_millis(self.stop_timeout_ms),
+            ..SupervisorConfig::default()
+        }
+    }
+
+    /// The cameras to start at boot, as specs.
+    pub fn boot_specs(&self) -> Result<Vec<StreamSpec>, ConfigError> {
+        let templates = self.templates();
+        self.cameras
+            .iter()
+            .map(|(id, camera)| {
+                let at = |e: SpecError| ConfigError::invalid(format!("cameras.{id}.{}", e.field()), e.reason());
+                let id: CameraId = id.parse().map_err(at)?;
+                camera.to_spec(id, &self.defaults, &templates, Origin::ConfigFile).map_err(at)
+            })
+            .collect()
+    }
+
+    /// Checks every setting, so a bad file fails at start and not on the first request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1024).contains(&self.max_cameras) {
+            return Err(ConfigError::invalid("max_cameras", "must be 1 to 1024"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            return Err(ConfigError::invalid("body_limit_bytes", "must be 1 KiB to 16 MiB"));
+        }
+        if !(100..=300_000).contains(&self.stop_timeout_ms) {
+            return Err(ConfigError::invalid("stop_timeout_ms", "must be 100 to 300000"));
+        }
+        if self.drain_timeout_ms > 300_000 {
+            return Err(ConfigError::invalid("drain_timeout_ms", "must be at most 300000"));
+        }
+        if self.output_template != NO_OUTPUT && !self.output_template.contains("{id}") {
+            return Err(ConfigError::invalid("output_template", "must contain {id} (or be \"none\")"));
+        }
+        let sample: CameraId = "sample".parse().expect("a valid id");
+        match self.templates().output_for(&sample) {
+            Ok(Some(OutputTarget::Rtmp(_))) | Ok(None) => {}
+            Ok(Some(OutputTarget::File(_))) => {
+                return Err(ConfigError::invalid("output_template", "must give an rtmp:// or rtmps:// URL"));
+            }
+            Err(e) => return Err(ConfigError::invalid("output_template", e.reason())),
+        }
+        if !self.viewer_url_template.contains("{id}") {
+            return Err(ConfigError::invalid("viewer_url_template", "must contain {id}"));
+        }
+        if let Some(host) = &self.public_host
+            && !is_host(host)
+        {
+            return Err(ConfigError::invalid("public_host", "must be a host name or IP address"));
+        }
+        if self.auth.tokens.iter().any(|t| t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            return Err(ConfigError::invalid("auth.tokens", "each token needs 16 or more printable characters"));
+        }
+        let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
+        if any_origin && self.cors.allowed_origins.len() > 1 {
+            return Err(ConfigError::invalid("cors.allowed_origins", "\"*\" cannot be combined with other origins"));
+        }
+        if any_origin && self.cors.allow_credentials {
+            return Err(ConfigError::invalid(
+                "cors.allow_credentials",
+                "cannot be true while any origin (\"*\") is allowed",
+            ));
+        }
+        for origin in self.cors.allowed_origins.iter().filter(|o| *o != "*") {
+            let ok = url::Url::parse(origin)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.path() == "/")
+                && !origin.ends_with('/');
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "cors.allowed_origins",
+                    format!("{origin:?} is not an origin like https://example.com"),
+                ));
+            }
+        }
+        let defaults = StreamSpec {
+            video: self.defaults.video.clone(),
+            audio: self.defaults.audio.clone(),
+            timeouts: self.defaults.timeouts,
+            retry: self.defaults.retry,
+            ..StreamSpec::new("defaults", "rtsp://camera/", "rtmp://server/live/x").expect("valid literals")
+        };
+        defaults.validate().map_err(|e| ConfigError::invalid(format!("defaults.{}", e.field()), e.reason()))?;
+        if self.cameras.len() > self.max_cameras {
+            return Err(ConfigError::invalid("cameras", "more boot cameras than max_cameras"));
+        }
+        self.boot_specs()?;
+        Ok(())
+    }
+}
+
+/// Whether `s` can stand as the host part of a URL: a name, an IPv4 address, or a bracketed IPv6 address.
+/// Guards viewer URLs against whatever a client put in its `Host` header.
+pub fn is_host(s: &str) -> bool {
+    if let Some(inner) = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_old_service() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.max_cameras, 5);
+        let id: CameraId = "7".parse().unwrap();
+        let templates = config.templates();
+        assert_eq!(templates.output_for(&id).unwrap().unwrap().expose(), "rtmp://127.0.0.1:1935/live/livestream7");
+        assert_eq!(templates.viewer_url(&id, Some("10.1.2.3")), "http://10.1.2.3:8080/live/livestream7.flv");
+    }
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let text = include_str!("../camgate.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_settings_are_rejected() {
+        assert!(Config::from_toml("listn = \"0.0.0.0:1\"").is_err());
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let cases: Vec<(&str, &str)> = vec![
+            ("max_cameras = 0", "max_cameras"),
+            ("output_template = \"rtmp://h/live/x\"", "output_template"),
+            ("output_template = \"/tmp/{id}.flv\"", "output_template"),
+            ("public_host = \"a/b\"", "public_host"),
+            ("[auth]\ntokens = [\"short\"]", "auth.tokens"),
+            ("[cors]\nallow_credentials = true", "cors.allow_credentials"),
+            ("[cors]\nallowed_origins = [\"*\", \"https://a.b\"]", "cors.allowed_origins"),
+            ("[cors]\nallowed_origins = [\"https://a.b/x\"]", "cors.allowed_origins"),
+            ("[defaults.video.encoding]\npreset = \"warp\"", "defaults.video.encoding.preset"),
+            ("[cameras.a]\ninput = \"file:///etc/passwd\"", "cameras.a.input"),
+            ("[cameras.\"a b\"]\ninput = \"rtsp://h/s\"", "cameras.a b.id"),
+        ];
+        for (text, field) in cases {
+            let err = Config::from_toml(text).unwrap().validate().expect_err(text);
+            match err {
+                ConfigError::Invalid { field: f, .. } => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn api_requests_cannot_write_files() {
+        let config = Config::default();
+        let camera = CameraConfig { input: "rtsp://h/s".into(), output: Some("x.flv".into()), ..Default::default() };
+        let id: CameraId = "a".parse().unwrap();
+        let err = camera.to_spec(id.clone(), &config.defaults, &config.templates(), Origin::Api).unwrap_err();
+        assert_eq!(err.field(), "output");
+        camera.to_spec(id, &config.defaults, &config.templates(), Origin::ConfigFile).unwrap();
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in ["example.com", "10.0.0.1", "[::1]", "cam-gw"] {
+            assert!(is_host(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "[zz]", "a@b", "a\"b"] {
+            assert!(!is_host(bad), "{bad}");
+        }
+    }
+}
