@@ -448,3 +448,24 @@ fn snapshot_of_a_copied_camera_is_a_jpeg_of_the_current_picture() {
     supervisor.stop_blocking(&id("still")).unwrap();
     assert!(matches!(supervisor.jpeg(&id("still"), None), Err(camgate::SnapshotError::NoPicture)));
 }
+
+#[test]
+fn an_unavailable_hardware_encoder_falls_back_to_libx264_with_a_warning() {
+    let rtsp = RtspServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = supervisor();
+    let path = dir.path().join("hw.flv");
+    let mut spec = StreamSpec::new("hw", &rtsp.url("h264"), path.to_str().unwrap()).unwrap();
+    spec.video.mode = VideoMode::Transcode;
+    // No GPU here: NVENC cannot open (or is not even built in), which is the case this fallback is for.
+    spec.video.encoding.encoder = Some("h264_nvenc".into());
+    supervisor.start_blocking(spec).unwrap();
+    let status = wait_running(&supervisor, "hw");
+    assert_eq!(status.session.as_ref().unwrap().video_encoder.as_deref(), Some("libx264"));
+    assert!(
+        status.warnings.iter().any(|w| w.contains("h264_nvenc") && w.contains("libx264")),
+        "warnings: {:?}",
+        status.warnings
+    );
+    supervisor.stop_blocking(&id("hw")).unwrap();
+}

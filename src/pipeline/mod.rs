@@ -182,10 +182,7 @@ impl<'a> Session<'a> {
         let video_stream = input.streams().best(media::Type::Video).ok_or(Halt::NoVideo)?;
         let video = VideoSetup::new(&video_stream, spec.video.mode, &spec.video.encoding).map_err(|e| match e {
             VideoSetupError::NotCopyable(reason) => Halt::Unsupported(reason),
-            VideoSetupError::Ffmpeg(source, what) => {
-                let stage = if what.contains("decoder") { Stage::DecodeVideo } else { Stage::EncodeVideo };
-                Halt::Ffmpeg { stage, source }
-            }
+            VideoSetupError::Ffmpeg(source, stage) => Halt::Ffmpeg { stage, source },
         })?;
         let mut warnings = video.warnings;
         let (video_index, video_time_base) = (video_stream.index(), video_stream.time_base());

@@ -7,6 +7,7 @@ use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, decoder, encoder, frame, picture};
 
 use super::timestamps::TimestampGuard;
+use crate::error::Stage;
 use crate::spec::{RateControl, VideoEncoding, VideoMode};
 use crate::stats::VideoFormat;
 
@@ -70,8 +71,8 @@ pub struct VideoSetup {
 pub enum VideoSetupError {
     /// Copy was asked for a codec FLV/browsers cannot take as is.
     NotCopyable(String),
-    /// FFmpeg failed opening the decoder or encoder.
-    Ffmpeg(ffmpeg_next::Error, &'static str),
+    /// FFmpeg failed opening the decoder (`Stage::DecodeVideo`) or the encoder (`Stage::EncodeVideo`).
+    Ffmpeg(ffmpeg_next::Error, Stage),
 }
 
 impl VideoSetup {
@@ -87,9 +88,15 @@ impl VideoSetup {
             VideoMode::Auto => VideoMode::Transcode,
             other => other,
         };
-        let decoder = codec::context::Context::from_parameters(parameters.clone())
-            .and_then(|ctx| ctx.decoder().video())
-            .map_err(|e| VideoSetupError::Ffmpeg(e, "opening the video decoder"))?;
+        let mut context = codec::context::Context::from_parameters(parameters.clone())
+            .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
+        if mode == VideoMode::Transcode {
+            // Threads must be chosen before the decoder opens; as many as the machine offers, as the ffmpeg
+            // CLI does (H.265 at 1080p needs them to keep up).
+            context.set_threading(codec::threading::Config::count(0));
+        }
+        // In copy mode the decoder only tells the picture size; it is dropped right after.
+        let decoder = context.decoder().video().map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
         let input = VideoFormat { codec: codec_name.clone(), width: decoder.width(), height: decoder.height() };
         if mode == VideoMode::Copy {
             if codec_id != Id::H264 {
@@ -111,9 +118,7 @@ impl VideoSetup {
         let fps = source_fps.map_or(FALLBACK_FPS, |f| Rational::from(f).reduce());
         let mut warnings = Vec::new();
         let (encoder, encoder_name) = open_encoder(stream.time_base(), fps, width, height, settings, &mut warnings)
-            .map_err(|e| VideoSetupError::Ffmpeg(e, "opening the H.264 encoder"))?;
-        let mut decoder = decoder;
-        decoder.set_threading(codec::threading::Config::count(0));
+            .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::EncodeVideo))?;
         let time_base = stream.time_base();
         let per_second = i64::from(time_base.denominator()) / i64::from(time_base.numerator().max(1));
         Ok(VideoSetup {
@@ -211,20 +216,18 @@ impl Transcoder {
                     want.height,
                     scaling::Flags::BILINEAR,
                 )
-                .map_err(|e| super::Halt::ffmpeg(crate::error::Stage::ScaleVideo, e))?;
+                .map_err(|e| super::Halt::ffmpeg(Stage::ScaleVideo, e))?;
                 self.scaler = Some((have, ctx));
                 self.scaled = frame::Video::empty();
             }
             let (_, scaler) = self.scaler.as_mut().expect("scaler set just above");
-            scaler
-                .run(&self.decoded, &mut self.scaled)
-                .map_err(|e| super::Halt::ffmpeg(crate::error::Stage::ScaleVideo, e))?;
+            scaler.run(&self.decoded, &mut self.scaled).map_err(|e| super::Halt::ffmpeg(Stage::ScaleVideo, e))?;
             &mut self.scaled
         };
         frame.set_pts(Some(pts));
         // The camera's own I-frames must not force ours: the GOP is the encoder's to choose.
         frame.set_kind(picture::Type::None);
-        self.encoder.send_frame(frame).map_err(|e| super::Halt::ffmpeg(crate::error::Stage::EncodeVideo, e))?;
+        self.encoder.send_frame(frame).map_err(|e| super::Halt::ffmpeg(Stage::EncodeVideo, e))?;
         self.drain_encoder(emit)
     }
 
@@ -238,7 +241,7 @@ impl Transcoder {
                 Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) | Err(ffmpeg_next::Error::Eof) => {
                     return Ok(());
                 }
-                Err(e) => return Err(super::Halt::ffmpeg(crate::error::Stage::EncodeVideo, e)),
+                Err(e) => return Err(super::Halt::ffmpeg(Stage::EncodeVideo, e)),
             }
         }
     }
