@@ -13,7 +13,6 @@ COPY scripts/install-deps.sh scripts/
 RUN scripts/install-deps.sh --build && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
-COPY examples examples
 RUN cargo build --release --locked --bin camgate
 
 FROM node:20-bookworm-slim AS web

@@ -85,7 +85,7 @@ async function frameSpread(page) {
   });
 }
 
-test('the demo camera plays on the page, and Stop stops it', { skip, timeout: 120_000 }, async () => {
+test('the demo camera plays on the page, Stop stops it and Start starts it again', { skip, timeout: 120_000 }, async () => {
   const { page, context, errors } = await open(OPEN);
   assert.equal(await page.title(), 'camgate');
   await page.locator('#connection[data-state="live"]').waitFor();
@@ -114,7 +114,10 @@ test('the demo camera plays on the page, and Stop stops it', { skip, timeout: 12
   await waitForState(page, 'demo', 'stopped');
   const gone = await fetch(`${OPEN}/api/v1/cameras/demo`);
   assert.equal(gone.status, 404, 'the API no longer knows the stopped camera');
-  await row(page, 'demo').getByRole('button', { name: 'Start' }).waitFor();
+  // Start again from the page: the row remembers the camera's input.
+  await row(page, 'demo').getByRole('button', { name: 'Start' }).click();
+  await waitForState(page, 'demo', 'running');
+  assert.equal((await fetch(`${OPEN}/api/v1/cameras/demo`)).status, 200, 'started again');
   assert.deepEqual(errors, []);
   await context.close();
 });
