@@ -1,21 +1,15 @@
 #!/usr/bin/env bash
-# The main job on a built-in default: installs what is missing, builds camgate, and runs it on
-# http://127.0.0.1:7000/ with the built-in demo camera feeding the built-in HTTP-FLV preview (no camera and no
-# RTMP server needed). Ctrl-C stops it cleanly.
+# The README's main command: on Debian 12, installs what is missing (Debian packages, the dashboard's player),
+# builds camgate in release mode and runs it with demo.toml, so the dashboard at http://127.0.0.1:7000/ shows
+# a synthetic camera playing. Stop it with Ctrl-C. CAMGATE_LISTEN (e.g. 127.0.0.1:7100) picks another address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
-cargo build --release --bin camgate
+scripts/install-deps.sh --demo
+cargo build --release --locked --bin camgate
 
-config=target/demo.toml
-cat > "$config" <<'TOML'
-listen = "127.0.0.1:7000"
-output_template = "none"
-
-[cameras.demo]
-input = "demo://"
-TOML
-
-echo "camgate demo: play http://127.0.0.1:7000/live/demo.flv (ffplay/VLC); status: curl http://127.0.0.1:7000/api/v1/cameras"
-exec ./target/release/camgate --config "$config"
+listen=${CAMGATE_LISTEN:-127.0.0.1:7000}
+echo
+echo "camgate dashboard: http://${listen/0.0.0.0/127.0.0.1}/   (Ctrl-C stops)"
+echo
+exec "${CARGO_TARGET_DIR:-target}/release/camgate" --config demo.toml --web-dir web

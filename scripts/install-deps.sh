@@ -1,20 +1,62 @@
 #!/usr/bin/env bash
-# Installs what camgate needs to build and run its integration tests on Debian 12
-# (FFmpeg dev libraries, GStreamer RTSP server, nginx-rtmp, ffmpeg CLI), and checks
-# for a Rust toolchain. Idempotent: does nothing when everything is there.
+# Installs what camgate needs on Debian 12, for one of three uses, and checks for a Rust toolchain.
+# Idempotent: does nothing when everything is there.
+#
+#   scripts/install-deps.sh            everything a developer and CI need: build (FFmpeg dev libraries, clang),
+#                                      the integration tests' servers (GStreamer RTSP, nginx-rtmp, ffmpeg CLI),
+#                                      the browser test (chromium, node/npm, `npm ci` in web/) and the compose
+#                                      file's check (docker-compose)
+#   scripts/install-deps.sh --build    only what `cargo build` needs (the Dockerfile's build stage)
+#   scripts/install-deps.sh --runtime  only the shared libraries and fonts the binary runs with (its run stage)
+#   scripts/install-deps.sh --demo     build and run, plus the dashboard's player (scripts/demo.sh)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-PACKAGES=(
+MODE=${1:---all}
+case "$MODE" in
+    --all | --build | --runtime | --demo) ;;
+    *)
+        echo "usage: $0 [--build | --runtime | --demo]" >&2
+        exit 2
+        ;;
+esac
+
+BUILD_PACKAGES=(
     pkg-config clang libclang-dev build-essential
     libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
     libavfilter-dev libavdevice-dev
+    ca-certificates
+)
+# The libraries the dev packages above link against (Debian 12 / FFmpeg 5.1 sonames), the fonts the demo
+# camera's clock is drawn with, and curl for container health checks.
+RUNTIME_PACKAGES=(
+    libavcodec59 libavformat59 libavutil57 libavfilter8 libswscale6 libswresample4 libavdevice59
+    fonts-dejavu-core fontconfig ca-certificates curl
+)
+TEST_PACKAGES=(
     gir1.2-gst-rtsp-server-1.0 python3-gi
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
     gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools
     nginx libnginx-mod-rtmp
-    ffmpeg curl ca-certificates
+    ffmpeg curl
     fonts-dejavu-core fontconfig
+    chromium docker-compose
 )
+case "$MODE" in
+    --build) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
+    --runtime) PACKAGES=("${RUNTIME_PACKAGES[@]}") ;;
+    --demo)
+        PACKAGES=("${BUILD_PACKAGES[@]}" "${RUNTIME_PACKAGES[@]}")
+        command -v node >/dev/null || PACKAGES+=(nodejs)
+        command -v npm >/dev/null || PACKAGES+=(npm)
+        ;;
+    --all)
+        PACKAGES=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
+        # Node.js may come from elsewhere (NodeSource's nodejs includes npm); only without it take Debian's.
+        command -v node >/dev/null || PACKAGES+=(nodejs)
+        command -v npm >/dev/null || PACKAGES+=(npm)
+        ;;
+esac
 # Edition 2024 needs Rust >= 1.85; Debian 12's own cargo/rustc (1.63) is too old.
 MIN_RUST_MINOR=85
 
@@ -52,21 +94,42 @@ else
     echo "install-deps: all Debian packages present"
 fi
 
-# The RTSP fixture needs these GStreamer elements, with Debian's python3 seeing gi.
-for element in videotestsrc x264enc x265enc rtph264pay rtph265pay audiotestsrc \
-    avenc_aac rtpmp4gpay alawenc rtppcmapay; do
-    if ! gst-inspect-1.0 "$element" >/dev/null 2>&1; then
-        echo "install-deps: GStreamer element $element is missing" >&2
+if [ "$MODE" = --runtime ]; then
+    exit 0
+fi
+
+if [ "$MODE" = --demo ] && [ ! -f web/node_modules/mpegts.js/dist/mpegts.js ]; then
+    echo "install-deps: npm ci in web/ (the dashboard's player only)"
+    (cd web && npm ci --omit=dev --no-audit --no-fund)
+fi
+
+if [ "$MODE" = --all ]; then
+    # The dashboard's player (mpegts.js) and the browser test's driver (playwright-core), as locked.
+    # node_modules/.package-lock.json is npm's record of the last install: newer than the lock file means
+    # the install is current.
+    if [ ! web/node_modules/.package-lock.json -nt web/package-lock.json ]; then
+        echo "install-deps: npm ci in web/"
+        (cd web && npm ci --no-audit --no-fund)
+    else
+        echo "install-deps: web/node_modules up to date"
+    fi
+
+    # The RTSP fixture needs these GStreamer elements, with Debian's python3 seeing gi.
+    for element in videotestsrc x264enc x265enc rtph264pay rtph265pay audiotestsrc \
+        avenc_aac rtpmp4gpay alawenc rtppcmapay; do
+        if ! gst-inspect-1.0 "$element" >/dev/null 2>&1; then
+            echo "install-deps: GStreamer element $element is missing" >&2
+            exit 1
+        fi
+    done
+    if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; then
+        echo "install-deps: /usr/bin/python3 cannot load GstRtspServer through gi" >&2
         exit 1
     fi
-done
-if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; then
-    echo "install-deps: /usr/bin/python3 cannot load GstRtspServer through gi" >&2
-    exit 1
-fi
-if [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
-    echo "install-deps: /usr/lib/nginx/modules/ngx_rtmp_module.so is missing" >&2
-    exit 1
+    if [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
+        echo "install-deps: /usr/lib/nginx/modules/ngx_rtmp_module.so is missing" >&2
+        exit 1
+    fi
 fi
 
 # Rust: a rustup toolchain is usually in ~/.cargo/bin, which may not be on PATH.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs what is missing (Debian packages, crates), checks formatting
-# and lints, then runs unit, integration (real RTSP/RTMP servers on loopback) and doc tests.
+# The whole test suite, as CI runs it: installs what is missing (Debian packages, crates, the web folder's npm
+# packages), checks formatting, lints and the compose file, then runs unit, integration (real RTSP/RTMP servers
+# on loopback, the dashboard in headless Chromium) and doc tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,15 @@ scripts/install-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# No Docker engine here: images are neither pulled nor built, but the compose file is checked against the
+# Compose schema (services, ports, volumes, healthcheck) by whichever compose implementation is installed.
+if docker compose version >/dev/null 2>&1; then
+    docker compose config -q
+elif command -v docker-compose >/dev/null; then
+    docker-compose config -q
+else
+    echo "test: no docker compose implementation; docker-compose.yml not checked" >&2
+fi
 # Integration tests each start their own servers; two at a time fit the 2-core CI machine.
 cargo test --all-targets -- --test-threads="${CAMGATE_TEST_THREADS:-2}"
 cargo test --doc

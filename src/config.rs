@@ -102,6 +102,9 @@ pub struct Config {
     pub defaults: CameraDefaults,
     /// Cameras started at boot, by id.
     pub cameras: BTreeMap<String, CameraConfig>,
+    /// The web dashboard's folder (`index.html` and the player installed by `npm ci` under `node_modules/`);
+    /// relative paths are taken from the working directory, so running from the repository finds `web/`.
+    pub web_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -121,6 +124,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             defaults: CameraDefaults::default(),
             cameras: BTreeMap::new(),
+            web_dir: PathBuf::from("web"),
         }
     }
 }

@@ -446,3 +446,37 @@ fn supervisor_errors_map_to_statuses() {
 fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)]).unwrap().trim_start_matches("v=").to_owned()
 }
+
+#[tokio::test]
+async fn dashboard_files_are_served_from_the_web_folder_without_a_token() {
+    let web = tempfile::tempdir().unwrap();
+    std::fs::write(web.path().join("index.html"), "<!doctype html><title>camgate</title>").unwrap();
+    std::fs::write(web.path().join("dashboard.js"), "'use strict';").unwrap();
+    let mut config = Config { web_dir: web.path().to_owned(), ..Config::default() };
+    config.auth.tokens = vec![TOKEN.into()];
+    let (app, _) = app_with(config);
+
+    let page = send(&app, get("/")).await;
+    assert_eq!(page.status, StatusCode::OK, "the page loads before it can ask for a token");
+    assert_eq!(page.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert!(page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(page.text.contains("<title>camgate</title>"));
+    let script = send(&app, get("/ui/dashboard.js")).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(script.headers[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+
+    // `npm ci` not run: the operator is told what to do.
+    let player = send(&app, get("/ui/mpegts.js")).await;
+    assert_error(&player, StatusCode::INTERNAL_SERVER_ERROR, None);
+    assert!(player.body["error"].as_str().unwrap().contains("npm ci"), "{}", player.text);
+    let style = send(&app, get("/ui/dashboard.css")).await;
+    assert_error(&style, StatusCode::INTERNAL_SERVER_ERROR, None);
+    assert!(style.body["error"].as_str().unwrap().contains("web_dir"), "{}", style.text);
+
+    // Only the listed files: nothing else in the folder, and no way out of it.
+    for uri in ["/ui/package.json", "/ui/..%2Findex.html", "/ui/node_modules"] {
+        assert_error(&send(&app, get(uri)).await, StatusCode::NOT_FOUND, None);
+    }
+    // The data behind the page still needs the token.
+    assert_eq!(send(&app, get("/api/v1/events")).await.status, StatusCode::UNAUTHORIZED);
+}

@@ -19,21 +19,23 @@
 //! | `GET /healthz`, `GET /readyz` | probes |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /openapi.json` | OpenAPI document |
+//! | `GET /`, `GET /ui/{file}` | the web dashboard (files from `web_dir`) |
 //!
 //! Every failure answers `{"code","error","message","field"}` ([`ApiError`]). When tokens are configured,
 //! every route but the probes, `/metrics` (each configurable) and `/openapi.json` needs
-//! `Authorization: Bearer …`. CORS applies to every route, answers included.
+//! `Authorization: Bearer …`; the dashboard's files need none (the page asks for one). CORS applies to every route, answers included.
 //!
 //! # Layout
 //!
 //! - `state`: [`AppState`], what handlers share; `error`: [`ApiError`]; `body`: form/JSON body extractors.
 //! - `legacy`: the old service's routes; `cameras`: REST; `preview`: HTTP-FLV and snapshots; `events`: SSE;
-//!   `health`, `metrics`, `openapi`.
+//!   `health`, `metrics`, `openapi`; `dashboard`: the web page and its files.
 //! - `auth`: the bearer-token middleware.
 
 mod auth;
 mod body;
 pub mod cameras;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -83,12 +85,15 @@ pub fn router(state: AppState) -> Router {
     }
     // The document describes the API, not the cameras: public, so tools can fetch it.
     let docs = Router::new().route("/openapi.json", get(openapi::openapi_json));
+    // The page holds no data and must load before it can ask for a token; its calls carry one.
+    let dashboard = Router::new().route("/", get(dashboard::page)).route("/ui/{file}", get(dashboard::file));
 
     Router::new()
         .merge(control)
         .merge(health)
         .merge(metrics)
         .merge(docs)
+        .merge(dashboard)
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(from_fn_with_state(state.clone(), metrics::count_requests))

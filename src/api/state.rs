@@ -1,6 +1,7 @@
 //! What every handler shares: the supervisor handle, the settings derived from the configuration, the
 //! request counters, and the shutdown signal.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,6 +47,8 @@ pub struct ApiSettings {
     pub body_limit_bytes: usize,
     /// The port the API (and the built-in preview) listens on, for preview URLs.
     pub listen_port: u16,
+    /// Where the dashboard's files are read from at each request (see [`Config::web_dir`]).
+    pub web_dir: PathBuf,
 }
 
 impl ApiSettings {
@@ -60,6 +63,7 @@ impl ApiSettings {
             cors: config.cors.clone(),
             body_limit_bytes: config.body_limit_bytes,
             listen_port: config.listen.port(),
+            web_dir: config.web_dir.clone(),
         }
     }
 }

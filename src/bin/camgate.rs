@@ -107,6 +107,9 @@ struct ServeArgs {
     /// Default encoder threads per camera; 0 lets the encoder decide [default: 0].
     #[arg(long, env = "CAMGATE_ENCODER_THREADS")]
     encoder_threads: Option<u32>,
+    /// Folder of the web dashboard served at / (run `npm ci` in it for the player) [default: web].
+    #[arg(long, env = "CAMGATE_WEB_DIR")]
+    web_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -130,6 +133,7 @@ impl ServeArgs {
         config.body_limit_bytes = self.body_limit_bytes.unwrap_or(config.body_limit_bytes);
         config.stop_timeout_ms = self.stop_timeout_ms.unwrap_or(config.stop_timeout_ms);
         config.drain_timeout_ms = self.drain_timeout_ms.unwrap_or(config.drain_timeout_ms);
+        config.web_dir = self.web_dir.clone().unwrap_or(config.web_dir);
         if !self.tokens.is_empty() {
             config.auth.tokens = self.tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
         }
