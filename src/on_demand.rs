@@ -86,7 +86,7 @@ pub fn stream_of(output: &OutputTarget) -> Option<String> {
 }
 
 /// `app/stream` from a hook's fields; some SRS versions append `?params` to either.
-fn stream_key(app: &str, stream: &str) -> String {
+pub fn stream_key(app: &str, stream: &str) -> String {
     let cut = |s: &str| s.split('?').next().unwrap_or("").trim_matches('/').to_owned();
     format!("{}/{}", cut(app), cut(stream))
 }

@@ -157,6 +157,9 @@ async fn api_cameras_come_back_from_the_state_file_after_a_restart() {
     let report = read_back(rtmp.url("livestreamkeep")).await.expect("the stream is back on the RTMP server");
     assert!(report.video.as_ref().is_some_and(|v| v.codec == "h264" && v.stats.first_is_key), "{report:?}");
     assert!(gateway.camera("gone").await.is_none(), "a stopped camera stays stopped");
+    // Players of an always-on camera are let through by the SRS hooks; of a stopped one, not.
+    assert_eq!(gateway.hook("on_play", "livestreamkeep", "p1", Some(TOKEN)).await.1["code"], 0);
+    assert_ne!(gateway.hook("on_play", "livestreamgone", "p1", Some(TOKEN)).await.1["code"], 0);
     let (_, registered) = gateway.send(Method::GET, "/api/v1/on_demand", None).await;
     assert_eq!(registered[0]["id"], "od", "{registered}");
     assert!(gateway.camera("od").await.is_none(), "an on-demand camera waits for a viewer");

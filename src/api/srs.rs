@@ -3,8 +3,9 @@
 //! SRS posts a JSON body (`action, client_id, ip, vhost, app, stream, param, stream_url, stream_id, …`) and
 //! lets the client through only on HTTP 200 with `{"code":0}` (or a body of `0`). Play and stop drive the
 //! on-demand cameras ([`crate::on_demand`]); the start happens in the background, so the hook is answered at
-//! once and SRS holds the player until the stream is published. A play of a stream no on-demand camera
-//! publishes is refused (non-zero `code`), so SRS rejects the player. Publish hooks are bookkeeping and never
+//! once and SRS holds the player until the stream is published. A play of a running always-on camera's
+//! stream is accepted as it is; a play of a stream no camera publishes is refused (non-zero `code`), so SRS
+//! rejects the player. Publish hooks are bookkeeping and never
 //! refused: refusing would reject camgate's own stream, or any other publisher's.
 //!
 //! SRS cannot send an `Authorization` header, so when API tokens are configured the hook URL carries one as
@@ -16,6 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 use utoipa::ToSchema;
+
+use crate::on_demand::{stream_key, stream_of};
+use crate::spec::OutputTarget;
 
 use super::auth;
 use super::body::JsonBody;
@@ -101,11 +105,22 @@ pub async fn on_play(
             info!(camera = %id, client = %client(&hook), ip = %hook.ip, "viewer joined");
             Ok(accepted())
         }
+        Err(_) if is_always_on_stream(&state, &hook) => Ok(accepted()),
         Err(error) => {
             info!(app = %hook.app, stream = %hook.stream, ip = %hook.ip, "play refused: {error}");
             Ok(refused(error))
         }
     }
+}
+
+/// Whether a camera that is not on demand publishes the hook's stream: its viewers need no start or stop.
+fn is_always_on_stream(state: &AppState, hook: &SrsHook) -> bool {
+    let key = stream_key(&hook.app, &hook.stream);
+    state.supervisor.snapshot().iter().any(|camera| {
+        // The status shows the output redacted, which hides credentials but keeps the path.
+        let output = camera.output.as_deref().and_then(|o| o.parse::<OutputTarget>().ok());
+        output.as_ref().and_then(stream_of).is_some_and(|stream| stream == key)
+    })
 }
 
 /// A player left: uncounts it and, after the last one, stops the camera once the linger time has passed.
@@ -126,6 +141,7 @@ pub async fn on_stop(
             info!(camera = %id, client = %client(&hook), "viewer left");
             Ok(accepted())
         }
+        Err(_) if is_always_on_stream(&state, &hook) => Ok(accepted()),
         Err(error) => Ok(refused(error)),
     }
 }
