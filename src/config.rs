@@ -94,6 +94,11 @@ pub struct Config {
     /// How long open requests may take to finish after SIGTERM before the server stops waiting, in
     /// milliseconds. Cameras are stopped after that (each bounded by `stop_timeout_ms`).
     pub drain_timeout_ms: u64,
+    /// Where camgate keeps the cameras started through the API (`cameras.json`), so they run again after a
+    /// restart; unset, they are not kept.
+    pub data_dir: Option<PathBuf>,
+    /// How long an on-demand camera keeps running after its last viewer left, in milliseconds.
+    pub on_demand_linger_ms: u64,
     /// Who may call the API.
     pub auth: AuthConfig,
     /// Which browser origins may call the API.
@@ -120,6 +125,8 @@ impl Default for Config {
             body_limit_bytes: 64 * 1024,
             stop_timeout_ms: 5_000,
             drain_timeout_ms: 5_000,
+            data_dir: None,
+            on_demand_linger_ms: 30_000,
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             defaults: CameraDefaults::default(),
@@ -211,6 +218,10 @@ pub struct CameraConfig {
     /// Reconnect policy; unset uses the configured defaults.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
+    /// Run only while the RTMP server reports viewers (SRS `on_play`/`on_stop` hooks) instead of all the time;
+    /// needs an RTMP output.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 /// The output value (per camera, or as the output template) that means "no RTMP output, preview only".
@@ -345,6 +356,9 @@ impl Config {
         if !(100..=300_000).contains(&self.stop_timeout_ms) {
             return Err(ConfigError::invalid("stop_timeout_ms", "must be 100 to 300000"));
         }
+        if !(100..=86_400_000).contains(&self.on_demand_linger_ms) {
+            return Err(ConfigError::invalid("on_demand_linger_ms", "must be 100 to 86400000"));
+        }
         if self.drain_timeout_ms > 300_000 {
             return Err(ConfigError::invalid("drain_timeout_ms", "must be at most 300000"));
         }
@@ -402,7 +416,15 @@ impl Config {
         if self.cameras.len() > self.max_cameras {
             return Err(ConfigError::invalid("cameras", "more boot cameras than max_cameras"));
         }
-        self.boot_specs()?;
+        for spec in self.boot_specs()? {
+            let on_demand = self.cameras.get(spec.id.as_str()).is_some_and(|c| c.on_demand);
+            if on_demand && spec.output.as_ref().and_then(crate::on_demand::stream_of).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("cameras.{}.on_demand", spec.id),
+                    "needs an RTMP output (rtmp://host/app/stream)",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -458,6 +480,8 @@ mod tests {
             ("[defaults.video.encoding]\npreset = \"warp\"", "defaults.video.encoding.preset"),
             ("[cameras.a]\ninput = \"file:///etc/passwd\"", "cameras.a.input"),
             ("[cameras.\"a b\"]\ninput = \"rtsp://h/s\"", "cameras.a b.id"),
+            ("on_demand_linger_ms = 0", "on_demand_linger_ms"),
+            ("[cameras.a]\ninput = \"rtsp://h/s\"\noutput = \"a.flv\"\non_demand = true", "cameras.a.on_demand"),
         ];
         for (text, field) in cases {
             let err = Config::from_toml(text).unwrap().validate().expect_err(text);

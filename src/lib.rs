@@ -38,6 +38,10 @@
 //! - [`snapshot`]: JPEG stills decoded on request from the cached GOP (also in copy mode).
 //! - [`stats`]: counters, rates and the [`CameraStatus`] the supervisor reports.
 //! - [`error`]: error types carrying the camera id, the stage and FFmpeg's message, URLs redacted.
+//! - [`desired_state`]: the cameras the API asked for, saved atomically to `<data_dir>/cameras.json` and
+//!   started again after a restart.
+//! - [`on_demand`]: cameras started by the RTMP server's `on_play` hook and stopped a linger time after the
+//!   last `on_stop`.
 //! - [`config`]: the gateway's TOML configuration, its checks, and the URL templates and defaults it yields.
 //! - [`api`]: the HTTP control plane (axum router, handlers, `ApiError`); no media code.
 //! - `src/bin/camgate.rs`: the `camgate` binary — configuration, logging, serving, graceful shutdown.
@@ -46,8 +50,10 @@
 
 pub mod api;
 pub mod config;
+pub mod desired_state;
 pub mod error;
 pub mod hub;
+pub mod on_demand;
 mod pipeline;
 mod redact;
 pub mod snapshot;
@@ -65,5 +71,5 @@ pub use spec::{
     AudioEncoding, AudioMode, AudioSpec, CameraId, DemoPreset, OutputTarget, RateControl, RetryPolicy, SourceUrl,
     StreamSpec, Timeouts, VideoEncoding, VideoMode, VideoSpec,
 };
-pub use stats::{CameraStatus, Counters, Event, Rates, SessionInfo, Totals, WorkerState};
+pub use stats::{CameraStatus, Counters, Event, Rates, SessionInfo, Totals, ViewerCounts, WorkerState};
 pub use supervisor::{StartOutcome, Supervisor, SupervisorConfig};

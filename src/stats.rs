@@ -248,6 +248,31 @@ pub struct CameraStatus {
     pub preview_path: Option<String>,
     /// Viewers of the built-in preview now.
     pub preview_viewers: usize,
+    /// Viewers of the camera's stream on the RTMP server now, as its `on_play`/`on_stop` hooks reported them
+    /// (see [`crate::on_demand`]); 0 when no hooks are configured.
+    pub viewers: usize,
+}
+
+/// Viewers per camera as an outside source (the RTMP server's hooks) reports them, shared between whoever
+/// counts (the on-demand registry) and the supervisor, which copies them into each [`CameraStatus`].
+#[derive(Debug, Default)]
+pub struct ViewerCounts(std::sync::RwLock<std::collections::HashMap<CameraId, usize>>);
+
+impl ViewerCounts {
+    /// Sets camera `id`'s count; 0 forgets it.
+    pub fn set(&self, id: &CameraId, viewers: usize) {
+        let mut counts = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if viewers == 0 {
+            counts.remove(id);
+        } else {
+            counts.insert(id.clone(), viewers);
+        }
+    }
+
+    /// Camera `id`'s count.
+    pub fn get(&self, id: &CameraId) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0)
+    }
 }
 
 /// A pending reconnect.

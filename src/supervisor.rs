@@ -22,7 +22,7 @@ use crate::error::SupervisorError;
 use crate::hub::PreviewHub;
 use crate::snapshot::{KeyframeCache, SnapshotError};
 use crate::spec::{CameraId, OutputTarget, StreamSpec};
-use crate::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, Totals, WorkerState};
+use crate::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, Totals, ViewerCounts, WorkerState};
 use crate::worker::{Report, WorkerHandle};
 
 /// Limits and timings of a [`Supervisor`].
@@ -101,6 +101,7 @@ struct Inner {
     commands: Sender<Command>,
     hub: Arc<PreviewHub>,
     keyframes: KeyframeCaches,
+    viewers: Arc<ViewerCounts>,
     statuses: Arc<RwLock<BTreeMap<CameraId, CameraStatus>>>,
     events: broadcast::Sender<Event>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -127,11 +128,13 @@ impl Supervisor {
         let (events, _) = broadcast::channel(1024);
         let hub = Arc::new(PreviewHub::default());
         let keyframes = KeyframeCaches::default();
+        let viewers = Arc::new(ViewerCounts::default());
         let thread = {
             let state = SupervisorThread {
                 config: config.clone(),
                 hub: Arc::clone(&hub),
                 keyframes: Arc::clone(&keyframes),
+                viewers: Arc::clone(&viewers),
                 commands: command_rx,
                 reports: crossbeam_channel::unbounded(),
                 cameras: BTreeMap::new(),
@@ -148,6 +151,7 @@ impl Supervisor {
                 commands,
                 hub,
                 keyframes,
+                viewers,
                 statuses,
                 events,
                 thread: Mutex::new(Some(thread)),
@@ -167,6 +171,12 @@ impl Supervisor {
     pub fn jpeg(&self, id: &CameraId, max_width: Option<u32>) -> Result<Vec<u8>, SnapshotError> {
         let cache = self.inner.keyframes.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
         cache.ok_or(SnapshotError::NoPicture)?.jpeg(max_width)
+    }
+
+    /// Viewer counts from the RTMP server's hooks, copied into each camera's status (`viewers`) on every
+    /// stats refresh.
+    pub fn viewer_counts(&self) -> &Arc<ViewerCounts> {
+        &self.inner.viewers
     }
 
     /// The configuration it runs with.
@@ -285,6 +295,7 @@ struct SupervisorThread {
     config: SupervisorConfig,
     hub: Arc<PreviewHub>,
     keyframes: KeyframeCaches,
+    viewers: Arc<ViewerCounts>,
     commands: Receiver<Command>,
     reports: (Sender<Report>, Receiver<Report>),
     cameras: BTreeMap<CameraId, Camera>,
@@ -372,6 +383,7 @@ impl SupervisorThread {
             retry: None,
             preview_path: spec.preview.then(|| format!("/live/{}.flv", spec.id)),
             preview_viewers: 0,
+            viewers: self.viewers.get(&spec.id),
         };
         let id = spec.id.clone();
         let preview = spec.preview.then(|| self.hub.channel(&spec.id));
@@ -484,6 +496,7 @@ impl SupervisorThread {
             camera.status.totals = totals;
             camera.status.uptime_secs = now.duration_since(camera.started).as_secs_f64();
             camera.status.preview_viewers = self.hub.viewers(&id);
+            camera.status.viewers = self.viewers.get(&id);
             if camera.stop_deadline.is_some_and(|deadline| now >= deadline) && camera.status.state != WorkerState::Stuck
             {
                 camera.status.state = WorkerState::Stuck;

@@ -52,7 +52,7 @@ fn the_compose_configuration_pushes_to_srs() {
 fn srs_calls_every_hook_on_camgate() {
     let srs = read("deploy/srs.conf");
     for hook in ["on_publish", "on_unpublish", "on_play", "on_stop"] {
-        let line = format!("{hook:<16}http://camgate:7000/api/v1/hooks/srs/{hook};");
+        let line = format!("{hook:<16}http://camgate:7000/api/v1/srs/{hook};");
         assert!(srs.contains(&line), "deploy/srs.conf lacks `{line}`");
     }
     for listen in ["listen              1935;", "listen          8080;"] {

@@ -7,11 +7,13 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::{CameraConfig, Origin};
-use crate::spec::CameraId;
+use crate::on_demand::OnDemandCamera;
+use crate::spec::{CameraId, StreamSpec};
 use crate::stats::CameraStatus;
 use crate::supervisor::StartOutcome;
 
@@ -66,7 +68,9 @@ pub async fn get(
     state.supervisor.status(&id).map(Json).ok_or_else(|| crate::SupervisorError::NotFound(id).into())
 }
 
-/// Starts a camera, or replaces a running one with the new spec (stop, then start).
+/// Starts a camera, or replaces a running one with the new spec (stop, then start). With `"on_demand": true`
+/// the camera is only registered: it starts when the RTMP server's `on_play` hook reports its first viewer.
+/// With a data directory configured, the camera is saved and runs (or is registered) again after a restart.
 ///
 /// The spec is checked in full before anything running is touched; a bad request leaves the camera as it
 /// was.
@@ -77,6 +81,7 @@ pub async fn get(
     responses(
         (status = 201, description = "Started", body = CameraStatus),
         (status = 200, description = "Replaced", body = CameraStatus),
+        (status = 202, description = "Registered on demand", body = OnDemandCamera),
         (status = 400, description = "Invalid id or spec; `field` names it", body = ErrorBody),
         (status = 409, description = "Still stopping", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -87,9 +92,15 @@ pub async fn put(
     State(state): State<AppState>,
     CameraIdPath(id): CameraIdPath,
     JsonBody(camera): JsonBody<CameraConfig>,
-) -> Result<(StatusCode, Json<CameraStatus>), ApiError> {
+) -> Result<Response, ApiError> {
     let settings = &state.settings;
     let spec = camera.to_spec(id.clone(), &settings.defaults, &settings.templates, Origin::Api)?;
+    if camera.on_demand {
+        return register_on_demand(&state, spec).await;
+    }
+    // Asked to run all the time: no longer up to the viewers.
+    state.on_demand.unregister(&id);
+    let saved = spec.clone();
     let replaced = match state.supervisor.status(&id) {
         Some(existing) if existing.state.is_live() => {
             state.supervisor.stop(&id).await?;
@@ -107,25 +118,54 @@ pub async fn put(
                 .with_field("id"));
         }
     };
-    Ok((status, Json(camera)))
+    state.remember(&saved, false)?;
+    Ok((status, Json(camera)).into_response())
 }
 
-/// Stops one camera; answers with its final status once its thread has exited.
+/// `PUT` with `"on_demand": true`: a running camera is stopped (the new spec applies from the next viewer on,
+/// at once if there are viewers already) and the camera is registered.
+async fn register_on_demand(state: &AppState, spec: StreamSpec) -> Result<Response, ApiError> {
+    if state.supervisor.status(&spec.id).is_some_and(|s| s.state.is_live()) {
+        state.supervisor.stop(&spec.id).await?;
+    }
+    let registered =
+        state.on_demand.register(spec.clone()).map_err(|e| ApiError::bad_field("on_demand", e.to_string()))?;
+    state.remember(&spec, true)?;
+    Ok((StatusCode::ACCEPTED, Json(registered)).into_response())
+}
+
+/// Every camera registered on demand, running or not, with its viewers.
+#[utoipa::path(
+    get, path = "/api/v1/on_demand", tag = "cameras",
+    responses((status = 200, description = "On-demand cameras", body = [OnDemandCamera]))
+)]
+pub async fn list_on_demand(State(state): State<AppState>) -> Json<Vec<OnDemandCamera>> {
+    Json(state.on_demand.list())
+}
+
+/// Stops one camera (and unregisters it if it was on demand, and drops it from the saved state); answers with
+/// its final status once its thread has exited.
 #[utoipa::path(
     delete, path = "/api/v1/cameras/{id}", tag = "cameras",
     params(("id" = String, Path, description = "Camera id")),
     responses(
         (status = 200, description = "Stopped; the final status", body = CameraStatus),
+        (status = 204, description = "It was registered or saved but not running; now it is neither"),
         (status = 400, description = "Invalid id", body = ErrorBody),
         (status = 404, description = "No such camera", body = ErrorBody),
         (status = 504, description = "The camera did not stop in time", body = ErrorBody),
     )
 )]
-pub async fn delete(
-    State(state): State<AppState>,
-    CameraIdPath(id): CameraIdPath,
-) -> Result<Json<CameraStatus>, ApiError> {
-    Ok(Json(state.supervisor.stop(&id).await?))
+pub async fn delete(State(state): State<AppState>, CameraIdPath(id): CameraIdPath) -> Result<Response, ApiError> {
+    let was_on_demand = state.on_demand.unregister(&id);
+    let was_saved = state.forget(&id)?;
+    match state.supervisor.stop(&id).await {
+        Ok(status) => Ok(Json(status).into_response()),
+        Err(crate::SupervisorError::NotFound(_)) if was_on_demand || was_saved => {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Stops every camera.
@@ -146,5 +186,6 @@ pub async fn delete_all(State(state): State<AppState>) -> Result<Json<StoppedAll
             Err(error) => return Err(error.into()),
         }
     }
+    state.forget_stopped(cameras.iter().map(|c| c.id.clone()))?;
     Ok(Json(StoppedAll { stopped: cameras.len(), cameras }))
 }

@@ -17,12 +17,16 @@ pub struct Health {
     /// Cameras whose worker is alive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cameras: Option<usize>,
+    /// Why the saved cameras (`<data_dir>/cameras.json`) found at start were not used, if they were not: the
+    /// gateway runs on with what the configuration says, and the operator should look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<String>,
 }
 
 /// Liveness: answers while the HTTP server runs.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", cameras: None })
+    Json(Health { status: "ok", cameras: None, state_file: None })
 }
 
 /// Readiness: 503 once shutdown has begun, so load balancers stop sending requests.
@@ -32,8 +36,12 @@ pub async fn healthz() -> Json<Health> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     if state.is_shutting_down() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting down", cameras: None }));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "shutting down", cameras: None, state_file: None }),
+        );
     }
     let cameras = state.supervisor.snapshot().iter().filter(|c| c.state.is_live()).count();
-    (StatusCode::OK, Json(Health { status: "ok", cameras: Some(cameras) }))
+    let state_file = state.desired.as_ref().and_then(|d| d.problem()).map(str::to_owned);
+    (StatusCode::OK, Json(Health { status: "ok", cameras: Some(cameras), state_file }))
 }

@@ -78,8 +78,13 @@ pub async fn play_camera(
         Some(_) => settings.templates.viewer_url(&id, request_host(&headers)),
         None => settings.templates.preview_url(&id, request_host(&headers), settings.listen_port),
     };
+    state.on_demand.unregister(&id);
+    let saved = spec.clone();
     let message = match state.supervisor.start(spec).await? {
-        StartOutcome::Started(_) => format!("camera {id} started"),
+        StartOutcome::Started(_) => {
+            state.remember(&saved, false)?;
+            format!("camera {id} started")
+        }
         StartOutcome::AlreadyRunning(_) => format!("camera {id} is already running"),
     };
     Ok(Json(LegacyReply { code: 200, message, flv_data: Some(flv_data) }))
@@ -101,7 +106,10 @@ pub async fn stop_camera(
     JsonOrForm(request): JsonOrForm<StopRequest>,
 ) -> Result<Json<LegacyReply>, ApiError> {
     let id: CameraId = request.id.parse()?;
-    state.supervisor.stop(&id).await?;
+    let stopped = state.supervisor.stop(&id).await;
+    // On-demand cameras stay registered: the next viewer starts them again.
+    state.forget_stopped([id.clone()])?;
+    stopped?;
     Ok(Json(LegacyReply { code: 200, message: format!("camera {id} stopped"), flv_data: None }))
 }
 
@@ -116,6 +124,7 @@ pub async fn stop_camera(
 pub async fn stop_all_camera(State(state): State<AppState>) -> Result<Json<LegacyReply>, ApiError> {
     let results = state.supervisor.stop_all().await;
     let stopped = results.iter().filter(|r| r.is_ok()).count();
+    state.forget_stopped(results.iter().filter_map(|r| r.as_ref().ok()).map(|c| c.id.clone()))?;
     // A camera removed by someone else meanwhile is stopped all the same; anything else is reported.
     if let Some(error) =
         results.into_iter().filter_map(Result::err).find(|e| !matches!(e, crate::SupervisorError::NotFound(_)))

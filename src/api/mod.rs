@@ -14,6 +14,8 @@
 //! | `DELETE /api/v1/cameras/{id}` | stop one camera |
 //! | `DELETE /api/v1/cameras` | stop every camera |
 //! | `GET /api/v1/cameras/{id}/snapshot.jpg` | a JPEG of the latest picture |
+//! | `GET /api/v1/on_demand` | cameras registered on demand, with their viewers |
+//! | `POST /api/v1/srs/on_play`, `on_stop`, `on_publish`, `on_unpublish` | SRS `http_hooks` (see `srs`) |
 //! | `GET /api/v1/events` | server-sent events of state changes and stats |
 //! | `GET /live/{id}.flv` | the built-in preview: HTTP-FLV from the latest keyframe |
 //! | `GET /healthz`, `GET /readyz` | probes |
@@ -43,6 +45,7 @@ pub mod legacy;
 pub mod metrics;
 pub mod openapi;
 pub mod preview;
+pub mod srs;
 pub mod state;
 
 use std::time::Duration;
@@ -74,7 +77,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cameras/{id}/snapshot.jpg", get(preview::snapshot))
         .route("/api/v1/events", get(events::events))
         .route("/live/{stream}", get(preview::live_flv))
+        .route("/api/v1/on_demand", get(cameras::list_on_demand))
         .route_layer(token());
+    // SRS cannot send a bearer header: the hooks check `?token=` themselves.
+    let hooks = Router::new()
+        .route("/api/v1/srs/on_play", post(srs::on_play))
+        .route("/api/v1/srs/on_stop", post(srs::on_stop))
+        .route("/api/v1/srs/on_publish", post(srs::on_publish))
+        .route("/api/v1/srs/on_unpublish", post(srs::on_unpublish));
     let mut health = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     if settings.protect_health {
         health = health.route_layer(token());
@@ -90,6 +100,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(control)
+        .merge(hooks)
         .merge(health)
         .merge(metrics)
         .merge(docs)

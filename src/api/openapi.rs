@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{cameras, events, health, legacy, metrics, preview};
+use super::{cameras, events, health, legacy, metrics, preview, srs};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -13,7 +13,8 @@ use super::{cameras, events, health, legacy, metrics, preview};
     info(title = "camgate", description = "Camera gateway: RTSP cameras to H.264/AAC FLV on an RTMP server."),
     paths(
         legacy::play_camera, legacy::stop_camera, legacy::stop_all_camera,
-        cameras::list, cameras::get, cameras::put, cameras::delete, cameras::delete_all,
+        cameras::list, cameras::get, cameras::put, cameras::delete, cameras::delete_all, cameras::list_on_demand,
+        srs::on_play, srs::on_stop, srs::on_publish, srs::on_unpublish,
         preview::live_flv, preview::snapshot,
         events::events, health::healthz, health::readyz, metrics::metrics, openapi_json,
     ),

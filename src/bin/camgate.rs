@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use camgate::api::{ApiSettings, AppState, router};
 use camgate::config::{Config, LogFormat};
-use camgate::{AudioMode, RateControl, Supervisor, VideoMode};
+use camgate::desired_state::DesiredState;
+use camgate::{AudioMode, RateControl, StreamSpec, Supervisor, VideoMode};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -86,6 +87,13 @@ struct ServeArgs {
     /// How long one camera may take to stop, in ms [default: 5000].
     #[arg(long, env = "CAMGATE_STOP_TIMEOUT_MS")]
     stop_timeout_ms: Option<u64>,
+    /// Directory for the cameras started through the API (cameras.json), restarted from there on the next
+    /// start [default: none, not kept].
+    #[arg(long, env = "CAMGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// How long an on-demand camera runs on after its last viewer left, in ms [default: 30000].
+    #[arg(long, env = "CAMGATE_ON_DEMAND_LINGER_MS")]
+    on_demand_linger_ms: Option<u64>,
     /// How long open requests may drain on SIGTERM, in ms [default: 5000].
     #[arg(long, env = "CAMGATE_DRAIN_TIMEOUT_MS")]
     drain_timeout_ms: Option<u64>,
@@ -134,6 +142,8 @@ impl ServeArgs {
         config.stop_timeout_ms = self.stop_timeout_ms.unwrap_or(config.stop_timeout_ms);
         config.drain_timeout_ms = self.drain_timeout_ms.unwrap_or(config.drain_timeout_ms);
         config.web_dir = self.web_dir.clone().unwrap_or(config.web_dir);
+        config.data_dir = self.data_dir.clone().or(config.data_dir);
+        config.on_demand_linger_ms = self.on_demand_linger_ms.unwrap_or(config.on_demand_linger_ms);
         if !self.tokens.is_empty() {
             config.auth.tokens = self.tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
         }
@@ -198,19 +208,20 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let supervisor = Supervisor::new(config.supervisor_config());
-    let state = AppState::new(supervisor.clone(), ApiSettings::from_config(&config));
+    let mut state = AppState::new(supervisor.clone(), ApiSettings::from_config(&config));
+    if let Some(dir) = &config.data_dir {
+        let store = DesiredState::open(dir).with_context(|| format!("cannot use data directory {}", dir.display()))?;
+        if let Some(problem) = store.problem() {
+            warn!("saved cameras not restored: {problem}");
+        }
+        state = state.with_desired_state(std::sync::Arc::new(store));
+    } else {
+        info!("no data directory: cameras started through the API are not kept across restarts");
+    }
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(address = %listener.local_addr()?, max_cameras = config.max_cameras, "camgate listening");
-
-    for spec in config.boot_specs()? {
-        let id = spec.id.clone();
-        // A boot camera that cannot start is logged, not fatal: the others and the API are still useful.
-        match supervisor.start(spec).await {
-            Ok(_) => info!(camera = %id, "boot camera started"),
-            Err(error) => warn!(camera = %id, %error, "boot camera not started"),
-        }
-    }
+    reconcile(&config, &state).await?;
 
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown({
         let state = state.clone();
@@ -238,6 +249,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
         warn!("cameras did not all stop in time; exiting anyway");
     }
     info!("camgate stopped");
+    Ok(())
+}
+
+/// Makes what runs match what should: the configuration's boot cameras, then the saved API cameras (which win
+/// over a boot camera of the same id: they are the later wish). On-demand cameras are only registered.
+async fn reconcile(config: &Config, state: &AppState) -> anyhow::Result<()> {
+    let mut wanted: Vec<(StreamSpec, bool, &str)> = Vec::new();
+    for spec in config.boot_specs()? {
+        let on_demand = config.cameras.get(spec.id.as_str()).is_some_and(|c| c.on_demand);
+        wanted.push((spec, on_demand, "boot"));
+    }
+    for saved in state.desired.iter().flat_map(|d| d.cameras()) {
+        wanted.retain(|(spec, _, _)| spec.id != saved.spec.id);
+        wanted.push((saved.spec, saved.on_demand, "saved"));
+    }
+    for (spec, on_demand, origin) in wanted {
+        let id = spec.id.clone();
+        // A camera that cannot start is logged, not fatal: the others and the API are still useful.
+        if on_demand {
+            match state.on_demand.register(spec) {
+                Ok(camera) => info!(camera = %id, stream = %camera.stream, origin, "on-demand camera registered"),
+                Err(error) => warn!(camera = %id, %error, origin, "on-demand camera not registered"),
+            }
+            continue;
+        }
+        match state.supervisor.start(spec).await {
+            Ok(_) => info!(camera = %id, origin, "camera started"),
+            Err(error) => warn!(camera = %id, %error, origin, "camera not started"),
+        }
+    }
     Ok(())
 }
 

@@ -47,6 +47,12 @@ impl RtmpServer {
         panic!("{last_error}");
     }
 
+    /// Starts the server on a given port, e.g. to bring a killed server back where publishers push to.
+    /// Panics if the port cannot be had.
+    pub fn start_on(port: u16) -> RtmpServer {
+        RtmpServer::try_start(port).unwrap_or_else(|(err, _)| panic!("{err}"))
+    }
+
     fn try_start(port: u16) -> Result<RtmpServer, (String, bool)> {
         let dir = tempfile::Builder::new()
             .prefix("rtmp-server-")

@@ -88,6 +88,12 @@ impl RtspServer {
         panic!("{last_error}");
     }
 
+    /// Starts the server on a given port, e.g. to bring a killed camera back where its clients look for it.
+    /// Panics if the port cannot be had.
+    pub fn start_on(port: u16, opts: RtspOptions) -> RtspServer {
+        RtspServer::try_start(&opts, port).unwrap_or_else(|(err, _)| panic!("{err}"))
+    }
+
     /// Err carries a message and whether the failure was a taken port.
     fn try_start(opts: &RtspOptions, port: u16) -> Result<RtspServer, (String, bool)> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rtsp_server.py");
