@@ -384,6 +384,12 @@ fn hung_ffmpeg(args: &Args, servers: &Servers, system: System) -> Result<HungRow
     thread::sleep(Duration::from_secs(1));
     proxy.freeze();
     thread::sleep(Duration::from_millis(1500));
-    let stops: Vec<f64> = procs.into_iter().map(FfmpegProcess::stop).collect();
+    let stops: Vec<f64> = procs
+        .into_iter()
+        .map(|p| {
+            sys::jitter_pause();
+            p.stop()
+        })
+        .collect();
     Ok(HungRow::new(system, running, &stops))
 }

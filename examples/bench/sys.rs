@@ -112,3 +112,11 @@ impl Summary {
         Summary::of_ms(values.iter().map(|d| d.as_secs_f64() * 1000.0).collect())
     }
 }
+
+/// A pause of 0–100 ms, different every call. Stopping hung cameras one after the other would otherwise fall
+/// into step with libavformat's 100 ms socket polling and always hit the same phase of it.
+pub fn jitter_pause() {
+    use std::hash::{BuildHasher, RandomState};
+    let ms = RandomState::new().hash_one(unix_us()) % 101;
+    std::thread::sleep(Duration::from_millis(ms));
+}
