@@ -384,12 +384,18 @@ fn hung_ffmpeg(args: &Args, servers: &Servers, system: System) -> Result<HungRow
     thread::sleep(Duration::from_secs(1));
     proxy.freeze();
     thread::sleep(Duration::from_millis(1500));
+    // In parallel: ffmpeg may not exit on SIGTERM while its input hangs, and each stop waits up to 10 s.
     let stops: Vec<f64> = procs
         .into_iter()
         .map(|p| {
-            sys::jitter_pause();
-            p.stop()
+            thread::spawn(move || {
+                sys::jitter_pause();
+                p.stop()
+            })
         })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap_or(-1.0))
         .collect();
     Ok(HungRow::new(system, running, &stops))
 }
