@@ -295,7 +295,12 @@ impl Report {
         let max_y = self.rows.iter().map(|r| r.cores).fold(self.machine.cores as f64, f64::max).max(0.5) * 1.1;
         let x = |n: f64| left + (n / max_n) * (w - left - right);
         let y = |c: f64| h - bottom - (c / max_y) * (h - top - bottom);
-        let colors = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c"];
+        // One colour per system in every plot.
+        let color_of = |system: &str| match system {
+            "camgate" => "#d62728",
+            "ffmpeg-old" => "#1f77b4",
+            _ => "#ff7f0e",
+        };
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -356,7 +361,7 @@ impl Report {
             w - right
         );
         for (k, system) in systems.iter().enumerate() {
-            let color = colors[k % colors.len()];
+            let color = color_of(system);
             let mut rows: Vec<&Row> = self.rows.iter().filter(|r| r.system == *system).collect();
             rows.sort_by_key(|r| r.cameras);
             let points: Vec<String> =
