@@ -1,0 +1,187 @@
+//! Command-line options of the bench and the scenario vocabulary (sources, systems).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use camgate::VideoMode;
+use serde::{Deserialize, Serialize};
+
+pub const USAGE: &str = "\
+usage: bench [options]
+  --cameras LIST      camera counts to run, e.g. 1,2,4 (default 1)
+  --source SRC        RES-CODEC-AUDIO: RES 360p|720p|1080p, CODEC h264|h265, AUDIO aac|alaw|none
+                      (h265 only with aac); default 720p-h264-aac
+  --mode MODE         camgate's video mode: auto (its default), copy or transcode (default auto)
+  --systems LIST      what to run: camgate, ffmpeg-same (ffmpeg CLI with camgate's settings),
+                      ffmpeg-old (the old service's command); default camgate,ffmpeg-same,ffmpeg-old
+  --seconds T         measurement window per run (default 10)
+  --warmup W          seconds between all cameras running and the window (default 3)
+  --threads N         x264 threads per camera, 0 = x264's choice (default 0, camgate's default)
+  --source-gop N      keyframe interval of the synthetic cameras in frames (default 50 = 2 s)
+  --rtsp-servers K    camera server processes, cameras spread over them (default 1)
+  --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8)
+  --hung-stop K       also time stopping K cameras that stopped answering (default 0 = skip)
+  --json PATH         write every figure as JSON
+  --plot PATH         write an SVG of CPU (cores) against cameras
+";
+
+/// A synthetic camera: picture size, video codec, audio codec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video: String,
+    pub audio: String,
+}
+
+impl Source {
+    /// The fixture's mount serving this codec pair.
+    pub fn mount(&self) -> &'static str {
+        match (self.video.as_str(), self.audio.as_str()) {
+            ("h264", "aac") => "/h264_aac",
+            ("h264", "alaw") => "/h264_alaw",
+            ("h264", "none") => "/h264",
+            _ => "/h265",
+        }
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Source, String> {
+        let parts: Vec<&str> = s.split('-').collect();
+        let [res, video, audio] = parts[..] else { return Err(format!("source {s:?}: expected RES-CODEC-AUDIO")) };
+        let (width, height) = match res {
+            "360p" => (640, 360),
+            "720p" => (1280, 720),
+            "1080p" => (1920, 1080),
+            _ => return Err(format!("source {s:?}: resolution must be 360p, 720p or 1080p")),
+        };
+        match (video, audio) {
+            ("h264", "aac" | "alaw" | "none") | ("h265", "aac") => {}
+            _ => return Err(format!("source {s:?}: the fixture serves h264 with aac/alaw/none, and h265 with aac")),
+        }
+        Ok(Source { name: s.to_owned(), width, height, fps: 25, video: video.into(), audio: audio.into() })
+    }
+}
+
+/// What runs the cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum System {
+    /// camgate's library, all cameras in one process.
+    Camgate,
+    /// One ffmpeg CLI process per camera with the settings camgate used.
+    FfmpegSame,
+    /// One ffmpeg CLI process per camera with the old service's exact command.
+    FfmpegOld,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Camgate => "camgate",
+            System::FfmpegSame => "ffmpeg-same",
+            System::FfmpegOld => "ffmpeg-old",
+        }
+    }
+}
+
+impl FromStr for System {
+    type Err = String;
+    fn from_str(s: &str) -> Result<System, String> {
+        [System::Camgate, System::FfmpegSame, System::FfmpegOld]
+            .into_iter()
+            .find(|sys| sys.name() == s)
+            .ok_or_else(|| format!("unknown system {s:?} (camgate, ffmpeg-same, ffmpeg-old)"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Args {
+    pub cameras: Vec<usize>,
+    pub source: Source,
+    #[serde(serialize_with = "display")]
+    pub mode: VideoMode,
+    pub systems: Vec<System>,
+    pub seconds: f64,
+    pub warmup: f64,
+    pub threads: u32,
+    pub source_gop: u32,
+    pub rtsp_servers: usize,
+    pub ttff_sample: usize,
+    pub hung_stop: usize,
+    pub json: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+fn display<S: serde::Serializer>(mode: &VideoMode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mode.to_string())
+}
+
+impl Args {
+    pub fn parse(args: &[String]) -> Result<Args, String> {
+        let mut out = Args {
+            cameras: vec![1],
+            source: "720p-h264-aac".parse()?,
+            mode: VideoMode::Auto,
+            systems: vec![System::Camgate, System::FfmpegSame, System::FfmpegOld],
+            seconds: 10.0,
+            warmup: 3.0,
+            threads: 0,
+            source_gop: 50,
+            rtsp_servers: 1,
+            ttff_sample: 8,
+            hung_stop: 0,
+            json: None,
+            plot: None,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if flag == "-h" || flag == "--help" {
+                return Err(String::new());
+            }
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let num = |what: &str| value.parse::<f64>().map_err(|e| format!("{what} {value:?}: {e}"));
+            match flag.as_str() {
+                "--cameras" => {
+                    out.cameras = list(value)?;
+                    if out.cameras.contains(&0) {
+                        return Err("--cameras: counts must be at least 1".into());
+                    }
+                }
+                "--source" => out.source = value.parse()?,
+                "--mode" => out.mode = value.parse()?,
+                "--systems" => out.systems = list(value)?,
+                "--seconds" => out.seconds = num("--seconds")?,
+                "--warmup" => out.warmup = num("--warmup")?,
+                "--threads" => out.threads = num("--threads")? as u32,
+                "--source-gop" => out.source_gop = (num("--source-gop")? as u32).max(1),
+                "--rtsp-servers" => out.rtsp_servers = (num("--rtsp-servers")? as usize).max(1),
+                "--ttff-sample" => out.ttff_sample = num("--ttff-sample")? as usize,
+                "--hung-stop" => out.hung_stop = num("--hung-stop")? as usize,
+                "--json" => out.json = Some(value.into()),
+                "--plot" => out.plot = Some(value.into()),
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// camgate's video mode with `auto` resolved the way camgate resolves it for this source.
+    pub fn effective_mode(&self) -> VideoMode {
+        match self.mode {
+            VideoMode::Auto if self.source.video == "h264" => VideoMode::Copy,
+            VideoMode::Auto => VideoMode::Transcode,
+            other => other,
+        }
+    }
+}
+
+fn list<T: FromStr>(s: &str) -> Result<Vec<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.split(',').map(|x| x.trim().parse::<T>().map_err(|e| format!("{x:?}: {e}"))).collect()
+}
