@@ -11,19 +11,7 @@ use camgate::{
     AudioMode, CameraId, CameraStatus, RetryPolicy, StartOutcome, StreamSpec, Supervisor, SupervisorConfig,
     SupervisorError, VideoMode, WorkerState,
 };
-use common::{ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe};
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `within`.
-fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe, wait_for};
 
 fn supervisor() -> Supervisor {
     Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(250), ..SupervisorConfig::default() })

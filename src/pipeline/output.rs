@@ -121,9 +121,13 @@ impl FlvOutput {
             }
             Output::wrap(ps)
         };
-        Ok(FlvOutput {
+        Ok(FlvOutput::around(ctx, interrupt.guard, interrupter, write_timeout))
+    }
+
+    fn around(ctx: Output, guard: InterruptGuard, interrupter: Arc<Interrupter>, write_timeout: Duration) -> FlvOutput {
+        FlvOutput {
             ctx,
-            _interrupt: interrupt.guard,
+            _interrupt: guard,
             interrupter,
             write_timeout,
             video: None,
@@ -131,7 +135,7 @@ impl FlvOutput {
             start: None,
             header_written: false,
             opened: Instant::now(),
-        })
+        }
     }
 
     /// An FLV muxer feeding the preview hub's `channel` through a custom AVIO; writes never block.
@@ -144,17 +148,7 @@ impl FlvOutput {
         let ctx = ffmpeg_next::format::output_to_stream(io, None, Some("flv"))?;
         // Nothing in a custom AVIO consults the callback, but `FlvOutput` keeps one like every output does.
         let interrupt = interrupt::new(Box::new(interrupter.callback()));
-        Ok(FlvOutput {
-            ctx,
-            _interrupt: interrupt.guard,
-            interrupter,
-            write_timeout,
-            video: None,
-            audio: None,
-            start: None,
-            header_written: false,
-            opened: Instant::now(),
-        })
+        Ok(FlvOutput::around(ctx, interrupt.guard, interrupter, write_timeout))
     }
 
     /// Declares a stream; call for video, then audio, before [`write_header`](Self::write_header).

@@ -5,6 +5,7 @@
 //! - [`RtmpServer`]: a private nginx-rtmp to publish to and play from.
 //! - [`SilentServer`]: a camera that accepts TCP and never answers.
 //! - [`probe`]: what a viewer of an RTMP/RTSP URL or an .flv file gets.
+//! - [`wait_for`]: polling a condition with a deadline.
 //! - [`ChildGuard`]: a child process that dies with the test binary.
 //!
 //! Every server binds 127.0.0.1 on a fresh port, so tests can run in parallel,
@@ -15,12 +16,14 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod net;
+pub mod poll;
 pub mod probe;
 pub mod process;
 pub mod rtmp;
 pub mod rtsp;
 
 pub use net::{SilentServer, free_port, wait_for_port};
+pub use poll::wait_for;
 pub use probe::{
     AudioReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, init_ffmpeg, probe,
 };
