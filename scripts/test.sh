@@ -19,5 +19,7 @@ else
     echo "test: no docker compose implementation; docker-compose.yml not checked" >&2
 fi
 # Integration tests each start their own servers; two at a time fit the 2-core CI machine.
-cargo test --all-targets -- --test-threads="${CAMGATE_TEST_THREADS:-2}"
+cargo test --lib --bins --tests --examples -- --test-threads="${CAMGATE_TEST_THREADS:-2}"
+# Criterion benches run once each as tests (their own harness takes no libtest flags).
+cargo test --benches
 cargo test --doc
