@@ -83,8 +83,17 @@ impl VideoSetup {
         let codec_name = codec_name(codec_id);
         let source_fps = announced_fps(stream);
         let wants_scaling = settings.width.is_some() || settings.height.is_some();
+        // SAFETY: `parameters` owns a valid AVCodecParameters; only its extradata size is read.
+        let has_config = unsafe { (*parameters.as_ptr()).extradata_size > 0 };
+        let mut warnings = Vec::new();
         let mode = match mode {
-            VideoMode::Auto if codec_id == Id::H264 && !wants_scaling => VideoMode::Copy,
+            VideoMode::Auto if codec_id == Id::H264 && !wants_scaling && has_config => VideoMode::Copy,
+            VideoMode::Auto if codec_id == Id::H264 && !wants_scaling => {
+                // Without SPS/PPS (neither in the SDP nor seen while probing) FLV gets no sequence header and
+                // players show nothing; the encoder makes its own.
+                warnings.push("the camera announced no SPS/PPS: transcoding instead of copying".to_owned());
+                VideoMode::Transcode
+            }
             VideoMode::Auto => VideoMode::Transcode,
             other => other,
         };
@@ -111,12 +120,11 @@ impl VideoSetup {
                 input,
                 encoder_name: None,
                 source_fps,
-                warnings: Vec::new(),
+                warnings,
             });
         }
         let (width, height) = output_size(decoder.width(), decoder.height(), settings.width, settings.height);
         let fps = source_fps.map_or(FALLBACK_FPS, |f| Rational::from(f).reduce());
-        let mut warnings = Vec::new();
         let (encoder, encoder_name) = open_encoder(stream.time_base(), fps, width, height, settings, &mut warnings)
             .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::EncodeVideo))?;
         let time_base = stream.time_base();
