@@ -158,11 +158,7 @@ pub async fn on_publish(
     headers: HeaderMap,
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
-    check_token(&state, &query, &headers)?;
-    if let Ok(id) = state.on_demand.published(&hook.app, &hook.stream, true) {
-        debug!(camera = %id, "stream published");
-    }
-    Ok(accepted())
+    record_publishing(&state, &query, &headers, &hook, true)
 }
 
 /// A stream was unpublished; recorded, always accepted.
@@ -177,9 +173,21 @@ pub async fn on_unpublish(
     headers: HeaderMap,
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
-    check_token(&state, &query, &headers)?;
-    if let Ok(id) = state.on_demand.published(&hook.app, &hook.stream, false) {
-        debug!(camera = %id, "stream unpublished");
+    record_publishing(&state, &query, &headers, &hook, false)
+}
+
+/// Notes a stream's publishing state for on-demand bookkeeping; publishes are never refused, since that would
+/// reject camgate's own stream.
+fn record_publishing(
+    state: &AppState,
+    query: &HookQuery,
+    headers: &HeaderMap,
+    hook: &SrsHook,
+    published: bool,
+) -> HookAnswer {
+    check_token(state, query, headers)?;
+    if let Ok(id) = state.on_demand.published(&hook.app, &hook.stream, published) {
+        debug!(camera = %id, published, "stream publishing changed");
     }
     Ok(accepted())
 }
