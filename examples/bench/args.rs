@@ -17,6 +17,7 @@ usage: bench [options]
   --seconds T         measurement window per run (default 10)
   --warmup W          seconds between all cameras running and the window (default 3)
   --threads N         x264 threads per camera, 0 = x264's choice (default 0, camgate's default)
+  --preview on|off    also feed the built-in HTTP-FLV preview hub, as the binary does by default (default off)
   --source-gop N      keyframe interval of the synthetic cameras in frames (default 50 = 2 s)
   --rtsp-servers K    camera server processes, cameras spread over them (default 1)
   --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8)
@@ -108,6 +109,8 @@ pub struct Args {
     pub seconds: f64,
     pub warmup: f64,
     pub threads: u32,
+    /// Also feed camgate's built-in preview hub (the binary's default), not only RTMP.
+    pub preview: bool,
     pub source_gop: u32,
     pub rtsp_servers: usize,
     pub ttff_sample: usize,
@@ -130,6 +133,7 @@ impl Args {
             seconds: 10.0,
             warmup: 3.0,
             threads: 0,
+            preview: false,
             source_gop: 50,
             rtsp_servers: 1,
             ttff_sample: 8,
@@ -157,6 +161,7 @@ impl Args {
                 "--seconds" => out.seconds = num("--seconds")?,
                 "--warmup" => out.warmup = num("--warmup")?,
                 "--threads" => out.threads = num("--threads")? as u32,
+                "--preview" => out.preview = matches!(value.as_str(), "on" | "true" | "1"),
                 "--source-gop" => out.source_gop = (num("--source-gop")? as u32).max(1),
                 "--rtsp-servers" => out.rtsp_servers = (num("--rtsp-servers")? as usize).max(1),
                 "--ttff-sample" => out.ttff_sample = num("--ttff-sample")? as usize,

@@ -25,6 +25,9 @@ pub struct ChildConfig {
     pub cameras: usize,
     pub mode: String,
     pub threads: u32,
+    /// Feed the built-in preview hub too.
+    #[serde(default)]
+    pub preview: bool,
     pub warmup: f64,
     pub seconds: f64,
     /// Stop cameras that stopped answering instead of measuring a window.
@@ -105,6 +108,7 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
             StreamSpec::new(id(i).as_str(), &url, &format!("{}{i}", config.rtmp_prefix)).map_err(|e| e.to_string())?;
         spec.video.mode = mode;
         spec.video.encoding.threads = config.threads;
+        spec.preview = config.preview;
         starts.push(sys::unix_us());
         supervisor.start_blocking(spec).map_err(|e| e.to_string())?;
     }

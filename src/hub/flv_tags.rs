@@ -3,7 +3,7 @@
 //! The muxer writes through an AVIO buffer, so writes do not line up with tags; [`TagSplitter`] buffers
 //! partial input and yields whole tags (11-byte header + body + 4-byte back-pointer) as they complete.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// The FLV file header plus the first back-pointer.
 pub const FILE_HEADER_LEN: usize = 9 + 4;
@@ -64,7 +64,7 @@ impl TagSplitter {
                     break;
                 }
                 self.header_seen = true;
-                pieces.push(Piece::FileHeader(self.buffer.split_to(FILE_HEADER_LEN).freeze()));
+                pieces.push(Piece::FileHeader(self.take(FILE_HEADER_LEN)));
                 continue;
             }
             if self.buffer.len() < TAG_HEADER_LEN {
@@ -75,10 +75,20 @@ impl TagSplitter {
             if self.buffer.len() < total {
                 break;
             }
-            let bytes = self.buffer.split_to(total).freeze();
+            let bytes = self.take(total);
             pieces.push(Piece::Tag(Tag { kind: classify(&bytes), bytes }));
         }
         pieces
+    }
+}
+
+impl TagSplitter {
+    /// The first `len` bytes, in an allocation of their own. A tag lives on in the GOP cache for seconds;
+    /// sharing the splitter's buffer (`split_to`) would pin whole grown buffers behind every cached tag.
+    fn take(&mut self, len: usize) -> Bytes {
+        let piece = Bytes::copy_from_slice(&self.buffer[..len]);
+        self.buffer.advance(len);
+        piece
     }
 }
 
