@@ -64,7 +64,7 @@ mod worker;
 
 pub use error::{PipelineError, SpecError, Stage, SupervisorError};
 pub use pipeline::timestamps::TimestampGuard;
-pub use pipeline::{Observer, init as init_ffmpeg, run as run_pipeline};
+pub use pipeline::{Observer, Taps, init as init_ffmpeg, run as run_pipeline};
 pub use redact::redact_url;
 pub use snapshot::SnapshotError;
 pub use spec::{
