@@ -32,7 +32,8 @@
 //! - `pipeline` (private): the data path only — `input` (RTSP open), `video` (copy or decode/scale/x264),
 //!   `audio` (copy or decode/resample/AAC), `output` (FLV mux), `timestamps` (monotonic repair),
 //!   `interrupt` (cancelling blocking FFmpeg calls), `channel_layout` (the FFmpeg-version-specific bits).
-//! - `worker` (private): one camera's thread — sessions, retry with backoff, reports.
+//! - `worker` (private): one camera's thread — sessions, retry with backoff, reports; `wake` (private)
+//!   interrupts a worker's blocking socket wait when it is stopped.
 //! - [`supervisor`]: owns the workers — start/stop/list, the cap, stats sampling, events.
 //! - [`hub`]: the built-in HTTP-FLV preview — per-camera fan-out with a GOP cache, fed by the pipeline.
 //! - [`snapshot`]: JPEG stills decoded on request from the cached GOP (also in copy mode).
@@ -60,6 +61,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod stats;
 pub mod supervisor;
+mod wake;
 mod worker;
 
 pub use error::{PipelineError, SpecError, Stage, SupervisorError};

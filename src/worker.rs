@@ -20,6 +20,7 @@ use crate::pipeline::{self, Observer, Taps};
 use crate::snapshot::KeyframeCache;
 use crate::spec::{CameraId, RetryPolicy, StreamSpec};
 use crate::stats::{Counters, SessionInfo};
+use crate::wake;
 
 /// What a worker can be told.
 #[derive(Debug)]
@@ -64,6 +65,8 @@ impl WorkerHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let (commands, command_rx) = crossbeam_channel::bounded(4);
+        // Before the thread can block anywhere, so a stop can always wake it.
+        wake::enabled();
         let thread = {
             let stop = Arc::clone(&stop);
             let counters = Arc::clone(&counters);
@@ -79,6 +82,10 @@ impl WorkerHandle {
         self.stop.store(true, Ordering::SeqCst);
         // Full or disconnected both mean the worker already has (or no longer needs) the message.
         let _ = self.commands.try_send(Command::Stop);
+        // A worker blocked in a socket wait sees the flag at once instead of after FFmpeg's next 100 ms poll.
+        if let Some(thread) = &self.thread {
+            wake::interrupt(thread);
+        }
     }
 
     /// Joins the thread; call after its [`Report::Exited`] arrived, when this cannot block for long.
