@@ -94,7 +94,7 @@ impl Halt {
     }
 }
 
-/// Initializes FFmpeg's libraries once per process and routes their log to `tracing`-friendly quiet.
+/// Initializes FFmpeg's libraries once per process and quiets their own stderr log (see `CAMGATE_FFMPEG_LOG`).
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
