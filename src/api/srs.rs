@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 use utoipa::ToSchema;
 
-use crate::on_demand::{stream_key, stream_of};
-use crate::spec::OutputTarget;
+use crate::on_demand::{OnDemandError, stream_key, stream_of};
+use crate::spec::{CameraId, OutputTarget};
 
 use super::auth;
 use super::body::JsonBody;
@@ -100,17 +100,8 @@ pub async fn on_play(
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
     check_token(&state, &query, &headers)?;
-    match state.on_demand.play(&hook.app, &hook.stream, &client(&hook)) {
-        Ok(id) => {
-            info!(camera = %id, client = %client(&hook), ip = %hook.ip, "viewer joined");
-            Ok(accepted())
-        }
-        Err(_) if is_always_on_stream(&state, &hook) => Ok(accepted()),
-        Err(error) => {
-            info!(app = %hook.app, stream = %hook.stream, ip = %hook.ip, "play refused: {error}");
-            Ok(refused(error))
-        }
-    }
+    let counted = state.on_demand.play(&hook.app, &hook.stream, &client(&hook));
+    Ok(answer_viewer_change(&state, &hook, counted, "viewer joined"))
 }
 
 /// Whether a camera that is not on demand publishes the hook's stream: its viewers need no start or stop.
@@ -136,13 +127,28 @@ pub async fn on_stop(
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
     check_token(&state, &query, &headers)?;
-    match state.on_demand.stop(&hook.app, &hook.stream, &client(&hook)) {
+    let counted = state.on_demand.stop(&hook.app, &hook.stream, &client(&hook));
+    Ok(answer_viewer_change(&state, &hook, counted, "viewer left"))
+}
+
+/// SRS's answer to a player joining or leaving: accepted for on-demand cameras (already counted) and for the
+/// streams of always-on cameras (nothing to count), refused for streams no camera publishes.
+fn answer_viewer_change(
+    state: &AppState,
+    hook: &SrsHook,
+    counted: Result<CameraId, OnDemandError>,
+    what: &str,
+) -> (StatusCode, Json<HookReply>) {
+    match counted {
         Ok(id) => {
-            info!(camera = %id, client = %client(&hook), "viewer left");
-            Ok(accepted())
+            info!(camera = %id, client = %client(hook), ip = %hook.ip, "{what}");
+            accepted()
         }
-        Err(_) if is_always_on_stream(&state, &hook) => Ok(accepted()),
-        Err(error) => Ok(refused(error)),
+        Err(_) if is_always_on_stream(state, hook) => accepted(),
+        Err(error) => {
+            info!(app = %hook.app, stream = %hook.stream, ip = %hook.ip, "{what}, refused: {error}");
+            refused(error)
+        }
     }
 }
 

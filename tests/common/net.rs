@@ -35,6 +35,21 @@ pub fn free_port() -> u16 {
 ///
 /// `alive` is polled between attempts so a server that died is reported at
 /// once instead of after the whole timeout; it returns an error text to stop.
+/// Starts a server on a fresh port with `try_start`, which fails with `(message, port_taken)`. `free_port()`
+/// cannot hold the port for the server: another process may bind it first, so a taken port is retried (three
+/// tries); any other failure panics with its message.
+pub fn start_on_free_port<T>(mut try_start: impl FnMut(u16) -> Result<T, (String, bool)>) -> T {
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        match try_start(free_port()) {
+            Ok(server) => return server,
+            Err((err, false)) => panic!("{err}"),
+            Err((err, true)) => last_error = err,
+        }
+    }
+    panic!("{last_error}");
+}
+
 pub fn wait_for_port(
     port: u16,
     timeout: Duration,

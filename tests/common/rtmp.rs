@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::net::{free_port, wait_for_port};
+use super::net::{start_on_free_port, wait_for_port};
 use super::process::ChildGuard;
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -31,20 +31,7 @@ impl RtmpServer {
             Path::new(RTMP_MODULE).exists(),
             "{RTMP_MODULE} is missing: run scripts/install-deps.sh (libnginx-mod-rtmp)"
         );
-        let mut last_error = String::new();
-        // A port from free_port() can be taken before nginx binds it: retry.
-        for _ in 0..3 {
-            match RtmpServer::try_start(free_port()) {
-                Ok(server) => return server,
-                Err((err, port_taken)) => {
-                    if !port_taken {
-                        panic!("{err}");
-                    }
-                    last_error = err;
-                }
-            }
-        }
-        panic!("{last_error}");
+        start_on_free_port(RtmpServer::try_start)
     }
 
     /// Starts the server on a given port, e.g. to bring a killed server back where publishers push to.

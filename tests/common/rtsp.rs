@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use super::net::free_port;
+use super::net::start_on_free_port;
 use super::process::ChildGuard;
 
 /// Mount points served by the fixture (see the script's docstring).
@@ -71,21 +71,7 @@ impl RtspServer {
     ///
     /// Panics with the script's stderr if it does not come up.
     pub fn start_with(opts: RtspOptions) -> RtspServer {
-        // free_port() cannot hold the port for us: retry if another process
-        // took it between the probe and the server's bind.
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            match RtspServer::try_start(&opts, free_port()) {
-                Ok(server) => return server,
-                Err((err, port_taken)) => {
-                    if !port_taken {
-                        panic!("{err}");
-                    }
-                    last_error = err;
-                }
-            }
-        }
-        panic!("{last_error}");
+        start_on_free_port(|port| RtspServer::try_start(&opts, port))
     }
 
     /// Starts the server on a given port, e.g. to bring a killed camera back where its clients look for it.
