@@ -6,10 +6,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use camgate::TimestampGuard;
-use camgate::hub::flv_tags::{Piece, TagSplitter};
-use camgate::hub::{Channel, HubWriter};
-use camgate::stats::{Counters, RateWindow};
+use camgate::internals::{Counters, TimestampGuard};
+use camgate::preview::flv_tags::{Piece, TagSplitter};
+use camgate::preview::{Channel, HubWriter};
+use camgate::runtime::stats::RateWindow;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// 1000 packets of a 25 fps stream in a 90 kHz time base, with the faults cameras produce: repeats, small
@@ -120,7 +120,7 @@ fn hub_fan_out(c: &mut Criterion) {
             let mut writer = HubWriter::new(std::sync::Arc::clone(&channel));
             std::io::Write::write_all(&mut writer, HEADER).unwrap();
             std::io::Write::write_all(&mut writer, &keyframe).unwrap();
-            let mut queues: Vec<_> = (0..viewers).map(|_| channel.subscribe()).collect();
+            let mut queues: Vec<_> = (0..viewers).map(|_| channel.subscribe(usize::MAX).expect("no limit")).collect();
             let mut splitter = TagSplitter::default();
             splitter.push(HEADER);
             let tag = match splitter.push(&frame).pop() {
@@ -134,7 +134,7 @@ fn hub_fan_out(c: &mut Criterion) {
                 n += 1;
                 if n % 256 == 0 {
                     for queue in &mut queues {
-                        while queue.try_recv().is_ok() {}
+                        while queue.live.try_recv().is_ok() {}
                     }
                 }
             })

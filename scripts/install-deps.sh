@@ -106,8 +106,10 @@ fi
 if [ "$MODE" = --all ]; then
     # The dashboard's player (mpegts.js) and the browser test's driver (playwright-core), as locked.
     # node_modules/.package-lock.json is npm's record of the last install: newer than the lock file means
-    # the install is current.
-    if [ ! web/node_modules/.package-lock.json -nt web/package-lock.json ]; then
+    # the install is current — but `--demo` installs without dev dependencies, so the driver is checked too.
+    if [ ! web/node_modules/.package-lock.json -nt web/package-lock.json ] ||
+        [ ! -f web/node_modules/playwright-core/package.json ] ||
+        [ ! -f web/node_modules/mpegts.js/dist/mpegts.js ]; then
         echo "install-deps: npm ci in web/"
         (cd web && npm ci --no-audit --no-fund)
     else

@@ -7,71 +7,76 @@
 //!
 //! ## Embedding
 //!
-//! ```no_run
-//! use camgate::{StreamSpec, Supervisor, SupervisorConfig, VideoMode};
+//! The [`Gateway`] is what the `camgate` binary runs: the desired set of cameras, on-demand viewers, the state
+//! file, and the camera threads, with every operation on a camera serialized.
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! ```no_run
+//! use camgate::gateway::{Gateway, GatewaySettings, RunMode};
+//! use camgate::{StreamSpec, Supervisor, SupervisorConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let supervisor = Supervisor::new(SupervisorConfig { max_cameras: 16, ..Default::default() });
-//! let mut spec = StreamSpec::new("door", "rtsp://user:pass@10.0.0.5/stream1", "rtmp://127.0.0.1/live/door")?;
-//! spec.video.mode = VideoMode::Auto; // copy H.264, transcode H.265/MJPEG
-//! supervisor.start_blocking(spec)?;
-//! std::thread::sleep(std::time::Duration::from_secs(10));
-//! for cam in supervisor.snapshot() {
+//! let gateway = Gateway::new(supervisor, GatewaySettings::default(), None);
+//! let spec = StreamSpec::new("door", "rtsp://user:pass@10.0.0.5/stream1", "rtmp://127.0.0.1/live/door")?;
+//! gateway.put(spec, RunMode::Always).await?;
+//! for cam in gateway.statuses() {
 //!     println!("{} {:?} in {:.1} fps, out {:.1} fps", cam.id, cam.state, cam.rates.fps_in, cam.rates.fps_out);
 //! }
-//! supervisor.stop_blocking(&"door".parse()?)?; // returns once the thread has joined
+//! gateway.remove(&"door".parse()?).await?; // returns once the camera's thread has joined
+//! gateway.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
-//! From async code use [`Supervisor::start`], [`Supervisor::stop`] and [`Supervisor::subscribe`]: they never
-//! block the runtime.
+//! A program that only needs camera threads, without the gateway's policy, can use the [`Supervisor`] alone
+//! (it has blocking calls for non-async code; see `examples/relay.rs`). [`api::router`] serves the HTTP API
+//! over a gateway.
 //!
 //! ## Layout
 //!
-//! - [`spec`]: what a camera is asked to do ([`StreamSpec`]) and its validation; errors name the field.
-//! - `pipeline` (private): the data path only — `input` (RTSP open), `video` (copy or decode/scale/x264),
-//!   `audio` (copy or decode/resample/AAC), `output` (FLV mux), `timestamps` (monotonic repair),
-//!   `interrupt` (cancelling blocking FFmpeg calls), `channel_layout` (the FFmpeg-version-specific bits).
-//! - `worker` (private): one camera's thread — sessions, retry with backoff, reports; `wake` (private)
-//!   interrupts a worker's blocking socket wait when it is stopped.
-//! - [`supervisor`]: owns the workers — start/stop/list, the cap, stats sampling, events.
-//! - [`hub`]: the built-in HTTP-FLV preview — per-camera fan-out with a GOP cache, fed by the pipeline.
-//! - [`snapshot`]: JPEG stills decoded on request from the cached GOP (also in copy mode).
-//! - [`stats`]: counters, rates and the [`CameraStatus`] the supervisor reports.
-//! - [`error`]: error types carrying the camera id, the stage and FFmpeg's message, URLs redacted.
-//! - [`desired_state`]: the cameras the API asked for, saved atomically to `<data_dir>/cameras.json` and
-//!   started again after a restart.
-//! - [`on_demand`]: cameras started by the RTMP server's `on_play` hook and stopped a linger time after the
-//!   last `on_stop`.
-//! - [`config`]: the gateway's TOML configuration, its checks, and the URL templates and defaults it yields.
-//! - [`api`]: the HTTP control plane (axum router, handlers, `ApiError`); no media code.
-//! - `src/bin/camgate.rs`: the `camgate` binary — configuration, logging, serving, graceful shutdown.
+//! The folders are the layers; data flows one way, api → gateway → runtime → pipeline, and statuses flow back.
 //!
-//! Data flows one way: api → supervisor → worker → pipeline; reports and counters flow back.
+//! - [`model`]: what a camera is asked to do — ids, strictly parsed URLs, the [`StreamSpec`], errors,
+//!   credential redaction. Every other layer speaks in these types.
+//! - `pipeline` (private): the data path only — `input` (RTSP open), `video` (copy or decode/scale/x264),
+//!   `audio` (copy or decode/resample/AAC), `output` (FLV mux), `timestamps` (monotonic repair), `interrupt`
+//!   (cancelling blocking FFmpeg calls), `ffmpeg_log` (FFmpeg's log into `tracing`), `channel_layout` (the
+//!   FFmpeg-version-specific bits). Knows nothing of threads or HTTP.
+//! - [`preview`]: the built-in HTTP-FLV preview — each camera's GOP cache and fan-out — and snapshots decoded
+//!   from the same cache.
+//! - [`runtime`]: threads — the [`Supervisor`] (owns the camera threads, the cap, stop deadlines, stats), the
+//!   worker (one camera's thread, retries, panics caught), rates and statuses, the injectable clock.
+//! - [`gateway`]: policy and state — the [`Gateway`], its desired set, on-demand viewers, the state file,
+//!   the configuration.
+//! - [`api`]: the HTTP control plane (axum router, handlers, `ApiError`); no media code, no multi-step logic.
+//! - `src/bin/camgate.rs`: the `camgate` binary — configuration, logging, serving, graceful shutdown.
 
 pub mod api;
-pub mod config;
-pub mod desired_state;
-pub mod error;
-pub mod hub;
-pub mod on_demand;
+pub mod gateway;
+pub mod model;
 mod pipeline;
-mod redact;
-pub mod snapshot;
-pub mod spec;
-pub mod stats;
-pub mod supervisor;
-mod wake;
-mod worker;
+pub mod preview;
+pub mod runtime;
 
-pub use error::{PipelineError, SpecError, Stage, SupervisorError};
-pub use pipeline::timestamps::TimestampGuard;
-pub use pipeline::{Observer, Taps, init as init_ffmpeg, run as run_pipeline};
-pub use redact::redact_url;
-pub use snapshot::SnapshotError;
-pub use spec::{
-    AudioEncoding, AudioMode, AudioSpec, CameraId, DemoPreset, OutputTarget, RateControl, RetryPolicy, SourceUrl,
-    StreamSpec, Timeouts, VideoEncoding, VideoMode, VideoSpec,
+// What an embedder touches: the gateway and the supervisor it runs on, the spec a camera is described by,
+// the statuses and events they report, and their errors.
+pub use gateway::Gateway;
+pub use model::{
+    AudioEncoding, AudioMode, AudioSpec, CameraId, OutputTarget, PipelineError, RateControl, RetryPolicy, SourceUrl,
+    SpecError, Stage, StreamSpec, SupervisorError, Timeouts, VideoEncoding, VideoMode, VideoSpec, redact_url,
 };
-pub use stats::{CameraStatus, Counters, Event, Rates, SessionInfo, Totals, ViewerCounts, WorkerState};
-pub use supervisor::{StartOutcome, Supervisor, SupervisorConfig};
+pub use runtime::{CameraStatus, Event, Rates, StartOutcome, Supervisor, SupervisorConfig, WorkerState};
+
+/// Initializes FFmpeg once per process and routes its log into `tracing`; camera threads call it themselves,
+/// so a program only needs it to use FFmpeg before the first camera starts.
+pub fn init_ffmpeg() {
+    pipeline::init();
+}
+
+/// Exposed for the benchmark harness and the integration tests only: one pipeline session run on the calling
+/// thread, and the timestamp repair, outside the runtime. Not a supported API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::model::{Counters, SessionInfo, Totals};
+    pub use crate::pipeline::timestamps::TimestampGuard;
+    pub use crate::pipeline::{Observer, Taps, run as run_pipeline};
+}

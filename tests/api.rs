@@ -6,8 +6,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use camgate::api::{ApiError, ApiSettings, AppState, router};
-use camgate::config::Config;
-use camgate::{CameraId, Supervisor, SupervisorError};
+use camgate::gateway::config::Config;
+use camgate::{CameraId, Gateway, SupervisorError};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -18,8 +18,7 @@ const TOKEN: &str = "test-token-0123456789";
 
 fn app_with(config: Config) -> (Router, AppState) {
     config.validate().expect("test config is valid");
-    let supervisor = Supervisor::new(config.supervisor_config());
-    let state = AppState::new(supervisor, ApiSettings::from_config(&config));
+    let state = AppState::new(Gateway::from_config(&config, None), ApiSettings::from_config(&config));
     (router(state.clone()), state)
 }
 
@@ -85,14 +84,14 @@ async fn play_camera_starts_and_answers_the_viewer_url() {
     assert_eq!(reply.body["code"], 200);
     assert_eq!(reply.body["flv_data"], "http://gw.example.com:8080/live/livestream7.flv");
     assert!(reply.body["message"].as_str().unwrap().contains("started"));
-    let camera = state.supervisor.status(&"7".parse().unwrap()).expect("camera is known");
+    let camera = state.gateway.supervisor().status(&"7".parse().unwrap()).expect("camera is known");
     assert_eq!(camera.output.as_deref(), Some("rtmp://127.0.0.1:1935/live/livestream7"));
 
     // The same camera again: found running, not restarted.
     let again = send(&app, form("/play_camera", &format!("id=7&ip={}", urlencode(DEAD_CAMERA)))).await;
     assert_eq!(again.status, StatusCode::OK);
     assert!(again.body["message"].as_str().unwrap().contains("already running"), "{}", again.text);
-    state.supervisor.stop_all().await;
+    state.gateway.supervisor().stop_all().await;
 }
 
 #[tokio::test]
@@ -103,7 +102,7 @@ async fn play_camera_takes_json_and_a_configured_public_host() {
     let reply = send(&app, request).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.body["flv_data"], "http://cams.example.org:8080/live/livestreamcam_2.flv");
-    state.supervisor.stop_all().await;
+    state.gateway.supervisor().stop_all().await;
 }
 
 #[tokio::test]
@@ -128,7 +127,7 @@ async fn play_camera_rejects_bad_ids_and_urls_naming_the_field() {
         let reply = send(&app, form("/play_camera", &format!("id=a&ip={}", urlencode(url)))).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, Some("ip"));
     }
-    assert!(state.supervisor.snapshot().is_empty(), "nothing was started");
+    assert!(state.gateway.supervisor().snapshot().is_empty(), "nothing was started");
 }
 
 #[tokio::test]
@@ -161,9 +160,9 @@ async fn over_the_cap_is_an_immediate_429_and_running_cameras_stay() {
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     let put = json_request(Method::PUT, "/api/v1/cameras/c", json!({"input": DEAD_CAMERA}));
     assert_error(&send(&app, put).await, StatusCode::TOO_MANY_REQUESTS, Some("id"));
-    let ids: Vec<String> = state.supervisor.snapshot().into_iter().map(|c| c.id.to_string()).collect();
+    let ids: Vec<String> = state.gateway.supervisor().snapshot().into_iter().map(|c| c.id.to_string()).collect();
     assert_eq!(ids, ["a", "b"]);
-    state.supervisor.stop_all().await;
+    state.gateway.supervisor().stop_all().await;
 }
 
 #[tokio::test]
@@ -177,13 +176,13 @@ async fn stop_camera_and_stop_all() {
     let reply = send(&app, form("/stop_camera", "id=a")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.body["code"], 200);
-    assert_eq!(state.supervisor.snapshot().len(), 2);
+    assert_eq!(state.gateway.supervisor().snapshot().len(), 2);
     let request = json_request(Method::POST, "/stop_camera", json!({"id": "b"}));
     assert_eq!(send(&app, request).await.status, StatusCode::OK);
     let reply = send(&app, Request::post("/stop_all_camera").body(Body::empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.body["code"], 200);
-    assert!(state.supervisor.snapshot().is_empty());
+    assert!(state.gateway.supervisor().snapshot().is_empty());
 }
 
 #[tokio::test]
@@ -198,7 +197,8 @@ async fn rest_put_get_delete() {
     let with_output = json!({"input": DEAD_CAMERA, "output": "rtmp://127.0.0.1:1935/live/other"});
     let reply = send(&app, json_request(Method::PUT, "/api/v1/cameras/door", with_output)).await;
     assert_eq!(reply.status, StatusCode::OK, "replaced: {}", reply.text);
-    assert_eq!(reply.body["output"], "rtmp://127.0.0.1:1935/live/other");
+    // A stream name that does not name the camera may be a stream key: it is never shown.
+    assert_eq!(reply.body["output"], "rtmp://127.0.0.1:1935/live/***");
 
     let reply = send(&app, get("/api/v1/cameras/door")).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -221,7 +221,7 @@ async fn rest_put_get_delete() {
     let reply = send(&app, delete("/api/v1/cameras")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.body["stopped"], 2);
-    assert!(state.supervisor.snapshot().is_empty());
+    assert!(state.gateway.supervisor().snapshot().is_empty());
 }
 
 #[tokio::test]
@@ -229,7 +229,7 @@ async fn rest_put_rejects_bad_specs_without_disturbing_the_running_camera() {
     let (app, state) = app();
     let good = json!({"input": DEAD_CAMERA});
     assert_eq!(send(&app, json_request(Method::PUT, "/api/v1/cameras/door", good)).await.status, StatusCode::CREATED);
-    let started_at = state.supervisor.status(&"door".parse().unwrap()).unwrap().started_at_ms;
+    let started_at = state.gateway.supervisor().status(&"door".parse().unwrap()).unwrap().started_at_ms;
     let cases = [
         (json!({"input": "file:///etc/passwd"}), "input"),
         (json!({"input": DEAD_CAMERA, "output": "/tmp/x.flv"}), "output"),
@@ -245,10 +245,10 @@ async fn rest_put_rejects_bad_specs_without_disturbing_the_running_camera() {
         let reply = send(&app, json_request(Method::PUT, "/api/v1/cameras/door", body.clone())).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, Some(field));
     }
-    let camera = state.supervisor.status(&"door".parse().unwrap()).unwrap();
+    let camera = state.gateway.supervisor().status(&"door".parse().unwrap()).unwrap();
     assert!(camera.state.is_live());
     assert_eq!(camera.started_at_ms, started_at, "the running camera was not restarted");
-    state.supervisor.stop_all().await;
+    state.gateway.supervisor().stop_all().await;
 }
 
 #[tokio::test]
@@ -337,7 +337,7 @@ async fn health_and_readiness() {
     let reply = send(&app, get("/healthz")).await;
     assert_eq!((reply.status, reply.body["status"].as_str()), (StatusCode::OK, Some("ok")));
     assert_eq!(send(&app, get("/readyz")).await.status, StatusCode::OK);
-    state.begin_shutdown();
+    state.gateway.begin_shutdown();
     assert_eq!(send(&app, get("/readyz")).await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
 }
@@ -364,7 +364,7 @@ async fn passwords_never_appear_in_answers_or_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("camgate_cameras_max 5"));
-    state.supervisor.stop_all().await;
+    state.gateway.supervisor().stop_all().await;
 }
 
 #[tokio::test]
@@ -410,14 +410,14 @@ async fn events_start_with_a_snapshot() {
     }
     assert!(seen.contains("\"id\":\"ev\""), "{seen}");
     // Shutdown ends the stream, so a graceful drain is not held up by dashboards.
-    state.begin_shutdown();
+    state.gateway.begin_shutdown();
     let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while let Some(frame) = body.frame().await {
             frame.unwrap();
         }
     });
     end.await.expect("the stream ends on shutdown");
-    state.supervisor.stop_all().await;
+    state.gateway.supervisor().stop_all().await;
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use camgate::api::{ApiSettings, AppState, router};
-use camgate::config::Config;
-use camgate::{Supervisor, WorkerState};
+use camgate::gateway::config::Config;
+use camgate::{Gateway, WorkerState};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -16,15 +16,15 @@ fn demo_app() -> (axum::Router, AppState) {
     // The demo configuration: nothing is pushed anywhere, cameras go to the built-in preview.
     let config = Config::from_toml("output_template = \"none\"\n").expect("valid TOML");
     config.validate().expect("valid config");
-    let state = AppState::new(Supervisor::new(config.supervisor_config()), ApiSettings::from_config(&config));
+    let state = AppState::new(Gateway::from_config(&config, None), ApiSettings::from_config(&config));
     (router(state.clone()), state)
 }
 
 async fn wait_running(state: &AppState, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = id.parse().unwrap();
-    while state.supervisor.status(&id).is_none_or(|s| s.state != WorkerState::Running) {
-        assert!(Instant::now() < deadline, "camera never ran: {:?}", state.supervisor.status(&id));
+    while state.gateway.supervisor().status(&id).is_none_or(|s| s.state != WorkerState::Running) {
+        assert!(Instant::now() < deadline, "camera never ran: {:?}", state.gateway.supervisor().status(&id));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -60,7 +60,7 @@ async fn demo_camera_plays_over_http_flv_and_answers_snapshots() {
     assert_eq!(&bytes[..3], b"FLV", "an FLV stream");
     assert!(bytes.len() >= 100_000, "live data flows: {} bytes", bytes.len());
     assert_eq!(
-        state.supervisor.status(&"demo".parse().unwrap()).unwrap().preview_path.as_deref(),
+        state.gateway.supervisor().status(&"demo".parse().unwrap()).unwrap().preview_path.as_deref(),
         Some("/live/demo.flv")
     );
 
@@ -81,5 +81,5 @@ async fn demo_camera_plays_over_http_flv_and_answers_snapshots() {
         let reply = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(reply.status(), status, "{uri}");
     }
-    state.supervisor.shutdown().await;
+    state.gateway.supervisor().shutdown().await;
 }

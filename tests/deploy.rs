@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use camgate::config::Config;
+use camgate::gateway::config::Config;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -336,7 +336,7 @@ fn invalid_specs_are_refused_before_anything_starts() {
 }
 
 /// Reads a preview viewer until it has delivered `media_bytes` or `within` passes, into a file for probing.
-fn record_viewer(mut viewer: camgate::hub::Viewer, path: &std::path::Path, min_bytes: usize, within: Duration) {
+fn record_viewer(mut viewer: camgate::preview::Viewer, path: &std::path::Path, min_bytes: usize, within: Duration) {
     let deadline = Instant::now() + within;
     let mut bytes = Vec::new();
     while bytes.len() < min_bytes && Instant::now() < deadline {
@@ -382,7 +382,7 @@ fn demo_camera_plays_through_the_built_in_preview() {
     });
     assert_eq!((status.output, status.preview_path.as_deref()), (None, Some("/live/demo.flv")));
     supervisor.stop_blocking(&id("demo")).unwrap();
-    assert!(supervisor.preview().subscribe(&id("demo")).is_none(), "the channel goes with the camera");
+    assert!(supervisor.preview().subscribe(&id("demo")).is_err(), "the channel goes with the camera");
 }
 
 #[test]
@@ -434,7 +434,7 @@ fn snapshot_of_a_copied_camera_is_a_jpeg_of_the_current_picture() {
     // Snapshots decode on request only: the copy path itself still decoded nothing.
     assert_eq!(supervisor.status(&id("still")).unwrap().totals.video_frames_decoded, 0);
     supervisor.stop_blocking(&id("still")).unwrap();
-    assert!(matches!(supervisor.jpeg(&id("still"), None), Err(camgate::SnapshotError::NoPicture)));
+    assert!(matches!(supervisor.jpeg(&id("still"), None), Err(camgate::preview::SnapshotError::NoPicture)));
 }
 
 #[test]

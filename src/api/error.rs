@@ -14,7 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{SpecError, SupervisorError};
+use crate::gateway::GatewayError;
+use crate::gateway::desired::OnDemandError;
+use crate::model::{SpecError, SupervisorError};
+use crate::preview::{SnapshotError, SubscribeError};
 
 /// A failed request: the status to answer with, the text, and the field at fault.
 #[derive(Debug)]
@@ -22,6 +25,7 @@ pub struct ApiError {
     status: StatusCode,
     error: String,
     field: Option<String>,
+    limit: Option<String>,
 }
 
 /// The body of every error response.
@@ -36,17 +40,27 @@ pub struct ErrorBody {
     /// The request field at fault (`id`, `ip`, `input`, `output`, `video.encoding.preset` …), if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The configuration setting whose limit refused the request (`limits.preview_viewers`, `max_cameras` …),
+    /// if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl ApiError {
     /// An error with a status and text.
     pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
-        ApiError { status, error: error.into(), field: None }
+        ApiError { status, error: error.into(), field: None, limit: None }
     }
 
     /// A 400 about one field.
     pub fn bad_field(field: impl Into<String>, error: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, error: error.into(), field: Some(field.into()) }
+        ApiError { status: StatusCode::BAD_REQUEST, error: error.into(), field: Some(field.into()), limit: None }
+    }
+
+    /// Names the limit that refused the request.
+    pub fn with_limit(mut self, setting: impl Into<String>) -> ApiError {
+        self.limit = Some(setting.into());
+        self
     }
 
     /// Names the field at fault.
@@ -89,8 +103,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            ErrorBody { code: self.status.as_u16(), message: self.error.clone(), error: self.error, field: self.field };
+        let body = ErrorBody {
+            code: self.status.as_u16(),
+            message: self.error.clone(),
+            error: self.error,
+            field: self.field,
+            limit: self.limit,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -109,15 +128,63 @@ impl From<SupervisorError> for ApiError {
     fn from(error: SupervisorError) -> ApiError {
         match &error {
             SupervisorError::InvalidSpec(spec) => ApiError::from(spec.clone()),
-            SupervisorError::LimitReached { .. } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string()).with_field("id")
-            }
+            SupervisorError::LimitReached { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+                .with_field("id")
+                .with_limit("max_cameras"),
             SupervisorError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, error.to_string()).with_field("id"),
             SupervisorError::Stopping(_) => ApiError::new(StatusCode::CONFLICT, error.to_string()).with_field("id"),
             // The camera's thread is stuck in a blocking call; the gateway (this) timed out waiting for it.
             SupervisorError::StopTimeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, error.to_string()),
             SupervisorError::ShutDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down"),
             SupervisorError::Spawn { .. } => ApiError::internal(&error),
+        }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(error: GatewayError) -> ApiError {
+        match error {
+            GatewayError::Spec(spec) => ApiError::from(spec),
+            GatewayError::Camera(camera) => ApiError::from(camera),
+            GatewayError::OnDemand(on_demand) => ApiError::from(on_demand),
+            GatewayError::NotSaved { .. } => ApiError::internal(&error),
+            GatewayError::Limit { setting, .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string()).with_limit(setting)
+            }
+            GatewayError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, error.to_string()).with_field("id"),
+            GatewayError::Snapshot(SnapshotError::NoPicture) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no picture yet: the camera has not sent a keyframe")
+            }
+            GatewayError::Snapshot(snapshot) => ApiError::internal(&snapshot),
+            GatewayError::Preview(preview) => ApiError::from(preview),
+            GatewayError::ShutDown => ApiError::from(SupervisorError::ShutDown),
+        }
+    }
+}
+
+impl From<OnDemandError> for ApiError {
+    fn from(error: OnDemandError) -> ApiError {
+        match &error {
+            OnDemandError::UnknownStream(_) => ApiError::new(StatusCode::NOT_FOUND, error.to_string()),
+            OnDemandError::NoRtmpOutput(_) => ApiError::bad_field("output", error.to_string()),
+            OnDemandError::StreamTaken { .. } => ApiError::bad_field("output", error.to_string()),
+            OnDemandError::TooManyViewers { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+                .with_limit("limits.on_demand_viewers_per_camera"),
+        }
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(error: SubscribeError) -> ApiError {
+        match &error {
+            SubscribeError::Unknown(_) | SubscribeError::Disabled(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, error.to_string()).with_field("id")
+            }
+            SubscribeError::CameraFull { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+                .with_limit("limits.preview_viewers_per_camera"),
+            SubscribeError::Full { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string()).with_limit("limits.preview_viewers")
+            }
         }
     }
 }

@@ -35,13 +35,13 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    if state.is_shutting_down() {
+    if state.gateway.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health { status: "shutting down", cameras: None, state_file: None }),
         );
     }
-    let cameras = state.supervisor.snapshot().iter().filter(|c| c.state.is_live()).count();
-    let state_file = state.desired.as_ref().and_then(|d| d.problem()).map(str::to_owned);
+    let cameras = state.gateway.statuses().iter().filter(|c| c.state.is_live()).count();
+    let state_file = state.gateway.state_file_problem();
     (StatusCode::OK, Json(Health { status: "ok", cameras: Some(cameras), state_file }))
 }

@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::{CameraConfig, Origin, is_host};
-use crate::spec::CameraId;
-use crate::supervisor::StartOutcome;
+use crate::gateway::PlayOutcome;
+use crate::gateway::config::{CameraConfig, is_host};
+use crate::model::CameraId;
 
 use super::body::JsonOrForm;
 use super::error::{ApiError, ErrorBody};
@@ -69,23 +69,16 @@ pub async fn play_camera(
     let rename = [("input", "ip")];
     let id: CameraId = request.id.parse().map_err(|e| ApiError::from_spec(&e, &rename))?;
     let camera = CameraConfig { input: request.ip, ..CameraConfig::default() };
-    let settings = &state.settings;
-    let spec = camera
-        .to_spec(id.clone(), &settings.defaults, &settings.templates, Origin::Api)
-        .map_err(|e| ApiError::from_spec(&e, &rename))?;
+    let spec = state.gateway.spec_from_request(id.clone(), &camera).map_err(|e| ApiError::from_spec(&e, &rename))?;
     // Without an RTMP output the camera is only watchable through camgate's own preview.
+    let templates = &state.gateway.settings().templates;
     let flv_data = match spec.output {
-        Some(_) => settings.templates.viewer_url(&id, request_host(&headers)),
-        None => settings.templates.preview_url(&id, request_host(&headers), settings.listen_port),
+        Some(_) => templates.viewer_url(&id, request_host(&headers)),
+        None => templates.preview_url(&id, request_host(&headers), state.settings.listen_port),
     };
-    state.on_demand.unregister(&id);
-    let saved = spec.clone();
-    let message = match state.supervisor.start(spec).await? {
-        StartOutcome::Started(_) => {
-            state.remember(&saved, false)?;
-            format!("camera {id} started")
-        }
-        StartOutcome::AlreadyRunning(_) => format!("camera {id} is already running"),
+    let message = match state.gateway.play(spec).await?.outcome {
+        PlayOutcome::Started(_) => format!("camera {id} started"),
+        PlayOutcome::AlreadyRunning(_) => format!("camera {id} is already running"),
     };
     Ok(Json(LegacyReply { code: 200, message, flv_data: Some(flv_data) }))
 }
@@ -106,10 +99,7 @@ pub async fn stop_camera(
     JsonOrForm(request): JsonOrForm<StopRequest>,
 ) -> Result<Json<LegacyReply>, ApiError> {
     let id: CameraId = request.id.parse()?;
-    let stopped = state.supervisor.stop(&id).await;
-    // On-demand cameras stay registered: the next viewer starts them again.
-    state.forget_stopped([id.clone()])?;
-    stopped?;
+    state.gateway.stop(&id).await?;
     Ok(Json(LegacyReply { code: 200, message: format!("camera {id} stopped"), flv_data: None }))
 }
 
@@ -122,15 +112,7 @@ pub async fn stop_camera(
     )
 )]
 pub async fn stop_all_camera(State(state): State<AppState>) -> Result<Json<LegacyReply>, ApiError> {
-    let results = state.supervisor.stop_all().await;
-    let stopped = results.iter().filter(|r| r.is_ok()).count();
-    state.forget_stopped(results.iter().filter_map(|r| r.as_ref().ok()).map(|c| c.id.clone()))?;
-    // A camera removed by someone else meanwhile is stopped all the same; anything else is reported.
-    if let Some(error) =
-        results.into_iter().filter_map(Result::err).find(|e| !matches!(e, crate::SupervisorError::NotFound(_)))
-    {
-        return Err(error.into());
-    }
+    let stopped = state.gateway.stop_all().await?.stopped;
     Ok(Json(LegacyReply { code: 200, message: format!("stopped {stopped} cameras"), flv_data: None }))
 }
 

@@ -9,11 +9,11 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::stats::{CameraStatus, WorkerState};
+use crate::runtime::{CameraStatus, WorkerState};
 
 use super::state::AppState;
 
@@ -31,12 +31,23 @@ impl HttpCounters {
     }
 }
 
-/// Middleware counting every answered request into [`HttpCounters`].
+/// Middleware counting every answered request into [`HttpCounters`]. Labels are bounded whatever clients send:
+/// the route is the router's template (or `unmatched`), the method one of the standard ones (or `other`), the
+/// status a number below 1000.
 pub async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
     let response = next.run(request).await;
-    state.http.record(&route, &method, response.status().as_u16());
+    state.http.record(&route, method, response.status().as_u16());
     response
 }
 
@@ -47,7 +58,9 @@ pub async fn count_requests(State(state): State<AppState>, request: Request, nex
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
-    write_cameras(&mut out, &state.supervisor.snapshot(), state.supervisor.config().max_cameras);
+    let supervisor = state.gateway.supervisor();
+    write_cameras(&mut out, &supervisor.snapshot(), supervisor.config().max_cameras);
+    write_preview(&mut out, supervisor.preview().total_viewers());
     write_process(&mut out, state.started.elapsed().as_secs_f64());
     write_http(&mut out, &state.http);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
@@ -115,6 +128,11 @@ fn write_cameras(out: &mut String, cameras: &[CameraStatus], max: usize) {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.id, value(camera));
         }
     }
+}
+
+fn write_preview(out: &mut String, viewers: usize) {
+    header(out, "camgate_preview_viewers", "gauge", "Built-in preview viewers of all cameras.");
+    let _ = writeln!(out, "camgate_preview_viewers {viewers}");
 }
 
 fn write_process(out: &mut String, uptime: f64) {

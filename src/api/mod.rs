@@ -1,5 +1,5 @@
-//! The HTTP control plane: an axum [`Router`] over a [`Supervisor`](crate::Supervisor). No media code lives
-//! here; handlers only translate HTTP to supervisor calls and statuses back to JSON.
+//! The HTTP control plane: an axum [`Router`] over a [`Gateway`](crate::Gateway). No media code lives
+//! here and no multi-step logic: handlers translate HTTP into gateway calls, and statuses back to JSON.
 //!
 //! # Routes
 //!
@@ -10,7 +10,7 @@
 //! | `POST /stop_all_camera` | stop every camera |
 //! | `GET /api/v1/cameras` | every camera with state and live stats |
 //! | `GET /api/v1/cameras/{id}` | one camera |
-//! | `PUT /api/v1/cameras/{id}` (JSON [`CameraConfig`](crate::config::CameraConfig)) | start, or replace |
+//! | `PUT /api/v1/cameras/{id}` (JSON [`CameraConfig`](crate::gateway::config::CameraConfig)) | start, or replace |
 //! | `DELETE /api/v1/cameras/{id}` | stop one camera |
 //! | `DELETE /api/v1/cameras` | stop every camera |
 //! | `GET /api/v1/cameras/{id}/snapshot.jpg` | a JPEG of the latest picture |
@@ -59,7 +59,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::config::CorsConfig;
+use crate::gateway::config::CorsConfig;
 
 pub use error::ApiError;
 pub use state::{ApiSettings, AppState};

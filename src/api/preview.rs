@@ -10,8 +10,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::SnapshotError;
-use crate::spec::CameraId;
+use crate::model::CameraId;
 
 /// Plays a camera's preview: FLV header, metadata and codec headers, the current GOP from its keyframe, then
 /// live. A viewer that cannot keep up is disconnected (the player reconnects) instead of buffered without bound.
@@ -21,6 +20,7 @@ use crate::spec::CameraId;
     responses(
         (status = 200, description = "HTTP-FLV stream", content_type = "video/x-flv"),
         (status = 404, description = "No such camera, or its preview is off", body = super::error::ErrorBody),
+        (status = 429, description = "Too many preview viewers; `limit` names the limit", body = super::error::ErrorBody),
     )
 )]
 pub async fn live_flv(State(state): State<AppState>, Path(stream): Path<String>) -> Result<Response, ApiError> {
@@ -29,12 +29,16 @@ pub async fn live_flv(State(state): State<AppState>, Path(stream): Path<String>)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "stream names end in .flv"))?
         .parse()
         .map_err(ApiError::from)?;
-    let viewer = state.supervisor.preview().subscribe(&id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("camera {id} has no preview (unknown, or started without it)"))
-    })?;
-    let body = stream::unfold(viewer, |mut viewer| async move {
-        let chunk = viewer.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), viewer))
+    let viewer = state.gateway.preview_viewer(&id)?;
+    // The stream ends with the camera, or when the gateway begins shutting down: an open player must not hold
+    // up the graceful drain.
+    let shutdown = state.gateway.shutdown_signal();
+    let body = stream::unfold((viewer, shutdown), |(mut viewer, mut shutdown)| async move {
+        let chunk = tokio::select! {
+            chunk = viewer.recv() => chunk?,
+            _ = shutdown.wait_for(|down| *down) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(chunk), (viewer, shutdown)))
     });
     Ok((
         [(header::CONTENT_TYPE, "video/x-flv"), (header::CACHE_CONTROL, "no-cache, no-store")],
@@ -57,6 +61,7 @@ pub struct SnapshotQuery {
     responses(
         (status = 200, description = "JPEG", content_type = "image/jpeg"),
         (status = 404, description = "No such camera", body = super::error::ErrorBody),
+        (status = 429, description = "Too many snapshots at once (`limits.snapshot_decodes`)", body = super::error::ErrorBody),
         (status = 503, description = "No picture yet", body = super::error::ErrorBody),
     )
 )]
@@ -66,21 +71,6 @@ pub async fn snapshot(
     Query(query): Query<SnapshotQuery>,
 ) -> Result<Response, ApiError> {
     let id: CameraId = id.parse()?;
-    if state.supervisor.status(&id).is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("camera {id} is not known")).with_field("id"));
-    }
-    let supervisor = state.supervisor.clone();
-    // Decoding a GOP takes milliseconds of CPU: not on the runtime's threads.
-    let jpeg = tokio::task::spawn_blocking(move || supervisor.jpeg(&id, query.width))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    match jpeg {
-        Ok(jpeg) => {
-            Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-cache")], jpeg).into_response())
-        }
-        Err(SnapshotError::NoPicture) => {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no picture yet: the camera has not sent a keyframe"))
-        }
-        Err(e) => Err(ApiError::internal(&e)),
-    }
+    let jpeg = state.gateway.snapshot(&id, query.width).await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-cache")], jpeg).into_response())
 }

@@ -1,12 +1,12 @@
 //! SRS's `http_hooks`: `POST /api/v1/srs/on_play`, `on_stop`, `on_publish`, `on_unpublish`.
 //!
 //! SRS posts a JSON body (`action, client_id, ip, vhost, app, stream, param, stream_url, stream_id, …`) and
-//! lets the client through only on HTTP 200 with `{"code":0}` (or a body of `0`). Play and stop drive the
-//! on-demand cameras ([`crate::on_demand`]); the start happens in the background, so the hook is answered at
-//! once and SRS holds the player until the stream is published. A play of a running always-on camera's
-//! stream is accepted as it is; a play of a stream no camera publishes is refused (non-zero `code`), so SRS
-//! rejects the player. Publish hooks are bookkeeping and never
-//! refused: refusing would reject camgate's own stream, or any other publisher's.
+//! lets the client through only on HTTP 200 with `{"code":0}` (or a body of `0`). Play and stop count the
+//! stream's viewers in the [`Gateway`](crate::Gateway), which starts on-demand cameras for their first viewer
+//! and stops them a linger time after their last. The hook is answered at once — the camera starts in the
+//! background and SRS holds the player until the stream is published. A play of a stream no camera publishes
+//! is refused (non-zero `code`), so SRS rejects the player. Publish hooks are bookkeeping and never refused:
+//! refusing would reject camgate's own stream, or any other publisher's.
 //!
 //! SRS cannot send an `Authorization` header, so when API tokens are configured the hook URL carries one as
 //! `?token=…` (a bearer header is accepted too).
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 use utoipa::ToSchema;
 
-use crate::on_demand::{OnDemandError, stream_key, stream_of};
-use crate::spec::{CameraId, OutputTarget};
+use crate::gateway::GatewayError;
+use crate::gateway::desired::OnDemandError;
 
 use super::auth;
 use super::body::JsonBody;
@@ -69,9 +69,14 @@ fn accepted() -> (StatusCode, Json<HookReply>) {
     (StatusCode::OK, Json(HookReply { code: 0, msg: None }))
 }
 
-/// Refused with 404 in both the status and `code`: SRS rejects on either, and people reading its log see why.
-fn refused(error: impl ToString) -> (StatusCode, Json<HookReply>) {
-    (StatusCode::NOT_FOUND, Json(HookReply { code: 404, msg: Some(error.to_string()) }))
+/// Refused with the same status in the HTTP answer and in `code` (404 for an unknown stream, 429 for too many
+/// viewers): SRS rejects on either, and people reading its log see why.
+fn refused(error: OnDemandError) -> (StatusCode, Json<HookReply>) {
+    let status = match error {
+        OnDemandError::TooManyViewers { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::NOT_FOUND,
+    };
+    (status, Json(HookReply { code: status.as_u16(), msg: Some(error.to_string()) }))
 }
 
 fn client(hook: &SrsHook) -> String {
@@ -87,11 +92,16 @@ fn check_token(state: &AppState, query: &HookQuery, headers: &HeaderMap) -> Resu
     if auth::is_valid(&state.settings.tokens, presented) { Ok(()) } else { Err(ApiError::unauthorized()) }
 }
 
-/// A player started: counts it and starts its on-demand camera if it is the first.
+/// A player started: counts it and starts its on-demand camera if it is the first. Answered at once; the
+/// camera starts in the background and SRS holds the player until the stream is published.
 #[utoipa::path(
     post, path = "/api/v1/srs/on_play", tag = "srs", request_body = SrsHook,
     params(("token" = Option<String>, Query, description = "API token, when tokens are configured")),
-    responses((status = 200, body = HookReply), (status = 404, description = "Unknown stream", body = HookReply))
+    responses(
+        (status = 200, body = HookReply),
+        (status = 404, description = "Unknown stream", body = HookReply),
+        (status = 429, description = "Too many viewers", body = HookReply),
+    )
 )]
 pub async fn on_play(
     State(state): State<AppState>,
@@ -100,18 +110,19 @@ pub async fn on_play(
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
     check_token(&state, &query, &headers)?;
-    let counted = state.on_demand.play(&hook.app, &hook.stream, &client(&hook));
-    Ok(answer_viewer_change(&state, &hook, counted, "viewer joined"))
-}
-
-/// Whether a camera that is not on demand publishes the hook's stream: its viewers need no start or stop.
-fn is_always_on_stream(state: &AppState, hook: &SrsHook) -> bool {
-    let key = stream_key(&hook.app, &hook.stream);
-    state.supervisor.snapshot().iter().any(|camera| {
-        // The status shows the output redacted, which hides credentials but keeps the path.
-        let output = camera.output.as_deref().and_then(|o| o.parse::<OutputTarget>().ok());
-        output.as_ref().and_then(stream_of).is_some_and(|stream| stream == key)
-    })
+    let client = client(&hook);
+    match state.gateway.viewer_joined(&hook.app, &hook.stream, &client) {
+        Ok(joined) => {
+            let change = joined.applied.outcome;
+            info!(camera = %change.id, client = %client, ip = %hook.ip, viewers = change.viewers, "viewer joined");
+            Ok(accepted())
+        }
+        Err(GatewayError::OnDemand(error)) => {
+            info!(app = %hook.app, stream = %hook.stream, ip = %hook.ip, "viewer refused: {error}");
+            Ok(refused(error))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// A player left: uncounts it and, after the last one, stops the camera once the linger time has passed.
@@ -127,28 +138,15 @@ pub async fn on_stop(
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
     check_token(&state, &query, &headers)?;
-    let counted = state.on_demand.stop(&hook.app, &hook.stream, &client(&hook));
-    Ok(answer_viewer_change(&state, &hook, counted, "viewer left"))
-}
-
-/// SRS's answer to a player joining or leaving: accepted for on-demand cameras (already counted) and for the
-/// streams of always-on cameras (nothing to count), refused for streams no camera publishes.
-fn answer_viewer_change(
-    state: &AppState,
-    hook: &SrsHook,
-    counted: Result<CameraId, OnDemandError>,
-    what: &str,
-) -> (StatusCode, Json<HookReply>) {
-    match counted {
-        Ok(id) => {
-            info!(camera = %id, client = %client(hook), ip = %hook.ip, "{what}");
-            accepted()
+    let client = client(&hook);
+    match state.gateway.viewer_left(&hook.app, &hook.stream, &client) {
+        Ok(left) => {
+            let change = left.outcome;
+            info!(camera = %change.id, client = %client, ip = %hook.ip, viewers = change.viewers, "viewer left");
+            Ok(accepted())
         }
-        Err(_) if is_always_on_stream(state, hook) => accepted(),
-        Err(error) => {
-            info!(app = %hook.app, stream = %hook.stream, ip = %hook.ip, "{what}, refused: {error}");
-            refused(error)
-        }
+        Err(GatewayError::OnDemand(error)) => Ok(refused(error)),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -192,7 +190,7 @@ fn record_publishing(
     published: bool,
 ) -> HookAnswer {
     check_token(state, query, headers)?;
-    if let Ok(id) = state.on_demand.published(&hook.app, &hook.stream, published) {
+    if let Ok(id) = state.gateway.published(&hook.app, &hook.stream, published) {
         debug!(camera = %id, published, "stream publishing changed");
     }
     Ok(accepted())

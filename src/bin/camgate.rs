@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use camgate::api::{ApiSettings, AppState, router};
-use camgate::config::{Config, LogFormat};
-use camgate::desired_state::DesiredState;
-use camgate::{AudioMode, RateControl, StreamSpec, Supervisor, VideoMode};
+use camgate::gateway::config::{Config, LogFormat};
+use camgate::gateway::store::StateFile;
+use camgate::gateway::{Gateway, GatewaySettings};
+use camgate::{AudioMode, RateControl, Supervisor, VideoMode};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -208,31 +209,37 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let supervisor = Supervisor::new(config.supervisor_config());
-    let mut state = AppState::new(supervisor.clone(), ApiSettings::from_config(&config));
-    if let Some(dir) = &config.data_dir {
-        let store = DesiredState::open(dir).with_context(|| format!("cannot use data directory {}", dir.display()))?;
-        if let Some(problem) = store.problem() {
-            warn!("saved cameras not restored: {problem}");
+    let (store, saved) = match &config.data_dir {
+        Some(dir) => {
+            let (store, saved) =
+                StateFile::open(dir).with_context(|| format!("cannot use data directory {}", dir.display()))?;
+            if let Some(problem) = store.problem() {
+                warn!("saved cameras not restored: {problem}");
+            }
+            (Some(store), saved)
         }
-        state = state.with_desired_state(std::sync::Arc::new(store));
-    } else {
-        info!("no data directory: cameras started through the API are not kept across restarts");
-    }
+        None => {
+            info!("no data directory: cameras started through the API are not kept across restarts");
+            (None, Vec::new())
+        }
+    };
+    let gateway = Gateway::new(supervisor, GatewaySettings::from_config(&config), store);
+    let state = AppState::new(gateway.clone(), ApiSettings::from_config(&config));
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(address = %listener.local_addr()?, max_cameras = config.max_cameras, "camgate listening");
-    reconcile(&config, &state).await?;
+    gateway.restore(config.boot_cameras()?, saved).await;
 
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown({
-        let state = state.clone();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+        let gateway = gateway.clone();
         async move {
             let signal = shutdown_signal().await;
             info!(signal, "shutting down: no new connections, draining requests");
-            state.begin_shutdown();
+            gateway.begin_shutdown();
         }
     });
     let drain = Duration::from_millis(config.drain_timeout_ms);
-    let mut shutting_down = state.shutdown_signal();
+    let mut shutting_down = gateway.shutdown_signal();
     tokio::select! {
         served = server.into_future() => served.context("the HTTP server failed")?,
         _ = async {
@@ -241,44 +248,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         } => warn!(?drain, "requests still open after the drain timeout; closing them"),
     }
 
-    let cameras = supervisor.snapshot().len();
+    let cameras = gateway.statuses().len();
     info!(cameras, "stopping cameras");
     // Each stop is bounded by stop_timeout in the supervisor; this bound only guards against the unforeseen.
     let bound = Duration::from_millis(config.stop_timeout_ms) + Duration::from_secs(2);
-    if tokio::time::timeout(bound, supervisor.shutdown()).await.is_err() {
+    if tokio::time::timeout(bound, gateway.shutdown()).await.is_err() {
         warn!("cameras did not all stop in time; exiting anyway");
     }
     info!("camgate stopped");
-    Ok(())
-}
-
-/// Makes what runs match what should: the configuration's boot cameras, then the saved API cameras (which win
-/// over a boot camera of the same id: they are the later wish). On-demand cameras are only registered.
-async fn reconcile(config: &Config, state: &AppState) -> anyhow::Result<()> {
-    let mut wanted: Vec<(StreamSpec, bool, &str)> = Vec::new();
-    for spec in config.boot_specs()? {
-        let on_demand = config.cameras.get(spec.id.as_str()).is_some_and(|c| c.on_demand);
-        wanted.push((spec, on_demand, "boot"));
-    }
-    for saved in state.desired.iter().flat_map(|d| d.cameras()) {
-        wanted.retain(|(spec, _, _)| spec.id != saved.spec.id);
-        wanted.push((saved.spec, saved.on_demand, "saved"));
-    }
-    for (spec, on_demand, origin) in wanted {
-        let id = spec.id.clone();
-        // A camera that cannot start is logged, not fatal: the others and the API are still useful.
-        if on_demand {
-            match state.on_demand.register(spec) {
-                Ok(camera) => info!(camera = %id, stream = %camera.stream, origin, "on-demand camera registered"),
-                Err(error) => warn!(camera = %id, %error, origin, "on-demand camera not registered"),
-            }
-            continue;
-        }
-        match state.supervisor.start(spec).await {
-            Ok(_) => info!(camera = %id, origin, "camera started"),
-            Err(error) => warn!(camera = %id, %error, origin, "camera not started"),
-        }
-    }
     Ok(())
 }
 

@@ -11,9 +11,7 @@ use ffmpeg_next::{Packet, Rational, Rescale, decoder, encoder, filter, frame};
 
 use super::channel_layout;
 use super::timestamps::TimestampGuard;
-use crate::error::Stage;
-use crate::spec::{AAC_SAMPLE_RATES, AudioEncoding, AudioMode};
-use crate::stats::AudioFormat;
+use crate::model::{AAC_SAMPLE_RATES, AudioEncoding, AudioFormat, AudioMode, Stage};
 
 /// What to do with the camera's audio.
 pub enum AudioPath {

@@ -7,7 +7,7 @@ use ffmpeg_next::format::{self, context::Input};
 use ffmpeg_next::{Dictionary, device};
 
 use super::interrupt::Interrupter;
-use crate::spec::{DemoPreset, SourceUrl, Timeouts};
+use crate::model::{DemoPreset, SourceUrl, Timeouts};
 
 /// How long stream probing may take, in microseconds. RTSP's SDP already names the codecs; probing only fills
 /// in sizes and rates, and every extra millisecond here is a millisecond before the first frame goes out.

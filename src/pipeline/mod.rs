@@ -3,13 +3,14 @@
 //!
 //! [`run`] knows nothing of threads, channels or HTTP: it is given a spec, a stop flag, counters to bump and an
 //! observer to tell what it found, and returns when the stop flag is raised (`Ok`) or something fails (`Err`).
-//! The worker (see `crate::worker`) decides what happens next.
+//! The worker (see `crate::runtime`) decides what happens next.
 //!
 //! Per packet the work reads as the ffmpeg-next transcoding examples do — read, send to decoder, receive
 //! frames, send to encoder, receive packets, write — with every FFmpeg status matched explicitly.
 
 mod audio;
 mod channel_layout;
+pub mod ffmpeg_log;
 mod input;
 pub mod interrupt;
 mod output;
@@ -27,14 +28,13 @@ use self::audio::{AudioPath, AudioSetup};
 use self::interrupt::{Interrupter, Interruption};
 use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
-use crate::error::{PipelineError, Stage};
-use crate::hub::Channel;
-use crate::snapshot::KeyframeCache;
-use crate::spec::{AudioMode, StreamSpec};
-use crate::stats::{Counters, SessionInfo};
+use crate::model::{AudioMode, Counters, PipelineError, SessionInfo, Stage, StreamSpec};
+use crate::preview::Channel;
 
-/// How long the FLV trailer and encoder flush may take after a stop.
+/// How long the FLV trailer and encoder flush may take after a stop, all outputs together.
 const FINISH_WITHIN: Duration = Duration::from_millis(1000);
+/// How long to wait before reading again when a demuxer has nothing yet (`EAGAIN`).
+const EAGAIN_WAIT: Duration = Duration::from_millis(5);
 
 /// What a running pipeline tells its owner.
 pub trait Observer {
@@ -85,7 +85,13 @@ impl Halt {
         };
         Some(match self {
             Halt::Stop => return None,
-            Halt::Ffmpeg { stage, source } => PipelineError::Ffmpeg { camera, stage, target: target(stage), source },
+            Halt::Ffmpeg { stage, source } => PipelineError::Ffmpeg {
+                camera,
+                stage,
+                target: target(stage),
+                source,
+                detail: ffmpeg_log::take_last_error(),
+            },
             Halt::Timeout { stage, after } => PipelineError::Timeout { camera, stage, target: target(stage), after },
             Halt::InputEnded => PipelineError::InputEnded { camera, target: spec.input.redacted() },
             Halt::NoVideo => PipelineError::NoVideo { camera, target: spec.input.redacted() },
@@ -94,25 +100,14 @@ impl Halt {
     }
 }
 
-/// Initializes FFmpeg's libraries once per process and quiets their own stderr log (see `CAMGATE_FFMPEG_LOG`).
+/// Initializes FFmpeg's libraries once per process and routes their log into `tracing` (see [`ffmpeg_log`]).
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if let Err(e) = ffmpeg_next::init() {
             warn!("FFmpeg initialization reported: {e}");
         }
-        // FFmpeg logs to stderr on its own, outside `tracing`; everything it would say about a failure is in
-        // our errors already (with its message), so by default it stays quiet. CAMGATE_FFMPEG_LOG=error (or
-        // warning, info, debug) brings its own log back for debugging.
-        use ffmpeg_next::util::log::{Level, set_level};
-        let level = match std::env::var("CAMGATE_FFMPEG_LOG").as_deref() {
-            Ok("error") => Level::Error,
-            Ok("warning") => Level::Warning,
-            Ok("info") => Level::Info,
-            Ok("debug") => Level::Debug,
-            _ => Level::Fatal,
-        };
-        set_level(level);
+        ffmpeg_log::install();
     });
 }
 
@@ -128,6 +123,7 @@ pub fn run(
     taps: Taps<'_>,
 ) -> Result<(), PipelineError> {
     init();
+    ffmpeg_log::clear_last_error();
     match Session::open(spec, stop, observer, taps).and_then(|mut session| session.pump(counters, observer)) {
         Ok(()) => Ok(()),
         Err(halt) => match halt.into_error(spec) {
@@ -140,10 +136,8 @@ pub fn run(
 /// Where, besides the output, a session's video goes.
 #[derive(Clone, Copy, Default)]
 pub struct Taps<'a> {
-    /// Receives the same FLV as the output, for the built-in preview hub.
+    /// Receives the same FLV as the output: the camera's preview channel and GOP cache.
     pub preview: Option<&'a Arc<Channel>>,
-    /// Keeps the H.264 since the last keyframe, for snapshots.
-    pub keyframes: Option<&'a KeyframeCache>,
 }
 
 /// One connection to the camera and one to the output, with the paths between them.
@@ -163,7 +157,6 @@ struct Session<'a> {
     audio: Option<AudioPath>,
     audio_auto: bool,
     first_frame_sent: bool,
-    keyframes: Option<&'a KeyframeCache>,
 }
 
 impl<'a> Session<'a> {
@@ -231,12 +224,6 @@ impl<'a> Session<'a> {
             output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &output_interrupter))?;
         }
 
-        if let Some(keyframes) = taps.keyframes {
-            keyframes.begin(match &video.path {
-                VideoPath::Copy { parameters, .. } => parameters.clone(),
-                VideoPath::Transcode(t) => t.parameters(),
-            });
-        }
         let info = SessionInfo {
             video_in: video.input,
             video_out: video.output,
@@ -267,7 +254,6 @@ impl<'a> Session<'a> {
             audio: audio.map(|a| a.path),
             audio_auto: spec.audio.mode == AudioMode::Auto,
             first_frame_sent: false,
-            keyframes: taps.keyframes,
         })
     }
 
@@ -279,9 +265,9 @@ impl<'a> Session<'a> {
             Err(Halt::Ffmpeg { stage: Stage::WriteOutput, .. } | Halt::Timeout { stage: Stage::WriteOutput, .. })
         );
         if !output_broken {
-            // From here the stop flag no longer cuts writes: only the short finishing deadline does.
-            self.output_interrupter.ignore_stop();
-            self.output_interrupter.arm(FINISH_WITHIN);
+            // From here the stop flag no longer cuts writes: only the finishing deadline does, and no write
+            // can push it back.
+            self.output_interrupter.finish_within(FINISH_WITHIN);
             if matches!(result, Err(Halt::Stop)) {
                 let _ = self.flush(counters);
             }
@@ -296,15 +282,28 @@ impl<'a> Session<'a> {
 
     fn pump_packets(&mut self, counters: &Counters, observer: &mut dyn Observer) -> Result<(), Halt> {
         let read_timeout = self.spec.timeouts.read();
+        // The watchdog runs from the last packet received, not from the last attempt: a demuxer answering
+        // EAGAIN again and again must not keep re-arming it.
+        let mut armed = false;
         loop {
             if self.input_interrupter.check() == Some(Interruption::Stop) {
                 return Err(Halt::Stop);
             }
             let mut packet = Packet::empty();
-            self.input_interrupter.arm(read_timeout);
+            if !armed {
+                self.input_interrupter.arm(read_timeout);
+                armed = true;
+            }
             match packet.read(&mut self.input) {
-                Ok(()) => {}
-                Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => continue,
+                Ok(()) => armed = false,
+                Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {
+                    if self.input_interrupter.expired() {
+                        return Err(Halt::Timeout { stage: Stage::ReadInput, after: read_timeout });
+                    }
+                    // Nothing to read yet (non-blocking demuxers): wait a little instead of spinning a core.
+                    std::thread::sleep(EAGAIN_WAIT);
+                    continue;
+                }
                 Err(ffmpeg_next::Error::Eof) => return Err(Halt::InputEnded),
                 Err(e) => return Err(Halt::from_interruptible(Stage::ReadInput, e, &self.input_interrupter)),
             }
@@ -328,11 +327,7 @@ impl<'a> Session<'a> {
         let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         let first_frame_sent = &mut self.first_frame_sent;
-        let keyframes = self.keyframes;
         let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
-            if let Some(keyframes) = keyframes {
-                keyframes.push(packet);
-            }
             if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
                 *first_frame_sent = true;
                 observer.first_frame();
@@ -437,8 +432,9 @@ fn deliver(
     let mut result = Ok(Written::Dropped);
     if let Some((last, others)) = outputs.split_last_mut() {
         for output in others {
-            // A new reference to the same data: the muxer takes ownership of what it is given.
-            let mut copy = packet.clone();
+            // The muxer takes ownership of the reference it is given: each output gets its own reference to
+            // the same data.
+            let mut copy = share(packet);
             output.write(track, &mut copy, time_base).map_err(|e| write_halt(Stage::WriteOutput, e, interrupter))?;
         }
         result = last.write(track, packet, time_base);
@@ -455,6 +451,22 @@ fn deliver(
         }
         Err(e) => Err(write_halt(Stage::WriteOutput, e, interrupter)),
     }
+}
+
+/// A new reference to `packet`'s data: a pointer and a reference count, not a copy. (ffmpeg-next's `Clone`
+/// also calls `av_packet_make_writable`, which copies the payload.)
+fn share(packet: &Packet) -> Packet {
+    use ffmpeg_next::packet::{Mut, Ref};
+    let mut shared = Packet::empty();
+    // SAFETY: both packets are valid, initialized AVPackets; av_packet_ref takes a new reference to the
+    // source's buffer (copying the data only if the source is not reference-counted) and copies its fields
+    // and side data into the empty destination, which owns the reference and unrefs it on drop.
+    let ret = unsafe { ffmpeg_next::ffi::av_packet_ref(shared.as_mut_ptr(), packet.as_ptr()) };
+    if ret < 0 {
+        // Out of memory: the deep copy allocates as well, but is the only other way to get a packet.
+        return packet.clone();
+    }
+    shared
 }
 
 fn write_halt(stage: Stage, e: WriteError, interrupter: &Interrupter) -> Halt {

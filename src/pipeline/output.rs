@@ -12,8 +12,8 @@ use ffmpeg_next::{Dictionary, Packet, Rational, codec, ffi};
 
 use super::interrupt::Interrupter;
 use super::timestamps::TimestampGuard;
-use crate::hub::{Channel, HubWriter};
-use crate::spec::OutputTarget;
+use crate::model::OutputTarget;
+use crate::preview::{Channel, HubWriter};
 
 /// Which of the (at most two) output streams a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,8 +241,7 @@ impl FlvOutput {
         if !self.header_written {
             return Ok(());
         }
-        self.interrupter.ignore_stop();
-        self.interrupter.arm(within);
+        self.interrupter.finish_within(within);
         self.ctx.write_trailer().map_err(map_write_error)
     }
 }

@@ -7,9 +7,7 @@ use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, decoder, encoder, frame, picture};
 
 use super::timestamps::TimestampGuard;
-use crate::error::Stage;
-use crate::spec::{RateControl, VideoEncoding, VideoMode};
-use crate::stats::VideoFormat;
+use crate::model::{RateControl, Stage, VideoEncoding, VideoFormat, VideoMode};
 
 /// Frame rate assumed when the camera announces none.
 const FALLBACK_FPS: Rational = Rational(25, 1);

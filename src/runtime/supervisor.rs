@@ -4,12 +4,13 @@
 //! A [`Supervisor`] is a cheap, cloneable handle. Behind it one thread (`camgate-supervisor`) owns the workers
 //! and reacts to three inputs: commands from handles, reports from workers, and a once-a-second tick that turns
 //! counters into rates. Nothing on that thread blocks: a stop signals the worker and the reply is sent when the
-//! worker's exit report arrives (or the stop deadline passes), so one hung camera cannot delay another.
+//! worker's exit report arrives, or when that stop's own deadline passes — whichever comes first — so one hung
+//! camera delays no other, and no stop request, the first or the tenth, waits longer than `stop_timeout`.
 //!
 //! Calls come in two flavours: `async` ones for tokio (or any executor), which never block a runtime thread,
 //! and `_blocking` ones for plain threads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,24 +19,31 @@ use crossbeam_channel::{Receiver, Sender, select};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
-use crate::error::SupervisorError;
-use crate::hub::PreviewHub;
-use crate::snapshot::{KeyframeCache, SnapshotError};
-use crate::spec::{CameraId, OutputTarget, StreamSpec};
-use crate::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, Totals, ViewerCounts, WorkerState};
-use crate::worker::{Report, WorkerHandle};
+use super::clock::{Clock, SystemClock};
+use super::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, ViewerCounts, WorkerState};
+use super::worker::{Report, WorkerContext, WorkerHandle};
+use crate::model::{CameraId, StreamSpec, SupervisorError};
+use crate::preview::snapshot::{self, SnapshotError};
+use crate::preview::{PreviewHub, PreviewLimits};
 
 /// Limits and timings of a [`Supervisor`].
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
     /// Most workers alive at once; a start beyond it fails at once with [`SupervisorError::LimitReached`].
     pub max_cameras: usize,
-    /// How long a stop may take before the worker is reported [`WorkerState::Stuck`].
+    /// How long a stop may take before the worker is reported [`WorkerState::Stuck`] and the stop answered
+    /// with [`SupervisorError::StopTimeout`].
     pub stop_timeout: Duration,
     /// How often rates are recomputed and statuses published.
     pub stats_interval: Duration,
     /// The sliding window rates are computed over.
     pub rate_window: Duration,
+    /// Viewers the built-in preview serves.
+    pub preview: PreviewLimits,
+    /// The clock retry backoffs wait on.
+    pub clock: Arc<dyn Clock>,
+    #[doc(hidden)]
+    pub faults: Faults,
 }
 
 impl Default for SupervisorConfig {
@@ -45,7 +53,30 @@ impl Default for SupervisorConfig {
             stop_timeout: Duration::from_secs(5),
             stats_interval: Duration::from_secs(1),
             rate_window: Duration::from_secs(5),
+            preview: PreviewLimits::default(),
+            clock: Arc::new(SystemClock),
+            faults: Faults::default(),
         }
+    }
+}
+
+/// Faults injected into camera threads, for tests of what happens when a camera's code misbehaves. Not part of
+/// the supported API (hidden from the docs); empty by default.
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct Faults {
+    /// Called on the camera thread at the start of each session (camera, 1-based session number); a panic in
+    /// it is a panicking worker.
+    pub on_session: Option<SessionFault>,
+}
+
+/// See [`Faults::on_session`].
+#[doc(hidden)]
+pub type SessionFault = Arc<dyn Fn(&CameraId, u32) + Send + Sync>;
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults").field("on_session", &self.on_session.is_some()).finish()
     }
 }
 
@@ -68,13 +99,13 @@ impl StartOutcome {
 }
 
 type Reply<T> = oneshot::Sender<T>;
-
-/// Each camera's snapshot source, shared between the supervisor thread (which adds and removes) and handles.
-type KeyframeCaches = Arc<RwLock<HashMap<CameraId, Arc<KeyframeCache>>>>;
+type StopReply = Reply<Result<CameraStatus, SupervisorError>>;
 
 enum Command {
     Start { spec: Box<StreamSpec>, reply: Reply<Result<StartOutcome, SupervisorError>> },
-    Stop { id: CameraId, reply: Reply<Result<CameraStatus, SupervisorError>> },
+    Stop { id: CameraId, reply: StopReply },
+    StopAll { reply: Reply<Vec<Result<CameraStatus, SupervisorError>>> },
+    Shutdown { reply: Reply<()> },
 }
 
 /// A handle to the supervisor thread. Clone it freely; when the last clone is dropped (or
@@ -100,7 +131,6 @@ pub struct Supervisor {
 struct Inner {
     commands: Sender<Command>,
     hub: Arc<PreviewHub>,
-    keyframes: KeyframeCaches,
     viewers: Arc<ViewerCounts>,
     statuses: Arc<RwLock<BTreeMap<CameraId, CameraStatus>>>,
     events: broadcast::Sender<Event>,
@@ -126,20 +156,19 @@ impl Supervisor {
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let statuses = Arc::new(RwLock::new(BTreeMap::new()));
         let (events, _) = broadcast::channel(1024);
-        let hub = Arc::new(PreviewHub::default());
-        let keyframes = KeyframeCaches::default();
+        let hub = Arc::new(PreviewHub::new(config.preview));
         let viewers = Arc::new(ViewerCounts::default());
         let thread = {
             let state = SupervisorThread {
                 config: config.clone(),
                 hub: Arc::clone(&hub),
-                keyframes: Arc::clone(&keyframes),
                 viewers: Arc::clone(&viewers),
                 commands: command_rx,
                 reports: crossbeam_channel::unbounded(),
                 cameras: BTreeMap::new(),
                 statuses: Arc::clone(&statuses),
                 events: events.clone(),
+                shutting_down: false,
             };
             thread::Builder::new()
                 .name("camgate-supervisor".into())
@@ -150,7 +179,6 @@ impl Supervisor {
             inner: Arc::new(Inner {
                 commands,
                 hub,
-                keyframes,
                 viewers,
                 statuses,
                 events,
@@ -160,17 +188,17 @@ impl Supervisor {
         }
     }
 
-    /// The built-in preview hub: [`PreviewHub::subscribe`] gives a viewer of any camera started with
-    /// `preview: true`.
+    /// The built-in preview hub: every camera's FLV from its latest keyframe, for viewers and snapshots.
     pub fn preview(&self) -> &PreviewHub {
         &self.inner.hub
     }
 
-    /// A JPEG of the camera's latest picture, at most `max_width` wide. Decodes the frames since the last
-    /// keyframe, on the calling thread (tens of milliseconds): from async code call it in `spawn_blocking`.
+    /// A JPEG of the camera's latest picture, at most `max_width` wide, decoded from the preview channel's GOP
+    /// on the calling thread (tens of milliseconds of CPU; from async code use
+    /// [`Gateway::snapshot`](crate::Gateway::snapshot), which bounds how many run at once).
     pub fn jpeg(&self, id: &CameraId, max_width: Option<u32>) -> Result<Vec<u8>, SnapshotError> {
-        let cache = self.inner.keyframes.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
-        cache.ok_or(SnapshotError::NoPicture)?.jpeg(max_width)
+        let gop = self.inner.hub.cached_gop(id).ok_or(SnapshotError::NoPicture)?;
+        snapshot::jpeg(&gop, max_width)
     }
 
     /// Viewer counts from the RTMP server's hooks, copied into each camera's status (`viewers`) on every
@@ -198,7 +226,8 @@ impl Supervisor {
     }
 
     /// Stops one camera and returns its final status once its thread has exited (normally within ~100 ms;
-    /// [`SupervisorError::StopTimeout`] after `stop_timeout`). A failed camera is simply removed.
+    /// [`SupervisorError::StopTimeout`] after `stop_timeout`, also for a second stop of a stuck camera). A
+    /// failed camera is simply removed.
     pub async fn stop(&self, id: &CameraId) -> Result<CameraStatus, SupervisorError> {
         self.request_stop(id)?.await.map_err(|_| SupervisorError::ShutDown)?
     }
@@ -208,22 +237,20 @@ impl Supervisor {
         self.request_stop(id)?.blocking_recv().map_err(|_| SupervisorError::ShutDown)?
     }
 
-    /// Stops every camera in parallel; returns the results once all have exited.
+    /// Stops every camera in parallel; returns the results once all have exited (or timed out).
     pub async fn stop_all(&self) -> Vec<Result<CameraStatus, SupervisorError>> {
-        let pending = self.request_stop_all();
-        let mut results = Vec::with_capacity(pending.len());
-        for reply in pending {
-            results.push(reply.await.map_err(|_| SupervisorError::ShutDown).and_then(|r| r));
+        match self.request_stop_all() {
+            Ok(reply) => reply.await.unwrap_or_default(),
+            Err(_) => Vec::new(),
         }
-        results
     }
 
     /// [`stop_all`](Self::stop_all) for non-async callers.
     pub fn stop_all_blocking(&self) -> Vec<Result<CameraStatus, SupervisorError>> {
-        self.request_stop_all()
-            .into_iter()
-            .map(|reply| reply.blocking_recv().map_err(|_| SupervisorError::ShutDown).and_then(|r| r))
-            .collect()
+        match self.request_stop_all() {
+            Ok(reply) => reply.blocking_recv().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Every known camera's status (running ones, and failed ones until they are stopped or restarted).
@@ -243,10 +270,14 @@ impl Supervisor {
         self.inner.events.subscribe()
     }
 
-    /// Stops every camera and ends the supervisor thread. Other clones of this handle then get
-    /// [`SupervisorError::ShutDown`].
+    /// Stops every camera — whoever started it — and refuses further starts with
+    /// [`SupervisorError::ShutDown`], from this handle and every clone. Returns once every camera thread has
+    /// exited or been reported stuck.
     pub async fn shutdown(&self) {
-        self.stop_all().await;
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Shutdown { reply }).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     fn request_start(
@@ -268,15 +299,30 @@ impl Supervisor {
         Ok(rx)
     }
 
-    fn request_stop_all(&self) -> Vec<oneshot::Receiver<Result<CameraStatus, SupervisorError>>> {
-        // Every stop is sent before any is awaited, so the cameras stop in parallel.
-        let ids: Vec<CameraId> = self.snapshot().into_iter().map(|s| s.id).collect();
-        ids.iter().filter_map(|id| self.request_stop(id).ok()).collect()
+    fn request_stop_all(
+        &self,
+    ) -> Result<oneshot::Receiver<Vec<Result<CameraStatus, SupervisorError>>>, SupervisorError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::StopAll { reply })?;
+        Ok(rx)
     }
 
     fn send(&self, command: Command) -> Result<(), SupervisorError> {
         self.inner.commands.send(command).map_err(|_| SupervisorError::ShutDown)
     }
+}
+
+/// A stop request waiting for its camera's thread to exit.
+struct PendingStop {
+    reply: StopReply,
+    deadline: Instant,
+}
+
+/// Several cameras' stops answered together (`stop_all`, `shutdown`).
+struct Batch {
+    waiting: usize,
+    results: Vec<Result<CameraStatus, SupervisorError>>,
+    done: Option<Reply<Vec<Result<CameraStatus, SupervisorError>>>>,
 }
 
 /// One camera as the supervisor thread knows it.
@@ -286,46 +332,74 @@ struct Camera {
     worker: Option<WorkerHandle>,
     started: Instant,
     rates: RateWindow,
-    /// Replies owed to `stop` callers, sent when the worker exits.
-    stop_replies: Vec<Reply<Result<CameraStatus, SupervisorError>>>,
-    stop_deadline: Option<Instant>,
+    /// Replies owed to `stop` callers, each with its own deadline.
+    stops: Vec<PendingStop>,
+    /// Batches (stop-all, shutdown) waiting for this camera, with their deadline.
+    batches: Vec<(usize, Instant)>,
+    /// When the first stop was asked for; the camera is `Stuck` once `stop_timeout` has passed since.
+    stopping_since: Option<Instant>,
 }
 
 struct SupervisorThread {
     config: SupervisorConfig,
     hub: Arc<PreviewHub>,
-    keyframes: KeyframeCaches,
     viewers: Arc<ViewerCounts>,
     commands: Receiver<Command>,
     reports: (Sender<Report>, Receiver<Report>),
     cameras: BTreeMap<CameraId, Camera>,
     statuses: Arc<RwLock<BTreeMap<CameraId, CameraStatus>>>,
     events: broadcast::Sender<Event>,
+    shutting_down: bool,
 }
 
 impl SupervisorThread {
     fn run(mut self) {
         let ticker = crossbeam_channel::tick(self.config.stats_interval);
         let reports = self.reports.1.clone();
+        let mut batches: Vec<Option<Batch>> = Vec::new();
+        let mut shutdown_replies: Vec<Reply<()>> = Vec::new();
         loop {
+            // Wake for the earliest stop deadline too, so every stop is answered on time to the millisecond.
+            let wake = self.next_deadline().map_or_else(crossbeam_channel::never, crossbeam_channel::at);
             select! {
                 recv(self.commands) -> command => match command {
-                    Ok(command) => self.handle(command),
+                    Ok(Command::Start { spec, reply }) => {
+                        let _ = reply.send(self.start(*spec));
+                    }
+                    Ok(Command::Stop { id, reply }) => self.stop(id, reply),
+                    Ok(Command::StopAll { reply }) => self.stop_everything(&mut batches, reply),
+                    Ok(Command::Shutdown { reply }) => {
+                        self.shutting_down = true;
+                        shutdown_replies.push(reply);
+                        let (done, rx) = oneshot::channel();
+                        self.stop_everything(&mut batches, done);
+                        drop(rx);
+                    }
                     Err(_) => break,
                 },
                 recv(reports) -> report => {
                     if let Ok(report) = report {
-                        self.on_report(report);
+                        self.on_report(report, &mut batches);
                     }
                 },
                 recv(ticker) -> _ => self.on_tick(),
+                recv(wake) -> _ => {}
+            }
+            self.answer_overdue(&mut batches);
+            if self.shutting_down
+                && self.cameras.values().all(|c| c.worker.is_none() || c.status.state == WorkerState::Stuck)
+            {
+                for reply in shutdown_replies.drain(..) {
+                    let _ = reply.send(());
+                }
             }
         }
-        self.shut_down(&reports);
+        self.shut_down(&reports, &mut batches);
     }
 
     /// Every handle is gone: stop all workers and wait (bounded) for them.
-    fn shut_down(&mut self, reports: &Receiver<Report>) {
+    fn shut_down(&mut self, reports: &Receiver<Report>, batches: &mut Vec<Option<Batch>>) {
+        self.shutting_down = true;
         for camera in self.cameras.values() {
             if let Some(worker) = &camera.worker {
                 worker.request_stop();
@@ -334,7 +408,7 @@ impl SupervisorThread {
         let deadline = Instant::now() + self.config.stop_timeout;
         while self.cameras.values().any(|c| c.worker.is_some()) {
             match reports.recv_deadline(deadline) {
-                Ok(report) => self.on_report(report),
+                Ok(report) => self.on_report(report, batches),
                 Err(_) => {
                     let stuck: Vec<String> =
                         self.cameras.iter().filter(|(_, c)| c.worker.is_some()).map(|(id, _)| id.to_string()).collect();
@@ -345,20 +419,21 @@ impl SupervisorThread {
         }
     }
 
-    fn handle(&mut self, command: Command) {
-        match command {
-            Command::Start { spec, reply } => {
-                let _ = reply.send(self.start(*spec));
-            }
-            Command::Stop { id, reply } => self.stop(id, reply),
-        }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.cameras
+            .values()
+            .flat_map(|c| c.stops.iter().map(|s| s.deadline).chain(c.batches.iter().map(|(_, d)| *d)))
+            .min()
     }
 
     fn start(&mut self, spec: StreamSpec) -> Result<StartOutcome, SupervisorError> {
+        if self.shutting_down {
+            return Err(SupervisorError::ShutDown);
+        }
         if let Some(camera) = self.cameras.get(&spec.id) {
             match camera.status.state {
                 WorkerState::Stopping | WorkerState::Stuck => return Err(SupervisorError::Stopping(spec.id)),
-                state if state.is_live() => return Ok(StartOutcome::AlreadyRunning(camera.status.clone())),
+                _ if camera.worker.is_some() => return Ok(StartOutcome::AlreadyRunning(camera.status.clone())),
                 _ => {}
             }
         }
@@ -366,70 +441,129 @@ impl SupervisorThread {
         if running >= self.config.max_cameras {
             return Err(SupervisorError::LimitReached { running, limit: self.config.max_cameras });
         }
-        let status = CameraStatus {
-            id: spec.id.clone(),
-            state: WorkerState::Starting,
-            input: spec.input.redacted(),
-            output: spec.output.as_ref().map(OutputTarget::redacted),
-            started_at_ms: unix_ms(SystemTime::now()),
-            uptime_secs: 0.0,
-            first_frame_after_ms: None,
-            rates: Rates::default(),
-            totals: Totals::default(),
-            session: None,
-            last_error: None,
-            warnings: Vec::new(),
-            restarts: 0,
-            retry: None,
-            preview_path: spec.preview.then(|| format!("/live/{}.flv", spec.id)),
-            preview_viewers: 0,
-            viewers: self.viewers.get(&spec.id),
-        };
+        let status = CameraStatus::new(&spec, unix_ms(SystemTime::now()), self.viewers.get(&spec.id));
         let id = spec.id.clone();
-        let preview = spec.preview.then(|| self.hub.channel(&spec.id));
-        let keyframes = Arc::new(KeyframeCache::default());
-        self.keyframes.write().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone(), Arc::clone(&keyframes));
-        let worker = WorkerHandle::spawn(spec, preview, keyframes, self.reports.0.clone())
-            .map_err(|source| SupervisorError::Spawn { camera: id.clone(), source })?;
+        let channel = self.hub.open(&spec.id, spec.preview);
+        let context = WorkerContext {
+            channel,
+            reports: self.reports.0.clone(),
+            clock: Arc::clone(&self.config.clock),
+            faults: self.config.faults.clone(),
+        };
+        let worker = WorkerHandle::spawn(spec, context).map_err(|source| {
+            self.hub.remove(&id);
+            SupervisorError::Spawn { camera: id.clone(), source }
+        })?;
         info!(camera = %id, "camera started");
         let camera = Camera {
             status,
             worker: Some(worker),
             started: Instant::now(),
             rates: RateWindow::new(self.config.rate_window),
-            stop_replies: Vec::new(),
-            stop_deadline: None,
+            stops: Vec::new(),
+            batches: Vec::new(),
+            stopping_since: None,
         };
         self.cameras.insert(id.clone(), camera);
         let status = self.publish(&id).expect("camera inserted just above");
         Ok(StartOutcome::Started(status))
     }
 
-    fn stop(&mut self, id: CameraId, reply: Reply<Result<CameraStatus, SupervisorError>>) {
+    fn stop(&mut self, id: CameraId, reply: StopReply) {
+        let deadline = Instant::now() + self.config.stop_timeout;
         let Some(camera) = self.cameras.get_mut(&id) else {
             let _ = reply.send(Err(SupervisorError::NotFound(id)));
             return;
         };
-        match &camera.worker {
-            None => {
-                // Already exited (failed): stopping it just forgets it.
-                let status = self.remove(&id);
-                let _ = reply.send(status.ok_or(SupervisorError::NotFound(id)));
-            }
-            Some(worker) => {
-                worker.request_stop();
-                camera.stop_replies.push(reply);
-                if camera.stop_deadline.is_none() {
-                    camera.stop_deadline = Some(Instant::now() + self.config.stop_timeout);
-                    camera.status.state = WorkerState::Stopping;
-                    camera.status.retry = None;
-                    self.publish(&id);
+        if camera.worker.is_none() {
+            // Already exited (failed): stopping it just forgets it.
+            let status = self.remove(&id, &mut Vec::new());
+            let _ = reply.send(status.ok_or(SupervisorError::NotFound(id)));
+            return;
+        }
+        camera.stops.push(PendingStop { reply, deadline });
+        self.begin_stop(&id);
+    }
+
+    /// Signals the worker (again: a repeated signal is harmless and re-sends the wake-up) and marks it stopping.
+    fn begin_stop(&mut self, id: &CameraId) {
+        let Some(camera) = self.cameras.get_mut(id) else { return };
+        if let Some(worker) = &camera.worker {
+            worker.request_stop();
+        }
+        if camera.stopping_since.is_none() {
+            camera.stopping_since = Some(Instant::now());
+            camera.status.state = WorkerState::Stopping;
+            camera.status.retry = None;
+            self.publish(id);
+        }
+    }
+
+    fn stop_everything(
+        &mut self,
+        batches: &mut Vec<Option<Batch>>,
+        reply: Reply<Vec<Result<CameraStatus, SupervisorError>>>,
+    ) {
+        let deadline = Instant::now() + self.config.stop_timeout;
+        // In place before any camera refers to it; `waiting` counts up as cameras are signalled.
+        let index = batches.len();
+        batches.push(Some(Batch { waiting: 0, results: Vec::new(), done: Some(reply) }));
+        let ids: Vec<CameraId> = self.cameras.keys().cloned().collect();
+        for id in ids {
+            let camera = self.cameras.get_mut(&id).expect("id taken from the map");
+            if camera.worker.is_none() {
+                if let Some(status) = self.remove(&id, batches)
+                    && let Some(batch) = batches[index].as_mut()
+                {
+                    batch.results.push(Ok(status));
                 }
+                continue;
+            }
+            camera.batches.push((index, deadline));
+            if let Some(batch) = batches[index].as_mut() {
+                batch.waiting += 1;
+            }
+            self.begin_stop(&id);
+        }
+        finish_batch(batches, index);
+    }
+
+    /// Answers every stop whose deadline has passed, and marks their cameras stuck.
+    fn answer_overdue(&mut self, batches: &mut Vec<Option<Batch>>) {
+        let now = Instant::now();
+        let timeout = self.config.stop_timeout;
+        let ids: Vec<CameraId> = self.cameras.keys().cloned().collect();
+        for id in ids {
+            let camera = self.cameras.get_mut(&id).expect("id taken from the map");
+            let overdue = |deadline: Instant| now >= deadline;
+            let (late, waiting): (Vec<_>, Vec<_>) = camera.stops.drain(..).partition(|s| overdue(s.deadline));
+            camera.stops = waiting;
+            let (late_batches, waiting): (Vec<_>, Vec<_>) = camera.batches.drain(..).partition(|(_, d)| overdue(*d));
+            camera.batches = waiting;
+            let timed_out = !late.is_empty()
+                || !late_batches.is_empty()
+                || camera.stopping_since.is_some_and(|since| now >= since + timeout);
+            // Whoever is told the stop timed out finds the camera reported stuck.
+            let stuck = timed_out && camera.worker.is_some() && camera.status.state != WorkerState::Stuck;
+            if stuck {
+                camera.status.state = WorkerState::Stuck;
+                warn!(camera = %id, "camera did not stop within {timeout:?}");
+                self.publish(&id);
+            }
+            for stop in late {
+                let _ = stop.reply.send(Err(SupervisorError::StopTimeout { camera: id.clone(), after: timeout }));
+            }
+            for (index, _) in late_batches {
+                if let Some(batch) = batches.get_mut(index).and_then(Option::as_mut) {
+                    batch.waiting -= 1;
+                    batch.results.push(Err(SupervisorError::StopTimeout { camera: id.clone(), after: timeout }));
+                }
+                finish_batch(batches, index);
             }
         }
     }
 
-    fn on_report(&mut self, report: Report) {
+    fn on_report(&mut self, report: Report, batches: &mut Vec<Option<Batch>>) {
         let id = match &report {
             Report::Session { id, .. }
             | Report::FirstFrame { id, .. }
@@ -438,11 +572,11 @@ impl SupervisorThread {
             | Report::Exited { id, .. } => id.clone(),
         };
         let Some(camera) = self.cameras.get_mut(&id) else { return };
-        let stopping = camera.stop_deadline.is_some();
+        let stopping = camera.stopping_since.is_some();
         let status = &mut camera.status;
         match report {
             Report::Session { info, warnings, .. } => {
-                status.session = Some(info);
+                status.session = Some(*info);
                 status.warnings = warnings;
                 status.first_frame_after_ms = None;
                 status.retry = None;
@@ -453,16 +587,22 @@ impl SupervisorThread {
                     status.state = WorkerState::Running;
                 }
             }
-            Report::Warning { message, .. } => status.warnings.push(message),
-            Report::Retrying { error, attempt, retry_in, .. } => {
+            Report::Warning { message, .. } => {
+                // Bounded: a camera that keeps degrading must not grow its status for ever.
+                if status.warnings.len() < 32 {
+                    status.warnings.push(message);
+                }
+            }
+            Report::Retrying { error, attempt, retry_in, panicked, .. } => {
                 status.last_error = Some(error);
                 status.restarts += 1;
                 if !stopping {
-                    status.state = WorkerState::Reconnecting;
+                    // A panic is a bug, not a network hiccup: it shows as failed while the retry is pending.
+                    status.state = if panicked { WorkerState::Failed } else { WorkerState::Reconnecting };
                     status.retry = Some(RetryStatus { attempt, at_ms: unix_ms(SystemTime::now() + retry_in) });
                 }
             }
-            Report::Exited { error, .. } => {
+            Report::Exited { error, panicked, .. } => {
                 if let Some(worker) = camera.worker.take() {
                     status.totals = worker.counters.totals();
                     worker.join();
@@ -470,14 +610,14 @@ impl SupervisorThread {
                 status.retry = None;
                 status.rates = Rates::default();
                 match error {
-                    Some(error) if !stopping => {
+                    Some(error) if !stopping || panicked => {
                         status.state = WorkerState::Failed;
                         status.last_error = Some(error);
                     }
                     _ => status.state = WorkerState::Stopped,
                 }
                 if stopping {
-                    self.remove(&id);
+                    self.remove(&id, batches);
                     return;
                 }
             }
@@ -495,19 +635,10 @@ impl SupervisorThread {
             camera.status.rates = camera.rates.push(now, totals);
             camera.status.totals = totals;
             camera.status.uptime_secs = now.duration_since(camera.started).as_secs_f64();
-            camera.status.preview_viewers = self.hub.viewers(&id);
+            let (viewers, dropped) = self.hub.viewer_stats(&id);
+            camera.status.preview_viewers = viewers;
+            camera.status.preview_viewers_dropped = dropped;
             camera.status.viewers = self.viewers.get(&id);
-            if camera.stop_deadline.is_some_and(|deadline| now >= deadline) && camera.status.state != WorkerState::Stuck
-            {
-                camera.status.state = WorkerState::Stuck;
-                warn!(camera = %id, "camera did not stop within {:?}", self.config.stop_timeout);
-                for reply in camera.stop_replies.drain(..) {
-                    let _ = reply.send(Err(SupervisorError::StopTimeout {
-                        camera: id.clone(),
-                        after: self.config.stop_timeout,
-                    }));
-                }
-            }
             self.publish(&id);
         }
     }
@@ -524,10 +655,9 @@ impl SupervisorThread {
     }
 
     /// Forgets an exited camera, answering whoever waited for its stop.
-    fn remove(&mut self, id: &CameraId) -> Option<CameraStatus> {
+    fn remove(&mut self, id: &CameraId, batches: &mut Vec<Option<Batch>>) -> Option<CameraStatus> {
         let mut camera = self.cameras.remove(id)?;
         self.hub.remove(id);
-        self.keyframes.write().unwrap_or_else(|e| e.into_inner()).remove(id);
         if let Some(worker) = &camera.worker {
             camera.status.totals = worker.counters.totals();
         }
@@ -537,11 +667,32 @@ impl SupervisorThread {
         }
         let _ = self.events.send(Event::Status(Box::new(camera.status.clone())));
         let _ = self.events.send(Event::Removed { id: id.clone() });
-        for reply in camera.stop_replies.drain(..) {
-            let _ = reply.send(Ok(camera.status.clone()));
+        for stop in camera.stops.drain(..) {
+            let _ = stop.reply.send(Ok(camera.status.clone()));
+        }
+        for (index, _) in camera.batches.drain(..) {
+            if let Some(batch) = batches.get_mut(index).and_then(Option::as_mut) {
+                batch.waiting -= 1;
+                batch.results.push(Ok(camera.status.clone()));
+            }
+            finish_batch(batches, index);
         }
         info!(camera = %id, state = ?camera.status.state, "camera removed");
         Some(camera.status)
+    }
+}
+
+/// Sends a batch's results once nothing is left waiting, and frees its slot.
+fn finish_batch(batches: &mut Vec<Option<Batch>>, index: usize) {
+    let Some(slot) = batches.get_mut(index) else { return };
+    if slot.as_ref().is_some_and(|b| b.waiting == 0)
+        && let Some(mut batch) = slot.take()
+        && let Some(done) = batch.done.take()
+    {
+        let _ = done.send(batch.results);
+    }
+    while batches.last().is_some_and(Option::is_none) {
+        batches.pop();
     }
 }
 

@@ -1,28 +1,29 @@
-//! One camera's live FLV fanned out to any number of viewers, each starting at the latest keyframe.
+//! One camera's live FLV: the cache of what a player needs to start, and the fan-out to its viewers.
 //!
-//! The channel keeps what a player needs to start — the file header, `onMetaData`, the AVC and AAC sequence
-//! headers, and every tag since the last keyframe (the GOP) — and gives a new viewer all of it in one piece
-//! before the live tags. Each viewer has a bounded queue; one that falls behind by a full queue is dropped
-//! rather than buffered without bound (its HTTP response ends; the player reconnects).
+//! The channel keeps the file header, `onMetaData`, the AVC and AAC sequence headers, and every tag since the
+//! last keyframe (the GOP). This is the camera's one GOP cache: new viewers start from it, and snapshots decode
+//! its video tags. Tags are reference-counted [`Bytes`], so handing the cache to a new viewer copies pointers,
+//! not video, and the camera thread — which takes the same lock for every tag — never waits behind a copy.
+//!
+//! Each viewer has a bounded queue; one that falls behind by a full queue is dropped rather than buffered
+//! without bound (its HTTP response ends; the player reconnects).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::flv_tags::{Piece, Tag, TagKind};
 
 /// Tags a viewer may have queued before it counts as too slow (about 10 s of a 25 fps camera with audio).
 pub const VIEWER_QUEUE: usize = 1024;
-/// Most bytes of GOP kept for new viewers; a longer GOP is not cached (new viewers wait for the next keyframe).
+/// Most bytes of GOP kept for new viewers and snapshots; a longer GOP is not cached (new viewers wait for the
+/// next keyframe, snapshots answer "no picture yet").
 pub const MAX_GOP_BYTES: usize = 16 << 20;
 
-/// A viewer's end: chunks of FLV, the first one starting with the file header. The stream ends when the
-/// camera stops, restarts its session, or the viewer fell too far behind.
-pub type Viewer = mpsc::Receiver<Bytes>;
-
-/// One camera's fan-out point.
+/// One camera's fan-out point and GOP cache.
 #[derive(Debug, Default)]
 pub struct Channel {
     state: Mutex<State>,
@@ -46,6 +47,24 @@ struct Slot {
     queue: mpsc::Sender<Bytes>,
     /// Whether the viewer has had a keyframe; video before it cannot be decoded and is not sent.
     has_keyframe: bool,
+}
+
+/// What a new viewer gets: the cached start of the stream, then the live tags.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Header, metadata, sequence headers and the cached GOP, in order.
+    pub prefix: VecDeque<Bytes>,
+    /// Live tags from now on; ends when the camera stops, restarts its session, or the viewer fell behind.
+    pub live: mpsc::Receiver<Bytes>,
+}
+
+/// What a snapshot decodes: the AVC sequence header tag and the video tags of the GOP, keyframe first.
+#[derive(Debug, Clone)]
+pub struct CachedGop {
+    /// The AVC sequence header tag (its body carries the decoder configuration).
+    pub video_config: Bytes,
+    /// Video tags from the keyframe on.
+    pub video: Vec<Bytes>,
 }
 
 impl Channel {
@@ -79,24 +98,24 @@ impl Channel {
         }
     }
 
-    /// A new viewer: it gets header, metadata, sequence headers and the cached GOP at once, then live tags.
-    pub fn subscribe(&self) -> Viewer {
-        let (queue, viewer) = mpsc::channel(VIEWER_QUEUE);
+    /// A new viewer, unless `limit` viewers are watching already (then `None`).
+    pub fn subscribe(&self, limit: usize) -> Option<Subscription> {
+        let (queue, live) = mpsc::channel(VIEWER_QUEUE);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut prefix = BytesMut::new();
-        for part in [&state.header, &state.script, &state.video_config, &state.audio_config].into_iter().flatten() {
-            prefix.extend_from_slice(part);
+        state.viewers.retain(|slot| !slot.queue.is_closed());
+        if state.viewers.len() >= limit {
+            return None;
         }
-        for tag in &state.gop {
-            prefix.extend_from_slice(tag);
-        }
-        if !prefix.is_empty() {
-            // Cannot fail: the queue is new and empty.
-            let _ = queue.try_send(prefix.freeze());
-        }
+        // Reference counts only: the lock is held for pointer copies, never for copying video.
+        let mut prefix: VecDeque<Bytes> = [&state.header, &state.script, &state.video_config, &state.audio_config]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        prefix.extend(state.gop.iter().cloned());
         let has_keyframe = !state.gop.is_empty();
         state.viewers.push(Slot { queue, has_keyframe });
-        viewer
+        Some(Subscription { prefix, live })
     }
 
     /// Viewers connected now.
@@ -111,16 +130,18 @@ impl Channel {
         self.dropped_viewers.load(Ordering::Relaxed)
     }
 
-    /// Whether a keyframe is cached, i.e. a new viewer would see a picture at once.
-    pub fn has_picture(&self) -> bool {
-        !self.state.lock().unwrap_or_else(|e| e.into_inner()).gop.is_empty()
+    /// Ends every viewer's stream (the camera is gone).
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).viewers.clear();
     }
 
-    /// The cached GOP's tags (keyframe first) with the video sequence header, for snapshots.
-    pub fn gop_snapshot(&self) -> Option<(Bytes, Vec<Bytes>)> {
+    /// The cached GOP's video, for a snapshot; `None` before the first keyframe.
+    pub fn cached_gop(&self) -> Option<CachedGop> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let config = state.video_config.clone()?;
-        (!state.gop.is_empty()).then(|| (config, state.gop.clone()))
+        let video_config = state.video_config.clone()?;
+        let video: Vec<Bytes> =
+            state.gop.iter().filter(|tag| tag.first().is_some_and(|kind| kind & 0x1f == 9)).cloned().collect();
+        (!video.is_empty()).then_some(CachedGop { video_config, video })
     }
 }
 
@@ -163,9 +184,12 @@ mod tests {
         }
     }
 
-    fn drain(viewer: &mut Viewer) -> Vec<u8> {
+    fn drain(viewer: &mut Subscription) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Ok(chunk) = viewer.try_recv() {
+        while let Some(chunk) = viewer.prefix.pop_front() {
+            out.extend_from_slice(&chunk);
+        }
+        while let Ok(chunk) = viewer.live.try_recv() {
             out.extend_from_slice(&chunk);
         }
         out
@@ -183,14 +207,17 @@ mod tests {
         for part in [&FILE_HEADER[..], &config, &key1, &inter1, &key2, &audio] {
             feed(&channel, &mut splitter, part);
         }
-        let mut viewer = channel.subscribe();
+        let mut viewer = channel.subscribe(10).unwrap();
         let expected: Vec<u8> = [&FILE_HEADER[..], &config, &key2, &audio].concat();
         assert_eq!(drain(&mut viewer), expected);
         // Then live tags follow.
         let live = tag(9, &[0x27, 1, 0, 0, 0, 0xb3]);
         feed(&channel, &mut splitter, &live);
         assert_eq!(drain(&mut viewer), live);
-        assert!(channel.has_picture());
+        // The snapshot sees the same GOP: the config and the video tags only.
+        let gop = channel.cached_gop().unwrap();
+        assert_eq!(gop.video_config, config);
+        assert_eq!(gop.video, vec![Bytes::from(key2), Bytes::from(live)]);
     }
 
     #[test]
@@ -198,12 +225,13 @@ mod tests {
         let channel = Channel::default();
         let mut splitter = TagSplitter::default();
         feed(&channel, &mut splitter, &FILE_HEADER);
-        let mut viewer = channel.subscribe();
+        let mut viewer = channel.subscribe(10).unwrap();
         let inter = tag(9, &[0x27, 1, 0, 0, 0, 1]);
         let key = tag(9, &[0x17, 1, 0, 0, 0, 2]);
         feed(&channel, &mut splitter, &inter);
         feed(&channel, &mut splitter, &key);
         assert_eq!(drain(&mut viewer), [&FILE_HEADER[..], &key].concat());
+        assert!(channel.cached_gop().is_none(), "no sequence header yet: nothing to decode");
     }
 
     #[test]
@@ -212,8 +240,8 @@ mod tests {
         let mut splitter = TagSplitter::default();
         feed(&channel, &mut splitter, &FILE_HEADER);
         feed(&channel, &mut splitter, &tag(9, &[0x17, 1, 0, 0, 0, 0]));
-        let slow = channel.subscribe();
-        let mut fast = channel.subscribe();
+        let slow = channel.subscribe(10).unwrap();
+        let mut fast = channel.subscribe(10).unwrap();
         for i in 0..(VIEWER_QUEUE + 10) {
             feed(&channel, &mut splitter, &tag(8, &[0xaf, 1, i as u8]));
             drain(&mut fast);
@@ -224,15 +252,25 @@ mod tests {
     }
 
     #[test]
+    fn the_viewer_limit_refuses_the_next_and_frees_on_leave() {
+        let channel = Channel::default();
+        let first = channel.subscribe(2).unwrap();
+        let _second = channel.subscribe(2).unwrap();
+        assert!(channel.subscribe(2).is_none());
+        drop(first);
+        assert!(channel.subscribe(2).is_some(), "a viewer that left frees its place");
+    }
+
+    #[test]
     fn a_new_session_ends_old_viewers() {
         let channel = Channel::default();
         let mut splitter = TagSplitter::default();
         feed(&channel, &mut splitter, &FILE_HEADER);
-        let mut viewer = channel.subscribe();
+        let mut viewer = channel.subscribe(10).unwrap();
         drain(&mut viewer);
         // The next session's muxer starts a new stream on a new splitter.
         channel.publish(Piece::FileHeader(Bytes::from_static(&FILE_HEADER)));
-        assert!(matches!(viewer.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+        assert!(matches!(viewer.live.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
         assert_eq!(channel.viewers(), 0);
     }
 }

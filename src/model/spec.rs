@@ -1,4 +1,4 @@
-//! What a camera worker is asked to do, and the checks that make a request safe to run.
+//! What a camera worker is asked to do — the [`StreamSpec`] — and the checks that make a request safe to run.
 //!
 //! A [`StreamSpec`] names the camera ([`CameraId`]), where to pull from ([`SourceUrl`]), where to push to
 //! ([`OutputTarget`]) and how to treat video ([`VideoSpec`]) and audio ([`AudioSpec`]). Every type here is
@@ -6,271 +6,16 @@
 //! [`SpecError`] that names the offending field.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::SpecError;
-use crate::redact::redact_url;
-
-/// A camera's identifier: 1–64 characters of `A–Z a–z 0–9 _ -`.
-///
-/// Ids become part of RTMP paths and thread names; the narrow alphabet keeps them from changing meaning there
-/// (SRS, for one, cuts a stream name at `?`).
-///
-/// ```
-/// use camgate::CameraId;
-/// assert!("front-door_1".parse::<CameraId>().is_ok());
-/// assert!("a?b".parse::<CameraId>().is_err());
-/// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct CameraId(String);
-
-impl CameraId {
-    /// Longest accepted id, in bytes.
-    pub const MAX_LEN: usize = 64;
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for CameraId {
-    type Err = SpecError;
-
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        if s.is_empty() || s.len() > Self::MAX_LEN {
-            return Err(SpecError::new("id", format!("must be 1 to {} characters long", Self::MAX_LEN)));
-        }
-        if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
-            return Err(SpecError::new(
-                "id",
-                format!("character {bad:?} is not allowed (use A-Z, a-z, 0-9, '_' and '-')"),
-            ));
-        }
-        Ok(CameraId(s.to_owned()))
-    }
-}
-
-impl TryFrom<String> for CameraId {
-    type Error = SpecError;
-    fn try_from(s: String) -> Result<Self, SpecError> {
-        s.parse()
-    }
-}
-
-impl From<CameraId> for String {
-    fn from(id: CameraId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for CameraId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for CameraId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-/// A camera URL: `rtsp://` or `rtsps://`, with a host.
-///
-/// Only these schemes are accepted so that no request can make FFmpeg read local files or reach other
-/// protocols (`file:`, `concat:`, `pipe:`, `subfile:`, lavfi …). `Display` and `Debug` hide credentials; the
-/// full URL is only handed to FFmpeg.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SourceUrl(String);
-
-impl SourceUrl {
-    /// Network schemes a camera may be reached by (besides the built-in `demo://` camera).
-    pub const SCHEMES: [&'static str; 2] = ["rtsp", "rtsps"];
-
-    /// The built-in synthetic camera this URL names, if it is a `demo://` URL.
-    pub fn demo(&self) -> Option<DemoPreset> {
-        self.0.strip_prefix("demo://").and_then(DemoPreset::from_name)
-    }
-
-    /// The full URL, credentials included: only for opening the camera.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL scheme (`rtsp` or `rtsps`).
-    pub fn scheme(&self) -> &str {
-        self.0.split_once("://").map_or("", |(scheme, _)| scheme)
-    }
-
-    /// The URL with credentials hidden, for logs and status.
-    pub fn redacted(&self) -> String {
-        redact_url(&self.0)
-    }
-}
-
-impl FromStr for SourceUrl {
-    type Err = SpecError;
-
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        if let Some(preset) = s.strip_prefix("demo://") {
-            DemoPreset::from_name(preset).ok_or_else(|| {
-                SpecError::new("input", "unknown demo camera (use demo://, demo://360p, demo://720p or demo://1080p)")
-            })?;
-            return Ok(SourceUrl(s.to_owned()));
-        }
-        let url = parse_url("input", s)?;
-        if !Self::SCHEMES.contains(&url.scheme()) {
-            return Err(SpecError::new(
-                "input",
-                format!("scheme {:?} is not allowed (use rtsp:// or rtsps://)", url.scheme()),
-            ));
-        }
-        Ok(SourceUrl(s.to_owned()))
-    }
-}
-
-impl TryFrom<String> for SourceUrl {
-    type Error = SpecError;
-    fn try_from(s: String) -> Result<Self, SpecError> {
-        s.parse()
-    }
-}
-
-impl From<SourceUrl> for String {
-    fn from(url: SourceUrl) -> String {
-        url.0
-    }
-}
-
-impl fmt::Display for SourceUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl fmt::Debug for SourceUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SourceUrl({:?})", self.redacted())
-    }
-}
-
-/// The built-in synthetic camera (`demo://`, `demo://720p` …): a moving test pattern with a clock and a tone,
-/// generated by FFmpeg's libraries, so camgate can be tried with no camera at all.
-///
-/// Only these fixed presets exist: the API never passes filter graphs of its callers to FFmpeg.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DemoPreset {
-    /// Picture width.
-    pub width: u32,
-    /// Picture height.
-    pub height: u32,
-    /// Frames per second.
-    pub fps: u32,
-}
-
-impl DemoPreset {
-    /// `""` (the default, 360p), `360p`, `720p` or `1080p`, all at 25 fps.
-    pub fn from_name(name: &str) -> Option<DemoPreset> {
-        let (width, height) = match name.trim_end_matches('/') {
-            "" | "360p" => (640, 360),
-            "720p" => (1280, 720),
-            "1080p" => (1920, 1080),
-            _ => return None,
-        };
-        Some(DemoPreset { width, height, fps: 25 })
-    }
-}
-
-/// Where a camera's FLV goes: an RTMP server (production) or a local `.flv` file (recording, tests).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum OutputTarget {
-    /// `rtmp://host[:port]/app/stream` or `rtmps://…`.
-    Rtmp(String),
-    /// A path ending in `.flv`.
-    File(PathBuf),
-}
-
-impl OutputTarget {
-    /// The URL or path handed to FFmpeg.
-    pub fn expose(&self) -> String {
-        match self {
-            OutputTarget::Rtmp(url) => url.clone(),
-            OutputTarget::File(path) => path.display().to_string(),
-        }
-    }
-
-    /// The target with credentials hidden (RTMP URLs can carry them too).
-    pub fn redacted(&self) -> String {
-        redact_url(&self.expose())
-    }
-}
-
-impl FromStr for OutputTarget {
-    type Err = SpecError;
-
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        if s.contains("://") {
-            let url = parse_url("output", s)?;
-            return match url.scheme() {
-                "rtmp" | "rtmps" => Ok(OutputTarget::Rtmp(s.to_owned())),
-                other => Err(SpecError::new(
-                    "output",
-                    format!("scheme {other:?} is not allowed (use rtmp://, rtmps:// or a .flv path)"),
-                )),
-            };
-        }
-        // A bare `name:` prefix would be read by FFmpeg as a protocol (`pipe:`, `concat:` …).
-        if s.is_empty() || s.split('/').next().is_some_and(|first| first.contains(':')) {
-            return Err(SpecError::new("output", "must be an rtmp:// URL or a path ending in .flv"));
-        }
-        if !s.ends_with(".flv") {
-            return Err(SpecError::new("output", "a file output must end in .flv"));
-        }
-        Ok(OutputTarget::File(PathBuf::from(s)))
-    }
-}
-
-impl TryFrom<String> for OutputTarget {
-    type Error = SpecError;
-    fn try_from(s: String) -> Result<Self, SpecError> {
-        s.parse()
-    }
-}
-
-impl From<OutputTarget> for String {
-    fn from(target: OutputTarget) -> String {
-        target.expose()
-    }
-}
-
-impl fmt::Display for OutputTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl fmt::Debug for OutputTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OutputTarget({:?})", self.redacted())
-    }
-}
-
-fn parse_url(field: &'static str, s: &str) -> Result<url::Url, SpecError> {
-    let url = url::Url::parse(s).map_err(|e| SpecError::new(field, format!("not a valid URL: {e}")))?;
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(SpecError::new(field, "URL has no host"));
-    }
-    Ok(url)
-}
+use super::error::SpecError;
+use super::id::CameraId;
+use super::output::OutputTarget;
+use super::source::SourceUrl;
 
 /// How the video stream is treated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema, Deserialize)]
@@ -489,6 +234,15 @@ impl RetryPolicy {
     pub fn healthy_after(&self) -> Duration {
         Duration::from_millis(self.healthy_after_ms)
     }
+
+    /// The wait before attempt `attempt` (1-based): exponential from `initial`, capped at `max`, with up to
+    /// ±20 % jitter drawn from `seed`.
+    pub fn backoff(&self, attempt: u32, seed: u64) -> Duration {
+        let base = self.initial_backoff_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
+        let base = base.min(self.max_backoff_ms) as f64;
+        let jitter = (seed % 401) as f64 / 1000.0 - 0.2;
+        Duration::from_millis((base * (1.0 + jitter)).max(1.0) as u64)
+    }
 }
 
 /// Everything a worker needs to move one camera to one output.
@@ -544,8 +298,8 @@ impl StreamSpec {
     /// Where the FLV goes, for people: the redacted output, `preview`, or both.
     pub fn outputs_redacted(&self) -> String {
         match (&self.output, self.preview) {
-            (Some(output), true) => format!("{} + preview", output.redacted()),
-            (Some(output), false) => output.redacted(),
+            (Some(output), true) => format!("{} + preview", output.redacted_for(&self.id)),
+            (Some(output), false) => output.redacted_for(&self.id),
             (None, _) => "preview".to_owned(),
         }
     }
@@ -658,63 +412,6 @@ mod tests {
     }
 
     #[test]
-    fn camera_ids() {
-        for ok in ["a", "A-1_b", &"x".repeat(64)] {
-            assert!(ok.parse::<CameraId>().is_ok(), "{ok}");
-        }
-        for bad in ["", "a?b", "a/b", "a b", "é", "a.b", &"x".repeat(65), "../x"] {
-            assert_eq!(field_of(bad.parse::<CameraId>()), "id", "{bad}");
-        }
-    }
-
-    #[test]
-    fn source_urls_only_rtsp() {
-        assert!("rtsp://10.0.0.5:554/s".parse::<SourceUrl>().is_ok());
-        assert!("rtsps://u:p@cam/s".parse::<SourceUrl>().is_ok());
-        for bad in [
-            "file:///etc/passwd",
-            "/etc/passwd",
-            "concat:a|b",
-            "pipe:0",
-            "subfile:,,start,0,end,0,,:/etc/passwd",
-            "http://x/y",
-            "rtmp://x/y",
-            "rtsp://",
-            "lavfi:testsrc",
-            "",
-        ] {
-            assert_eq!(field_of(bad.parse::<SourceUrl>()), "input", "{bad}");
-        }
-    }
-
-    #[test]
-    fn demo_cameras_are_fixed_presets() {
-        let url: SourceUrl = "demo://720p".parse().unwrap();
-        assert_eq!(url.demo(), Some(DemoPreset { width: 1280, height: 720, fps: 25 }));
-        assert_eq!("demo://".parse::<SourceUrl>().unwrap().demo().unwrap().width, 640);
-        assert!("rtsp://h/s".parse::<SourceUrl>().unwrap().demo().is_none());
-        for bad in ["demo://testsrc", "demo://720p,drawtext=x", "demo:720p"] {
-            assert_eq!(field_of(bad.parse::<SourceUrl>()), "input", "{bad}");
-        }
-    }
-
-    #[test]
-    fn source_url_display_hides_password() {
-        let url: SourceUrl = "rtsp://admin:hunter2@cam/s".parse().unwrap();
-        assert!(!format!("{url} {url:?}").contains("hunter2"));
-        assert_eq!(url.expose(), "rtsp://admin:hunter2@cam/s");
-    }
-
-    #[test]
-    fn output_targets() {
-        assert!(matches!("rtmp://127.0.0.1:1935/live/a".parse(), Ok(OutputTarget::Rtmp(_))));
-        assert!(matches!("out/cam.flv".parse(), Ok(OutputTarget::File(_))));
-        for bad in ["pipe:1", "file:x.flv", "out.mp4", "http://x/y.flv", "", "tcp://x:1"] {
-            assert_eq!(field_of(bad.parse::<OutputTarget>()), "output", "{bad}");
-        }
-    }
-
-    #[test]
     fn encoder_settings_are_range_checked() {
         let base = StreamSpec::new("a", "rtsp://h/s", "x.flv").unwrap();
         base.validate().unwrap();
@@ -751,6 +448,30 @@ mod tests {
         assert_eq!(spec.video.mode, VideoMode::Copy);
         assert_eq!(spec.audio.mode, AudioMode::Auto);
         assert_eq!(spec.video.encoding.preset, "veryfast");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = RetryPolicy {
+            max_retries: None,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 30_000,
+            healthy_after_ms: 60_000,
+        };
+        let no_jitter = 200; // seed % 401 == 200 → factor 1.0
+        let waits: Vec<u64> = (1..=9).map(|a| policy.backoff(a, no_jitter).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        assert_eq!(policy.backoff(1000, no_jitter).as_millis(), 30_000, "huge attempt counts do not overflow");
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let policy =
+            RetryPolicy { max_retries: None, initial_backoff_ms: 1000, max_backoff_ms: 1000, healthy_after_ms: 0 };
+        for seed in 0..2000 {
+            let ms = policy.backoff(1, seed).as_millis();
+            assert!((800..=1200).contains(&ms), "{ms}");
+        }
     }
 
     #[test]

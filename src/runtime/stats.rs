@@ -1,88 +1,17 @@
-//! What a worker reports: lock-free counters it bumps per packet, the rates derived from them over a sliding
-//! window, and the serializable status of a camera.
+//! What the supervisor reports: the rates derived from a worker's counters over a sliding window, and the
+//! serializable status of a camera.
 //!
-//! Workers only increment atomics on the hot path; the supervisor samples them once a second and turns the
-//! differences into frame rates and bitrates ([`RateWindow`]), so a worker blocked in a read still gets its
-//! rates refreshed (they fall to zero, which is the truth).
+//! Workers only increment atomics on the hot path ([`crate::model::Counters`]); the supervisor samples them
+//! once a second and turns the differences into frame rates and bitrates ([`RateWindow`]), so a worker blocked
+//! in a read still gets its rates refreshed (they fall to zero, which is the truth).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::spec::{AudioMode, CameraId, VideoMode};
-
-/// Counters a worker bumps as packets flow. Totals since the worker started (across reconnects).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Video packets read from the camera.
-    pub video_packets_in: AtomicU64,
-    /// Audio packets read from the camera.
-    pub audio_packets_in: AtomicU64,
-    /// Video frames decoded (stays 0 in copy mode).
-    pub video_frames_decoded: AtomicU64,
-    /// Audio frames decoded (stays 0 when audio is copied or off).
-    pub audio_frames_decoded: AtomicU64,
-    /// Video packets written to the output.
-    pub video_frames_out: AtomicU64,
-    /// Audio packets written to the output.
-    pub audio_frames_out: AtomicU64,
-    /// Video packets or frames dropped (waiting for a keyframe, decode errors, broken timestamps).
-    pub video_dropped: AtomicU64,
-    /// Audio packets or frames dropped.
-    pub audio_dropped: AtomicU64,
-    /// Payload bytes written to the output.
-    pub bytes_out: AtomicU64,
-}
-
-impl Counters {
-    /// Adds `n` to a counter. Relaxed: counters are statistics, not synchronization.
-    #[inline]
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// A consistent-enough copy of all counters.
-    pub fn totals(&self) -> Totals {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Totals {
-            video_packets_in: get(&self.video_packets_in),
-            audio_packets_in: get(&self.audio_packets_in),
-            video_frames_decoded: get(&self.video_frames_decoded),
-            audio_frames_decoded: get(&self.audio_frames_decoded),
-            video_frames_out: get(&self.video_frames_out),
-            audio_frames_out: get(&self.audio_frames_out),
-            video_dropped: get(&self.video_dropped),
-            audio_dropped: get(&self.audio_dropped),
-            bytes_out: get(&self.bytes_out),
-        }
-    }
-}
-
-/// A copy of [`Counters`] at one moment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Totals {
-    /// Video packets read from the camera.
-    pub video_packets_in: u64,
-    /// Audio packets read from the camera.
-    pub audio_packets_in: u64,
-    /// Video frames decoded (0 in copy mode).
-    pub video_frames_decoded: u64,
-    /// Audio frames decoded.
-    pub audio_frames_decoded: u64,
-    /// Video packets written.
-    pub video_frames_out: u64,
-    /// Audio packets written.
-    pub audio_frames_out: u64,
-    /// Video packets or frames dropped.
-    pub video_dropped: u64,
-    /// Audio packets or frames dropped.
-    pub audio_dropped: u64,
-    /// Bytes written to the output.
-    pub bytes_out: u64,
-}
+use crate::model::{CameraId, SessionInfo, StreamSpec, Totals};
 
 /// Rates over the sliding window.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, ToSchema)]
@@ -170,49 +99,6 @@ impl WorkerState {
     }
 }
 
-/// A picture's codec and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct VideoFormat {
-    /// FFmpeg codec name (`h264`, `hevc`, …).
-    pub codec: String,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-}
-
-/// A sound's codec and shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct AudioFormat {
-    /// FFmpeg codec name (`aac`, `pcm_alaw`, …).
-    pub codec: String,
-    /// Samples per second.
-    pub sample_rate: u32,
-    /// Channel count.
-    pub channels: u16,
-}
-
-/// What one connection to the camera found and decided; set once per session.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct SessionInfo {
-    /// The camera's video.
-    pub video_in: VideoFormat,
-    /// What is sent.
-    pub video_out: VideoFormat,
-    /// The video mode in effect (`auto` resolved to `copy` or `transcode`).
-    pub video_mode: VideoMode,
-    /// The video encoder used when transcoding (`libx264`, or a hardware one).
-    pub video_encoder: Option<String>,
-    /// The camera's frame rate as announced, if it announced one.
-    pub source_fps: Option<f64>,
-    /// The camera's audio, if any.
-    pub audio_in: Option<AudioFormat>,
-    /// What is sent, if any.
-    pub audio_out: Option<AudioFormat>,
-    /// The audio mode in effect (`auto` resolved; `none` when there is no audio or it failed).
-    pub audio_mode: AudioMode,
-}
-
 /// Everything known about one camera, as reported by the supervisor.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CameraStatus {
@@ -248,9 +134,37 @@ pub struct CameraStatus {
     pub preview_path: Option<String>,
     /// Viewers of the built-in preview now.
     pub preview_viewers: usize,
+    /// Preview viewers disconnected so far because they fell too far behind.
+    pub preview_viewers_dropped: u64,
     /// Viewers of the camera's stream on the RTMP server now, as its `on_play`/`on_stop` hooks reported them
-    /// (see [`crate::on_demand`]); 0 when no hooks are configured.
+    /// (see [`crate::gateway`]); 0 when no hooks are configured.
     pub viewers: usize,
+}
+
+impl CameraStatus {
+    /// The status of a camera whose worker is starting now.
+    pub(crate) fn new(spec: &StreamSpec, started_at_ms: u64, viewers: usize) -> CameraStatus {
+        CameraStatus {
+            id: spec.id.clone(),
+            state: WorkerState::Starting,
+            input: spec.input.redacted(),
+            output: spec.output.as_ref().map(|o| o.redacted_for(&spec.id)),
+            started_at_ms,
+            uptime_secs: 0.0,
+            first_frame_after_ms: None,
+            rates: Rates::default(),
+            totals: Totals::default(),
+            session: None,
+            last_error: None,
+            warnings: Vec::new(),
+            restarts: 0,
+            retry: None,
+            preview_path: spec.preview.then(|| format!("/live/{}.flv", spec.id)),
+            preview_viewers: 0,
+            preview_viewers_dropped: 0,
+            viewers,
+        }
+    }
 }
 
 /// Viewers per camera as an outside source (the RTMP server's hooks) reports them, shared between whoever

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::spec::CameraId;
+use super::id::CameraId;
 
 /// A camera spec that cannot be run; `field` names the offending field (`id`, `input`,
 /// `video.encoding.preset` …) so an API can point at it.
@@ -65,8 +65,9 @@ pub enum Stage {
 /// Why a camera's pipeline ended other than by a stop request.
 #[derive(Debug, Error)]
 pub enum PipelineError {
-    /// An FFmpeg call failed; `source` carries FFmpeg's error text.
-    #[error("camera {camera}: {stage} ({target}) failed: {source}")]
+    /// An FFmpeg call failed; `source` carries FFmpeg's error code and text, `detail` what FFmpeg logged about
+    /// it (an RTSP status line, a codec parser's complaint), which its error codes alone do not say.
+    #[error("camera {camera}: {stage} ({target}) failed: {source}{}", detail_suffix(.detail))]
     Ffmpeg {
         /// The camera.
         camera: CameraId,
@@ -77,6 +78,8 @@ pub enum PipelineError {
         /// FFmpeg's error.
         #[source]
         source: ffmpeg_next::Error,
+        /// FFmpeg's last error-level log line on the camera's thread, credentials hidden.
+        detail: Option<String>,
     },
     /// A blocking open, read or write took longer than its timeout.
     #[error("camera {camera}: {stage} ({target}) timed out after {after:?}")]
@@ -116,6 +119,10 @@ pub enum PipelineError {
     },
 }
 
+fn detail_suffix(detail: &Option<String>) -> String {
+    detail.as_deref().map_or_else(String::new, |d| format!(" (FFmpeg: {d})"))
+}
+
 /// A request the [`Supervisor`](crate::Supervisor) refused or could not complete.
 #[derive(Debug, Error)]
 pub enum SupervisorError {
@@ -153,7 +160,7 @@ pub enum SupervisorError {
         #[source]
         source: std::io::Error,
     },
-    /// The supervisor has shut down.
-    #[error("the supervisor has shut down")]
+    /// The supervisor has shut down, or is shutting down.
+    #[error("the gateway is shutting down")]
     ShutDown,
 }

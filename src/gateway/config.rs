@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use utoipa::ToSchema;
 
-use crate::error::SpecError;
-use crate::spec::{AudioSpec, CameraId, OutputTarget, RetryPolicy, StreamSpec, Timeouts, VideoSpec};
-use crate::supervisor::SupervisorConfig;
+use crate::model::{AudioSpec, CameraId, OutputTarget, RetryPolicy, SpecError, StreamSpec, Timeouts, VideoSpec};
+use crate::preview::PreviewLimits;
+use crate::runtime::SupervisorConfig;
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -99,6 +99,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// How long an on-demand camera keeps running after its last viewer left, in milliseconds.
     pub on_demand_linger_ms: u64,
+    /// How much of each resource clients may take.
+    pub limits: Limits,
     /// Who may call the API.
     pub auth: AuthConfig,
     /// Which browser origins may call the API.
@@ -127,12 +129,71 @@ impl Default for Config {
             drain_timeout_ms: 5_000,
             data_dir: None,
             on_demand_linger_ms: 30_000,
+            limits: Limits::default(),
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             defaults: CameraDefaults::default(),
             cameras: BTreeMap::new(),
             web_dir: PathBuf::from("web"),
         }
+    }
+}
+
+/// Bounds on what clients can make the gateway hold. Each has a default; a client beyond one is refused
+/// with a JSON error naming the setting (`limits.preview_viewers` …), and nothing running is disturbed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Built-in preview (HTTP-FLV) viewers of all cameras together.
+    pub preview_viewers: usize,
+    /// Built-in preview viewers of one camera.
+    pub preview_viewers_per_camera: usize,
+    /// Open event streams (`/api/v1/events`).
+    pub event_clients: usize,
+    /// Snapshots decoded at the same time (each decodes up to a GOP on a blocking thread).
+    pub snapshot_decodes: usize,
+    /// Viewers the RTMP server's hooks may report for one camera.
+    pub on_demand_viewers_per_camera: usize,
+    /// A viewer not reported again (by a repeated `on_play`) within this long is forgotten, in milliseconds, so
+    /// a lost `on_stop` cannot keep an on-demand camera running for ever.
+    pub on_demand_viewer_ttl_ms: u64,
+    /// Cameras in the desired set (running, registered on demand, or waiting to be retried).
+    pub cameras: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            preview_viewers: 100,
+            preview_viewers_per_camera: 20,
+            event_clients: 32,
+            snapshot_decodes: 2,
+            on_demand_viewers_per_camera: 1000,
+            on_demand_viewer_ttl_ms: 24 * 3_600_000,
+            cameras: 1024,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let counts = [
+            ("limits.preview_viewers", self.preview_viewers, 100_000),
+            ("limits.preview_viewers_per_camera", self.preview_viewers_per_camera, 100_000),
+            ("limits.event_clients", self.event_clients, 10_000),
+            ("limits.snapshot_decodes", self.snapshot_decodes, 64),
+            ("limits.on_demand_viewers_per_camera", self.on_demand_viewers_per_camera, 1_000_000),
+            ("limits.cameras", self.cameras, 100_000),
+        ];
+        for (field, value, max) in counts {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError::invalid(field, format!("must be 1 to {max}")));
+            }
+        }
+        if !(60_000..=30 * 86_400_000).contains(&self.on_demand_viewer_ttl_ms) {
+            return Err(ConfigError::invalid("limits.on_demand_viewer_ttl_ms", "must be 60000 to 2592000000"));
+        }
+        Ok(())
     }
 }
 
@@ -328,8 +389,25 @@ impl Config {
         SupervisorConfig {
             max_cameras: self.max_cameras,
             stop_timeout: Duration::from_millis(self.stop_timeout_ms),
+            preview: PreviewLimits {
+                max_viewers: self.limits.preview_viewers,
+                max_viewers_per_camera: self.limits.preview_viewers_per_camera,
+            },
             ..SupervisorConfig::default()
         }
+    }
+
+    /// The cameras of the file, with how each runs (for [`Gateway::restore`](super::Gateway::restore)).
+    pub fn boot_cameras(&self) -> Result<Vec<(StreamSpec, super::desired::RunMode)>, ConfigError> {
+        use super::desired::RunMode;
+        Ok(self
+            .boot_specs()?
+            .into_iter()
+            .map(|spec| {
+                let on_demand = self.cameras.get(spec.id.as_str()).is_some_and(|c| c.on_demand);
+                (spec, if on_demand { RunMode::OnDemand } else { RunMode::Always })
+            })
+            .collect())
     }
 
     /// The cameras to start at boot, as specs.
@@ -359,6 +437,7 @@ impl Config {
         if !(100..=86_400_000).contains(&self.on_demand_linger_ms) {
             return Err(ConfigError::invalid("on_demand_linger_ms", "must be 100 to 86400000"));
         }
+        self.limits.validate()?;
         if self.drain_timeout_ms > 300_000 {
             return Err(ConfigError::invalid("drain_timeout_ms", "must be at most 300000"));
         }
@@ -418,7 +497,7 @@ impl Config {
         }
         for spec in self.boot_specs()? {
             let on_demand = self.cameras.get(spec.id.as_str()).is_some_and(|c| c.on_demand);
-            if on_demand && spec.output.as_ref().and_then(crate::on_demand::stream_of).is_none() {
+            if on_demand && spec.output.as_ref().and_then(OutputTarget::stream).is_none() {
                 return Err(ConfigError::invalid(
                     format!("cameras.{}.on_demand", spec.id),
                     "needs an RTMP output (rtmp://host/app/stream)",
@@ -456,7 +535,7 @@ mod tests {
 
     #[test]
     fn example_file_parses_and_validates() {
-        let text = include_str!("../camgate.example.toml");
+        let text = include_str!("../../camgate.example.toml");
         let config = Config::from_toml(text).unwrap();
         config.validate().unwrap();
     }

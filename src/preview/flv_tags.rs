@@ -7,7 +7,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// The FLV file header plus the first back-pointer.
 pub const FILE_HEADER_LEN: usize = 9 + 4;
-const TAG_HEADER_LEN: usize = 11;
+/// Bytes of an FLV tag header (type, size, timestamp, stream id).
+pub const TAG_HEADER_LEN: usize = 11;
 
 /// What a tag carries, as far as a player's start-up needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,17 +1,20 @@
-//! The desired state that must survive a restart: which cameras the API asked to run (with their full spec),
-//! kept in `<data_dir>/cameras.json`.
+//! The part of the desired set that must survive a restart: the cameras the API asked for (with their full
+//! spec), kept in `<data_dir>/cameras.json`.
 //!
-//! Only cameras started or registered through the API are kept here; boot cameras come from the configuration
-//! file, which is already persistent. Every change rewrites the whole (small) file through a temporary file,
-//! `fsync`, `rename` and an `fsync` of the directory, so a crash or power cut leaves either the old or the new
-//! file, never a torn one. The file has mode 0600 because specs carry camera passwords.
+//! Only cameras started or registered through the API are kept here; the configuration file's cameras are
+//! persistent already. The file is read once, at start; after that the [`Gateway`](super::Gateway) owns the
+//! truth (its desired set) and hands this store a snapshot after every change. Each save rewrites the whole
+//! (small) file through a temporary file, `fsync`, `rename` and an `fsync` of the directory, so a crash or
+//! power cut leaves either the old or the new file, never a torn one. Saves are numbered: one that arrives
+//! after a newer one was written is skipped, so the file never goes back in time. The file has mode 0600
+//! because specs carry camera passwords.
 //!
 //! A file that cannot be read or parsed is never overwritten: it is renamed aside to
-//! `cameras.json.corrupt-<unix seconds>` and the problem is reported ([`DesiredState::problem`]), so the
+//! `cameras.json.corrupt-<unix seconds>` and the problem is reported ([`StateFile::problem`]), so the
 //! operator can repair it by hand. If even the rename fails, the store refuses all writes rather than
 //! destroy what may be the only copy of the operator's cameras.
 //!
-//! Nothing here knows about HTTP; the API handlers and the binary call it.
+//! Saving blocks on the disk: call [`StateFile::save`] from a blocking thread, never from an async task.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::spec::{CameraId, StreamSpec};
+use crate::model::{CameraId, StreamSpec};
 
 /// The state file's name inside the data directory.
 pub const STATE_FILE: &str = "cameras.json";
@@ -49,10 +52,10 @@ pub enum StateError {
     ReadOnly(String),
 }
 
-/// One camera the API asked for.
+/// One camera the API asked for, as the file keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DesiredCamera {
+pub struct SavedCamera {
     /// The full spec, credentials included (hence the file's mode).
     pub spec: StreamSpec,
     /// Started on demand by viewers (SRS hooks) instead of running all the time.
@@ -64,31 +67,31 @@ pub struct DesiredCamera {
 #[serde(deny_unknown_fields)]
 struct FileContents {
     version: u32,
-    cameras: Vec<DesiredCamera>,
+    cameras: Vec<SavedCamera>,
 }
 
-/// The desired-state store: the cameras loaded at start, kept current by [`put`](Self::put) and
-/// [`remove`](Self::remove), each of which saves the file before returning.
+/// The state file: read once by [`open`](Self::open), rewritten whole by [`save`](Self::save).
 #[derive(Debug)]
-pub struct DesiredState {
+pub struct StateFile {
     path: PathBuf,
     /// Why the file found at start could not be used, if it could not; shown by `/readyz`.
     problem: Option<String>,
     /// `Some` when the file could not be moved aside: then nothing is written.
     read_only: Option<String>,
-    cameras: Mutex<BTreeMap<CameraId, DesiredCamera>>,
+    /// The number of the newest snapshot written; held while writing, so saves never interleave.
+    written: Mutex<u64>,
 }
 
-impl DesiredState {
-    /// Opens (or starts) the store in `data_dir`, creating the directory if needed. A missing file is an empty
-    /// state; an unreadable or corrupt one is moved aside and reported through [`problem`](Self::problem).
-    /// Fails only when the directory itself cannot be created.
-    pub fn open(data_dir: &Path) -> io::Result<DesiredState> {
+impl StateFile {
+    /// Opens (or starts) the store in `data_dir`, creating the directory if needed, and returns the cameras
+    /// it holds. A missing file is an empty state; an unreadable or corrupt one is moved aside and reported
+    /// through [`problem`](Self::problem). Fails only when the directory itself cannot be created.
+    pub fn open(data_dir: &Path) -> io::Result<(StateFile, Vec<SavedCamera>)> {
         fs::create_dir_all(data_dir)?;
         let path = data_dir.join(STATE_FILE);
-        let mut store = DesiredState { path, problem: None, read_only: None, cameras: Mutex::new(BTreeMap::new()) };
-        match load(&store.path) {
-            Ok(cameras) => *store.cameras.get_mut().unwrap_or_else(|e| e.into_inner()) = cameras,
+        let mut store = StateFile { path, problem: None, read_only: None, written: Mutex::new(0) };
+        let cameras = match load(&store.path) {
+            Ok(cameras) => cameras.into_values().collect(),
             Err(reason) => {
                 let aside = aside_path(&store.path);
                 match fs::rename(&store.path, &aside) {
@@ -108,9 +111,10 @@ impl DesiredState {
                         store.read_only = Some(why);
                     }
                 }
+                Vec::new()
             }
-        }
-        Ok(store)
+        };
+        Ok((store, cameras))
     }
 
     /// The state file's path.
@@ -123,55 +127,23 @@ impl DesiredState {
         self.problem.as_deref()
     }
 
-    /// Every camera in the desired state, by id.
-    pub fn cameras(&self) -> Vec<DesiredCamera> {
-        self.lock().values().cloned().collect()
-    }
-
-    /// Whether camera `id` is in the desired state.
-    pub fn contains(&self, id: &CameraId) -> bool {
-        self.lock().contains_key(id)
-    }
-
-    /// Adds or replaces a camera and saves. On failure the state in memory is unchanged.
-    pub fn put(&self, camera: DesiredCamera) -> Result<(), StateError> {
-        let mut cameras = self.lock();
-        let mut next = cameras.clone();
-        next.insert(camera.spec.id.clone(), camera);
-        self.save(&next)?;
-        *cameras = next;
-        Ok(())
-    }
-
-    /// Removes a camera and saves; returns whether it was there. Removing an absent camera writes nothing.
-    pub fn remove(&self, id: &CameraId) -> Result<bool, StateError> {
-        let mut cameras = self.lock();
-        if !cameras.contains_key(id) {
-            return Ok(false);
-        }
-        let mut next = cameras.clone();
-        next.remove(id);
-        self.save(&next)?;
-        *cameras = next;
-        Ok(true)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<CameraId, DesiredCamera>> {
-        self.cameras.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Writes `cameras` atomically: temp file (0600) → fsync → rename → fsync of the directory.
-    fn save(&self, cameras: &BTreeMap<CameraId, DesiredCamera>) -> Result<(), StateError> {
+    /// Writes snapshot number `seq` of the saved cameras, unless a newer one was written already. Blocks on
+    /// the disk.
+    pub fn save(&self, seq: u64, cameras: &[SavedCamera]) -> Result<(), StateError> {
         if let Some(why) = &self.read_only {
             return Err(StateError::ReadOnly(why.clone()));
         }
-        let contents = FileContents { version: VERSION, cameras: cameras.values().cloned().collect() };
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if seq <= *written {
+            return Ok(());
+        }
+        let contents = FileContents { version: VERSION, cameras: cameras.to_vec() };
         let mut text = serde_json::to_vec_pretty(&contents).expect("specs always serialize");
         text.push(b'\n');
         let err = |source| StateError::Write { path: self.path.clone(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(".{STATE_FILE}.tmp-{}", std::process::id()));
-        let written = (|| {
+        let result = (|| {
             let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             file.write_all(&text)?;
             file.sync_all()?;
@@ -179,15 +151,17 @@ impl DesiredState {
             // The rename is only durable once the directory entry is.
             File::open(dir)?.sync_all()
         })();
-        if written.is_err() {
+        if result.is_err() {
             let _ = fs::remove_file(&tmp);
+        } else {
+            *written = seq;
         }
-        written.map_err(err)
+        result.map_err(err)
     }
 }
 
 /// Reads the file: `Ok` (empty when missing) or why it cannot be used.
-fn load(path: &Path) -> Result<BTreeMap<CameraId, DesiredCamera>, String> {
+fn load(path: &Path) -> Result<BTreeMap<CameraId, SavedCamera>, String> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -224,29 +198,36 @@ mod tests {
 
     use super::*;
 
-    fn camera(id: &str, on_demand: bool) -> DesiredCamera {
+    fn camera(id: &str, on_demand: bool) -> SavedCamera {
         let spec = StreamSpec::new(id, "rtsp://admin:pw@cam/s", &format!("rtmp://srs/live/{id}")).unwrap();
-        DesiredCamera { spec, on_demand }
+        SavedCamera { spec, on_demand }
     }
 
     #[test]
     fn survives_a_reopen_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DesiredState::open(dir.path()).unwrap();
-        assert!(store.cameras().is_empty());
-        store.put(camera("a", false)).unwrap();
-        store.put(camera("b", true)).unwrap();
-        assert!(store.remove(&"a".parse().unwrap()).unwrap());
-        assert!(!store.remove(&"zz".parse().unwrap()).unwrap());
+        let (store, cameras) = StateFile::open(dir.path()).unwrap();
+        assert!(cameras.is_empty());
+        store.save(1, &[camera("a", false), camera("b", true)]).unwrap();
+        store.save(2, &[camera("b", true)]).unwrap();
         let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "specs carry camera passwords");
 
-        let reopened = DesiredState::open(dir.path()).unwrap();
+        let (reopened, cameras) = StateFile::open(dir.path()).unwrap();
         assert_eq!(reopened.problem(), None);
-        assert_eq!(reopened.cameras(), vec![camera("b", true)]);
-        assert_eq!(reopened.cameras()[0].spec.input.expose(), "rtsp://admin:pw@cam/s", "full spec kept");
+        assert_eq!(cameras, vec![camera("b", true)]);
+        assert_eq!(cameras[0].spec.input.expose(), "rtsp://admin:pw@cam/s", "full spec kept");
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from(STATE_FILE)], "no temporary files left");
+    }
+
+    #[test]
+    fn an_older_snapshot_never_overwrites_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = StateFile::open(dir.path()).unwrap();
+        store.save(5, &[camera("new", false)]).unwrap();
+        store.save(4, &[camera("old", false)]).unwrap();
+        assert_eq!(StateFile::open(dir.path()).unwrap().1, vec![camera("new", false)]);
     }
 
     #[test]
@@ -254,10 +235,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE);
         fs::write(&path, b"{\"version\":1,\"cameras\":[{\"spec\":").unwrap();
-        let store = DesiredState::open(dir.path()).unwrap();
+        let (store, cameras) = StateFile::open(dir.path()).unwrap();
         let problem = store.problem().expect("reported");
         assert!(problem.contains("invalid JSON") && problem.contains(".corrupt-"), "{problem}");
-        assert!(store.cameras().is_empty());
+        assert!(cameras.is_empty());
         let aside: Vec<PathBuf> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -266,8 +247,8 @@ mod tests {
         assert_eq!(aside.len(), 1);
         assert_eq!(fs::read(&aside[0]).unwrap(), b"{\"version\":1,\"cameras\":[{\"spec\":", "kept byte for byte");
         // New changes go to a fresh file; the corrupt one stays as it was.
-        store.put(camera("a", false)).unwrap();
-        assert_eq!(DesiredState::open(dir.path()).unwrap().cameras().len(), 1);
+        store.save(1, &[camera("a", false)]).unwrap();
+        assert_eq!(StateFile::open(dir.path()).unwrap().1.len(), 1);
         assert!(aside[0].exists());
     }
 
@@ -276,10 +257,11 @@ mod tests {
         for text in [
             r#"{"version":2,"cameras":[]}"#,
             r#"{"version":1,"cameras":[{"spec":{"id":"a","input":"file:///etc/passwd","output":"x.flv"}}]}"#,
+            r#"{"version":1,"cameras":[{"spec":{"id":"a","input":"rtsp://h/a\r\nX: 1","output":"x.flv"}}]}"#,
         ] {
             let dir = tempfile::tempdir().unwrap();
             fs::write(dir.path().join(STATE_FILE), text).unwrap();
-            let store = DesiredState::open(dir.path()).unwrap();
+            let (store, _) = StateFile::open(dir.path()).unwrap();
             assert!(store.problem().is_some(), "{text}");
             assert!(!dir.path().join(STATE_FILE).exists(), "moved aside: {text}");
         }
@@ -293,9 +275,9 @@ mod tests {
         let path = dir.path().join(STATE_FILE);
         fs::create_dir(&path).unwrap();
         fs::write(path.join("precious"), b"x").unwrap();
-        let store = DesiredState::open(dir.path()).unwrap();
+        let (store, _) = StateFile::open(dir.path()).unwrap();
         assert!(store.problem().unwrap().contains("cannot read it"), "{:?}", store.problem());
-        store.put(camera("a", false)).unwrap();
+        store.save(1, &[camera("a", false)]).unwrap();
         let kept = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).any(|p| p.join("precious").exists());
         assert!(kept, "the unreadable entry is kept aside");
     }

@@ -1,0 +1,31 @@
+//! What a camera is asked to do, and nothing about how: identifiers, URLs, the [`StreamSpec`] with its
+//! checks, the library's error types, and credential redaction. Every other layer speaks in these types.
+//!
+//! - `id`: [`CameraId`], the one name of a camera everywhere.
+//! - `url`: strict, canonical parsing of the URLs handed to FFmpeg.
+//! - `source`: [`SourceUrl`], where a camera is (RTSP or the built-in demo camera).
+//! - `output`: [`OutputTarget`], where its FLV goes.
+//! - `spec`: [`StreamSpec`] and its parts (video, audio, timeouts, retry).
+//! - `error`: errors that carry the camera, the stage and FFmpeg's text.
+//! - `report`: what a running data path reports (counters, what a session found).
+//! - `redact`: hiding credentials in anything shown to people.
+
+pub mod error;
+pub mod id;
+pub mod output;
+pub mod redact;
+pub mod report;
+pub mod source;
+pub mod spec;
+pub mod url;
+
+pub use error::{PipelineError, SpecError, Stage, SupervisorError};
+pub use id::CameraId;
+pub use output::OutputTarget;
+pub use redact::redact_url;
+pub use report::{AudioFormat, Counters, SessionInfo, Totals, VideoFormat};
+pub use source::{DemoPreset, SourceUrl};
+pub use spec::{
+    AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, H264_PROFILES, HARDWARE_ENCODERS, RateControl, RetryPolicy,
+    StreamSpec, Timeouts, VideoEncoding, VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
+};

@@ -1,0 +1,20 @@
+//! The thread runtime: one OS thread per camera and the supervisor that owns them.
+//!
+//! - `supervisor`: [`Supervisor`], the owner of every camera thread — start, stop, the cap, stop deadlines,
+//!   stats sampling, events.
+//! - `worker` (private): one camera's thread — sessions, retry with backoff, panics caught and reported.
+//! - `stats`: rates from the workers' counters, and the [`CameraStatus`] the supervisor publishes.
+//! - `clock`: the [`Clock`](clock::Clock) backoffs and lingers wait on, replaceable in tests.
+//! - `wake` (private): interrupting a camera thread's blocking socket wait when it is stopped.
+//!
+//! Nothing here knows about HTTP or the gateway's policy; commands come in over channels and statuses go out
+//! through a shared map and a broadcast channel.
+
+pub mod clock;
+pub mod stats;
+pub mod supervisor;
+mod wake;
+mod worker;
+
+pub use stats::{CameraStatus, Event, Rates, RetryStatus, ViewerCounts, WorkerState};
+pub use supervisor::{Faults, StartOutcome, Supervisor, SupervisorConfig};
