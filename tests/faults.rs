@@ -12,7 +12,9 @@ use camgate::{
     AudioMode, CameraId, CameraStatus, RetryPolicy, StreamSpec, Supervisor, SupervisorConfig, Timeouts, VideoMode,
     WorkerState,
 };
-use common::{ProbeOptions, ProbeReport, RtmpServer, RtspOptions, RtspServer, free_port, mount, probe, wait_for};
+use common::{
+    FreezableRelay, ProbeOptions, ProbeReport, RtmpServer, RtspOptions, RtspServer, free_port, mount, probe, wait_for,
+};
 
 fn supervisor() -> Supervisor {
     Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(200), ..SupervisorConfig::default() })
@@ -189,4 +191,54 @@ fn camera_down_when_started_is_retried_until_it_comes_up() {
     });
     supervisor.stop_blocking(&id("late")).unwrap();
     assert_fresh_recording(&recording, back.elapsed());
+}
+
+/// A camera whose RTMP server stops reading (a relay that accepts and then reads nothing more): once its
+/// writes block, a stop must still return within `stop_timeout`, though a single write may block for 10 s.
+/// The camera encodes losslessly so that it fills the socket buffers within a second or two, and its encoders
+/// hold frames back so the stop has packets left to write.
+#[test]
+fn a_stop_with_an_rtmp_server_that_stopped_reading_returns_within_the_stop_timeout() {
+    let rtsp = RtspServer::start_with(RtspOptions { width: 1280, height: 720, ..RtspOptions::default() });
+    let rtmp = RtmpServer::start();
+    let relay = FreezableRelay::start(rtmp.port());
+    let stop_timeout = Duration::from_secs(3);
+    let supervisor = Supervisor::new(SupervisorConfig {
+        stop_timeout,
+        stats_interval: Duration::from_millis(200),
+        ..SupervisorConfig::default()
+    });
+    let output = format!("rtmp://127.0.0.1:{}/live/stall", relay.port());
+    let mut spec = StreamSpec::new("stall", &rtsp.url(mount::H264_AAC), &output).unwrap();
+    spec.video.mode = VideoMode::Transcode;
+    spec.video.encoding.preset = "ultrafast".into();
+    spec.video.encoding.rate = camgate::RateControl::Crf(0);
+    // Encoders that hold frames back (x264 frame threads without zerolatency, AAC's priming delay): after the
+    // stop, flushing them writes packets — each write arming its full write timeout against the stalled server.
+    spec.video.encoding.tune = None;
+    spec.audio.mode = camgate::AudioMode::Aac;
+    // Writes may block for 10 s (the default), far longer than a stop may take: only the finishing deadline
+    // keeps the stop in bounds.
+    assert!(spec.timeouts.write() > stop_timeout);
+    supervisor.start_blocking(spec).unwrap();
+    wait_for(Duration::from_secs(20), "frames out", || {
+        supervisor.status(&id("stall")).filter(|s| s.totals.video_frames_out >= 25)
+    });
+
+    relay.freeze();
+    // Wait until the camera's writes are blocked: its output stops growing.
+    let mut last = (0, Instant::now());
+    wait_for(Duration::from_secs(30), "the output to stall", || {
+        let status = supervisor.status(&id("stall"))?;
+        if status.totals.bytes_out != last.0 {
+            last = (status.totals.bytes_out, Instant::now());
+        }
+        (last.1.elapsed() >= Duration::from_secs(1) && status.state == WorkerState::Running).then_some(())
+    });
+    let asked = Instant::now();
+    let stopped = supervisor.stop_blocking(&id("stall"));
+    let took = asked.elapsed();
+    eprintln!("stop with a stalled RTMP server took {took:?}");
+    assert!(stopped.is_ok(), "{stopped:?}");
+    assert!(took < stop_timeout, "the stop took {took:?}");
 }

@@ -271,6 +271,23 @@ fn an_unreachable_camera_fails_with_a_readable_reason() {
 }
 
 #[test]
+fn a_wrong_path_is_explained_in_ffmpegs_own_words() {
+    // FFmpeg's error code only says "404"; the RTSP exchange that explains it is in FFmpeg's log, which is
+    // routed into tracing and attached to the camera's error.
+    let rtsp = RtspServer::start();
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("lost", &rtsp.url("/no_such_mount"), "out.flv").unwrap();
+    spec.retry = RetryPolicy::never();
+    supervisor.start_blocking(spec).unwrap();
+    let status = wait_for(Duration::from_secs(10), "the camera to fail", || {
+        supervisor.status(&id("lost")).filter(|s| s.state == WorkerState::Failed)
+    });
+    let error = status.last_error.unwrap();
+    assert!(error.contains("(FFmpeg: ") && error.contains("DESCRIBE") && error.contains("404"), "{error}");
+    supervisor.stop_blocking(&id("lost")).unwrap();
+}
+
+#[test]
 fn a_failing_camera_is_retried_with_backoff() {
     let port = free_port();
     let supervisor = supervisor();

@@ -41,7 +41,8 @@ use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use self::config::{CameraConfig, CameraDefaults, Config, Limits, Origin, Templates};
-use self::desired::{DesiredSet, OnDemandCamera, OnDemandError, RunMode, Source, ViewerChange, stream_key};
+use self::desired::{DesiredSet, Source, stream_key};
+pub use self::desired::{OnDemandCamera, OnDemandError, RunMode, ViewerChange};
 use self::locks::CameraLocks;
 use self::store::{SavedCamera, StateError, StateFile};
 use crate::model::{CameraId, SpecError, StreamSpec, SupervisorError};

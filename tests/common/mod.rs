@@ -22,7 +22,7 @@ pub mod process;
 pub mod rtmp;
 pub mod rtsp;
 
-pub use net::{SilentServer, free_port, wait_for_port};
+pub use net::{FreezableRelay, SilentServer, free_port, wait_for_port};
 pub use poll::wait_for;
 pub use probe::{
     AudioReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, init_ffmpeg, probe,

@@ -138,3 +138,115 @@ impl Drop for SilentServer {
         }
     }
 }
+
+/// A TCP relay on 127.0.0.1 in front of a real server that can be frozen: connections stay open, nothing passes
+/// in either direction any more. In front of an RTMP server it is a server that accepts and never reads; in
+/// front of a camera, a camera that hangs mid-stream.
+///
+/// The relay's sockets take only a small receive buffer, so a client writing to a frozen relay blocks after
+/// tens of kilobytes instead of after the megabytes Linux would otherwise buffer on loopback.
+pub struct FreezableRelay {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+}
+
+impl FreezableRelay {
+    /// Relays every connection to 127.0.0.1:`upstream`.
+    pub fn start(upstream: u16) -> FreezableRelay {
+        use std::os::fd::AsRawFd;
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("cannot bind 127.0.0.1:0");
+        small_receive_buffer(listener.as_raw_fd());
+        let port = listener.local_addr().expect("listener has no address").port();
+        listener.set_nonblocking(true).expect("cannot make the listener non-blocking");
+        let frozen = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(AtomicBool::new(false));
+        {
+            let (frozen, closed) = (Arc::clone(&frozen), Arc::clone(&closed));
+            thread::Builder::new()
+                .name(format!("relay-{port}"))
+                .spawn(move || {
+                    while !closed.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((client, _)) => {
+                                let _ = client.set_nonblocking(false);
+                                // Set on the connection itself too: that also stops the kernel from growing
+                                // the buffer (Linux would let it reach tens of megabytes on loopback).
+                                small_receive_buffer(client.as_raw_fd());
+                                if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) {
+                                    relay(client, server, &frozen, &closed);
+                                }
+                            }
+                            Err(_) => thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                })
+                .expect("cannot start the relay thread");
+        }
+        FreezableRelay { port, frozen, closed }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// From now on nothing passes in either direction; the sockets stay open and unread.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableRelay {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Limits a socket's receive buffer to a few kilobytes.
+fn small_receive_buffer(fd: std::os::fd::RawFd) {
+    let small: libc::c_int = 8 * 1024;
+    // SAFETY: setsockopt on a socket the caller owns, with a pointer to a live c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Two pumping threads, one per direction.
+fn relay(client: TcpStream, server: TcpStream, frozen: &Arc<AtomicBool>, closed: &Arc<AtomicBool>) {
+    for (from, to) in [(&client, &server), (&server, &client)] {
+        let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else { return };
+        let (frozen, closed) = (Arc::clone(frozen), Arc::clone(closed));
+        // Short read timeouts so a frozen or closed relay notices its flags.
+        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+        let _ = thread::Builder::new().name("relay-pump".into()).spawn(move || {
+            use std::io::{Read, Write};
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                if closed.load(Ordering::Relaxed) {
+                    break;
+                }
+                if frozen.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}
