@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use camgate::internals::{Counters, TimestampGuard};
 use camgate::preview::flv_tags::{Piece, TagSplitter};
 use camgate::preview::{Channel, HubWriter};
-use camgate::runtime::stats::RateWindow;
+use camgate::runtime::RateWindow;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// 1000 packets of a 25 fps stream in a 90 kHz time base, with the faults cameras produce: repeats, small

@@ -198,12 +198,21 @@ async fn sigterm_stops_running_cameras_cleanly() {
         ),
     )
     .unwrap();
-    let mut gateway = Gateway::start(&["--config", config.to_str().unwrap(), "--rtmp-base", &base], &[]);
+    // A long drain: open requests may hold the shutdown up to 30 s, so a player that never disconnects would
+    // be noticed.
+    let mut gateway = Gateway::start(
+        &["--config", config.to_str().unwrap(), "--rtmp-base", &base],
+        &[("CAMGATE_DRAIN_TIMEOUT_MS", "30000")],
+    );
     let (status, body) = gateway.form("/play_camera", &[("id", "api"), ("ip", &input)]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for id in ["boot", "api"] {
         gateway.wait_for(id, Duration::from_secs(20), |c| c["state"] == "running").await;
     }
+    // A player of the built-in preview, connected through the shutdown.
+    let mut player = gateway.http.get(format!("{}/live/boot.flv", gateway.base)).send().await.unwrap();
+    assert_eq!(player.status(), StatusCode::OK);
+    assert!(player.chunk().await.unwrap().is_some_and(|c| c.starts_with(b"FLV")), "the player gets FLV");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let signalled = Instant::now();
@@ -211,7 +220,9 @@ async fn sigterm_stops_running_cameras_cleanly() {
     let took = signalled.elapsed();
     eprintln!("exit after SIGTERM: {exit:?} in {took:?}");
     assert!(exit.is_some_and(|s| s.success()), "clean exit: {exit:?}\nlog:\n{}", gateway.log());
-    assert!(took < Duration::from_secs(10), "bounded shutdown: {took:?}");
+    assert!(took < Duration::from_secs(10), "bounded shutdown, not held by the open player: {took:?}");
+    // The player's stream ended (it was not cut off by the process dying mid-chunk).
+    while let Ok(Some(_)) = player.chunk().await {}
     let log = gateway.log();
     assert!(log.lines().all(|l| l.starts_with('{')), "JSON log lines:\n{log}");
     assert!(log.contains("camgate stopped"), "{log}");

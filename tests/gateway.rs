@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use camgate::gateway::desired::RunMode;
+use camgate::gateway::RunMode;
 use camgate::gateway::{Gateway, GatewayError, GatewaySettings, PutOutcome};
 use camgate::runtime::clock::ManualClock;
 use camgate::runtime::{Faults, StartOutcome};
@@ -52,7 +52,8 @@ fn camera_threads(camera: &str) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Concurrent operations on one camera (3600 in rounds of 12) leave exactly the state of the last one applied.
+// Concurrent operations on one camera (100 at once, then 3600 in rounds of 12) leave exactly the state of the
+// last one applied.
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -137,9 +138,10 @@ async fn concurrent_operations_on_one_camera_leave_the_state_of_the_last_one() {
     let mut expected = Model::default();
     // Many short rounds: each round's final state is checked, so a race among the last few operations of a
     // round is caught, not hidden by the operations after it.
-    for round in 0..300u64 {
-        // A deterministic but varied mix of operations per round.
-        let ops: Vec<Op> = (0..12u64)
+    for round in 0..301u64 {
+        // A deterministic but varied mix of operations per round; the first round is 100 at once.
+        let count = if round == 0 { 100 } else { 12 };
+        let ops: Vec<Op> = (0..count)
             .map(|i| {
                 let x = splitmix64(round * 1000 + i) >> 11;
                 match x % 7 {

@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use crate::gateway::config::CameraConfig;
-use crate::gateway::desired::{OnDemandCamera, RunMode};
 use crate::gateway::{GatewayError, PutOutcome, RemoveOutcome, StoppedAll};
+use crate::gateway::{OnDemandCamera, RunMode};
 use crate::model::CameraId;
 use crate::runtime::CameraStatus;
 

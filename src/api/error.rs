@@ -15,7 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::gateway::GatewayError;
-use crate::gateway::desired::OnDemandError;
+use crate::gateway::OnDemandError;
 use crate::model::{SpecError, SupervisorError};
 use crate::preview::{SnapshotError, SubscribeError};
 

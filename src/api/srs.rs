@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use utoipa::ToSchema;
 
 use crate::gateway::GatewayError;
-use crate::gateway::desired::OnDemandError;
+use crate::gateway::OnDemandError;
 
 use super::auth;
 use super::body::JsonBody;

@@ -398,8 +398,8 @@ impl Config {
     }
 
     /// The cameras of the file, with how each runs (for [`Gateway::restore`](super::Gateway::restore)).
-    pub fn boot_cameras(&self) -> Result<Vec<(StreamSpec, super::desired::RunMode)>, ConfigError> {
-        use super::desired::RunMode;
+    pub fn boot_cameras(&self) -> Result<Vec<(StreamSpec, super::RunMode)>, ConfigError> {
+        use super::RunMode;
         Ok(self
             .boot_specs()?
             .into_iter()

@@ -173,11 +173,6 @@ impl DesiredSet {
         self.cameras.len()
     }
 
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.cameras.is_empty()
-    }
-
     /// Every camera.
     pub fn iter(&self) -> impl Iterator<Item = &DesiredCamera> {
         self.cameras.values()
@@ -230,16 +225,6 @@ impl DesiredSet {
     /// The camera publishing `app/stream`.
     pub fn by_stream(&self, key: &str) -> Option<&DesiredCamera> {
         self.cameras.values().find(|c| c.stream.as_deref() == Some(key))
-    }
-
-    /// Whether [`viewer_joined`](Self::viewer_joined) would count this viewer: the stream is known and the
-    /// camera below its viewer limit (or the viewer counted already).
-    pub fn admits(&self, key: &str, client: &str, limit: usize) -> Result<CameraId, OnDemandError> {
-        let camera = self.by_stream(key).ok_or_else(|| OnDemandError::UnknownStream(key.to_owned()))?;
-        if !camera.viewers.contains_key(client) && camera.viewers.len() >= limit {
-            return Err(OnDemandError::TooManyViewers { camera: camera.spec.id.clone(), limit });
-        }
-        Ok(camera.spec.id.clone())
     }
 
     /// Counts a viewer of `key`, refusing one beyond `limit` viewers.

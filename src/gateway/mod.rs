@@ -1,10 +1,10 @@
 //! The gateway: the one owner of every camera's lifecycle.
 //!
-//! A [`Gateway`] holds the desired set (which cameras should exist and how each runs — see [`desired`]), the
+//! A [`Gateway`] holds the desired set (which cameras should exist and how each runs — `desired.rs`), the
 //! viewers the RTMP server reports for them, the state file that makes API-made changes survive a restart
 //! ([`store`]), and the [`Supervisor`] that runs the camera threads. Every operation on a camera — start,
 //! replace, stop, remove, a viewer joining or leaving, a linger expiring, the restore at start — runs whole
-//! under that camera's lock ([`locks`]), in arrival order: it changes the desired set, makes the supervisor
+//! under that camera's lock (`locks.rs`), in arrival order: it changes the desired set, makes the supervisor
 //! match, and saves the result before the next operation on that camera begins. Operations on different
 //! cameras never wait for each other.
 //!
@@ -26,7 +26,7 @@
 //! ```
 
 pub mod config;
-pub mod desired;
+mod desired;
 mod locks;
 pub mod store;
 

@@ -10,6 +10,7 @@
 //! `preview` setting. Viewers are bounded per camera and in total ([`PreviewLimits`]).
 
 mod channel;
+#[doc(hidden)]
 pub mod flv_tags;
 pub mod snapshot;
 
@@ -22,7 +23,10 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-pub use self::channel::{CachedGop, Channel, MAX_GOP_BYTES, VIEWER_QUEUE};
+/// Exposed for the benchmark harness only (the hub's fan-out is measured directly); not a supported API.
+#[doc(hidden)]
+pub use self::channel::Channel;
+pub use self::channel::{CachedGop, MAX_GOP_BYTES, VIEWER_QUEUE};
 use self::flv_tags::TagSplitter;
 pub use self::snapshot::SnapshotError;
 use crate::model::CameraId;
@@ -199,7 +203,8 @@ impl Viewer {
 }
 
 /// The muxer's side of a channel: bytes in, tags out to viewers. Never blocks, never panics (FFmpeg calls it
-/// through a C callback, where a panic would abort the process).
+/// through a C callback, where a panic would abort the process). Public for the benchmark harness only.
+#[doc(hidden)]
 pub struct HubWriter {
     splitter: TagSplitter,
     channel: Arc<Channel>,

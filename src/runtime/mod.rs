@@ -11,10 +11,13 @@
 //! through a shared map and a broadcast channel.
 
 pub mod clock;
-pub mod stats;
-pub mod supervisor;
+mod stats;
+mod supervisor;
 mod wake;
 mod worker;
 
+/// Exposed for the benchmark harness only (the supervisor's per-camera tick is measured directly).
+#[doc(hidden)]
+pub use stats::RateWindow;
 pub use stats::{CameraStatus, Event, Rates, RetryStatus, ViewerCounts, WorkerState};
-pub use supervisor::{Faults, StartOutcome, Supervisor, SupervisorConfig};
+pub use supervisor::{Faults, SessionFault, StartOutcome, Supervisor, SupervisorConfig};
