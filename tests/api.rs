@@ -16,7 +16,9 @@ use tower::ServiceExt;
 const DEAD_CAMERA: &str = "rtsp://127.0.0.1:9/stream";
 const TOKEN: &str = "test-token-0123456789";
 
-fn app_with(config: Config) -> (Router, AppState) {
+fn app_with(mut config: Config) -> (Router, AppState) {
+    // The dead camera is on loopback, which camgate refuses by default.
+    config.camera_hosts.allow.push("127.0.0.0/8".into());
     config.validate().expect("test config is valid");
     let state = AppState::new(Gateway::from_config(&config, None), ApiSettings::from_config(&config));
     (router(state.clone()), state)

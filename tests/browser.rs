@@ -36,6 +36,8 @@ impl Gateway {
             .arg("--web-dir")
             .arg(web_dir())
             .env_remove("CAMGATE_TOKENS")
+            // The test rig's cameras are on loopback, which camgate refuses by default.
+            .env("CAMGATE_ALLOW_CAMERA_HOSTS", "127.0.0.0/8")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -65,7 +65,7 @@ fn count(dir: &str) -> usize {
 
 /// Runs `cycles` start/stop cycles of cameras reading `url` and checks nothing is left behind.
 fn churn(url: &str, cycles: usize) {
-    let supervisor = Supervisor::new(SupervisorConfig { max_cameras: 8, ..SupervisorConfig::default() });
+    let supervisor = Supervisor::new(SupervisorConfig { max_cameras: 8, ..common::rig() });
     let spec = |i: usize| StreamSpec::new(&format!("churn{}", i % 4), url, "out.flv").unwrap();
     // Warm up once so lazily created process-wide state (FFmpeg's network init, thread-locals) is in the baseline.
     supervisor.start_blocking(spec(0)).unwrap();
@@ -117,7 +117,7 @@ fn stopping_cameras_blocked_in_a_connection_leaks_nothing() {
 fn a_hundred_simultaneous_starts_of_one_id_make_one_worker() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let silent = SilentServer::start();
-    let supervisor = Supervisor::new(SupervisorConfig::default());
+    let supervisor = Supervisor::new(common::rig());
     let barrier = Arc::new(Barrier::new(100));
     let racers: Vec<_> = (0..100)
         .map(|_| {

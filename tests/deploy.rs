@@ -1,7 +1,8 @@
 //! The files that deploy camgate, checked where no Docker engine runs: the configurations the demo and the
 //! compose stack start it with are valid, the Dockerfile builds through scripts/install-deps.sh and ends in a
-//! health-checked non-root image, and SRS calls the hook routes. (scripts/test.sh also runs
-//! `docker compose config -q` on docker-compose.yml when a compose implementation is installed.)
+//! health-checked non-root image, and SRS — configured as docker-compose.yml configures it — calls hook routes
+//! that exist, with a token camgate accepts. (scripts/test.sh also runs `docker compose config -q` on
+//! docker-compose.yml when a compose implementation is installed.)
 
 use std::path::Path;
 
@@ -48,16 +49,114 @@ fn the_compose_configuration_pushes_to_srs() {
     }
 }
 
-#[test]
-fn srs_calls_every_hook_on_camgate() {
-    let srs = read("deploy/srs.conf");
-    for hook in ["on_publish", "on_unpublish", "on_play", "on_stop"] {
-        let line = format!("{hook:<16}http://camgate:7000/api/v1/srs/{hook};");
-        assert!(srs.contains(&line), "deploy/srs.conf lacks `{line}`");
+/// `KEY: "value"` lines of a service's `environment:` in docker-compose.yml (the file is simple enough to read
+/// line by line; no YAML library is needed for it).
+fn compose_environment(service: &str) -> Vec<(String, String)> {
+    let compose = read("docker-compose.yml");
+    let mut lines = compose.lines().skip_while(|l| l.trim_end() != format!("  {service}:"));
+    lines.next();
+    let mut in_environment = false;
+    let mut environment = Vec::new();
+    for line in lines.take_while(|l| l.starts_with("    ") || l.trim().is_empty()) {
+        let trimmed = line.trim();
+        if line.starts_with("    ") && !line.starts_with("      ") {
+            in_environment = trimmed == "environment:";
+            continue;
+        }
+        if in_environment
+            && !trimmed.starts_with('#')
+            && let Some((key, value)) = trimmed.split_once(": ")
+        {
+            environment.push((key.to_owned(), value.trim_matches('"').to_owned()));
+        }
     }
-    for listen in ["listen              1935;", "listen          8080;"] {
-        assert!(srs.contains(listen), "deploy/srs.conf lacks `{listen}`");
+    environment
+}
+
+/// Compose's `${NAME:?message}` and `${NAME:-default}` with `NAME` set to `value` (or unset).
+fn interpolate(text: &str, name: &str, value: Option<&str>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("closed") + start;
+        let expression = &rest[start + 2..end];
+        let (var, default) = match expression.split_once(":-") {
+            Some((var, default)) => (var, Some(default)),
+            None => (expression.split(":?").next().unwrap(), None),
+        };
+        assert_eq!(var, name, "only {name} is interpolated in these files, not {var}");
+        out.push_str(value.or(default).unwrap_or_else(|| panic!("{name} is required by {expression}")));
+        rest = &rest[end + 1..];
     }
+    out.push_str(rest);
+    out
+}
+
+#[tokio::test]
+async fn the_deployment_files_agree_with_the_code_when_tokens_are_on() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use camgate::api::{ApiSettings, AppState, router};
+    use camgate::gateway::Gateway;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "deploy-test-token-0123456789";
+    // camgate as the compose file configures it: its TOML, then its environment.
+    let camgate_env = compose_environment("camgate");
+    let env = |key: &str| camgate_env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let mut config = config("deploy/camgate.toml");
+    let tokens = interpolate(
+        &env("CAMGATE_TOKENS").expect("the compose file sets CAMGATE_TOKENS"),
+        "CAMGATE_TOKEN",
+        Some(TOKEN),
+    );
+    config.auth.tokens = tokens.split(',').map(str::to_owned).collect();
+    config.auth.require_tokens = env("CAMGATE_REQUIRE_TOKENS").as_deref() == Some("true");
+    assert!(config.auth.require_tokens, "the stack demands a token");
+    config.validate().expect("the compose configuration is valid");
+    let gateway = Gateway::from_config(&config, None);
+    gateway.restore(config.boot_cameras().unwrap(), vec![]).await;
+    let app = router(AppState::new(gateway.clone(), ApiSettings::from_config(&config)));
+
+    // SRS as the compose file configures it: every hook it calls, with SRS's own body.
+    let srs_env = compose_environment("srs");
+    let hooks: Vec<(String, String)> = srs_env
+        .iter()
+        .filter(|(k, _)| k.starts_with("SRS_VHOST_HTTP_HOOKS_ON_"))
+        .map(|(k, v)| {
+            (
+                k.trim_start_matches("SRS_VHOST_HTTP_HOOKS_").to_ascii_lowercase(),
+                interpolate(v, "CAMGATE_TOKEN", Some(TOKEN)),
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = hooks.iter().map(|(action, _)| action.as_str()).collect();
+    assert_eq!(actions, ["on_publish", "on_unpublish", "on_play", "on_stop"], "SRS calls every hook");
+    assert!(srs_env.iter().any(|(k, v)| k == "SRS_VHOST_HTTP_HOOKS_ENABLED" && v == "on"));
+    let srs_conf = read("deploy/srs.conf");
+    let mut configured = srs_conf.lines().filter(|l| !l.trim_start().starts_with('#'));
+    assert!(configured.all(|l| !l.contains("http://camgate")), "no hook URL without the token in srs.conf");
+    for (action, url) in &hooks {
+        let path =
+            url.strip_prefix("http://camgate:7000").unwrap_or_else(|| panic!("{url}: camgate's service and port"));
+        // The demo camera of deploy/camgate.toml publishes live/livestreamdemo.
+        let body = serde_json::json!({"action": action, "client_id": "107", "ip": "172.18.0.1", "vhost": "__defaultVhost__",
+                                      "app": "live", "stream": "livestreamdemo", "param": ""});
+        let request = |path: &str| {
+            Request::post(path).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap()
+        };
+        let response = app.clone().oneshot(request(path)).await.unwrap();
+        let status = response.status();
+        let answer: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!((status, answer["code"].as_u64()), (StatusCode::OK, Some(0)), "{action} via {path}: {answer}");
+        // And without the token the hook is refused: the token in the URL is what lets SRS through.
+        let bare = path.split('?').next().unwrap();
+        assert_eq!(app.clone().oneshot(request(bare)).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{bare}");
+    }
+    gateway.shutdown().await;
 }
 
 #[test]

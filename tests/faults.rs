@@ -17,7 +17,7 @@ use common::{
 };
 
 fn supervisor() -> Supervisor {
-    Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(200), ..SupervisorConfig::default() })
+    Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(200), ..common::rig() })
 }
 
 fn id(s: &str) -> CameraId {
@@ -203,11 +203,8 @@ fn a_stop_with_an_rtmp_server_that_stopped_reading_returns_within_the_stop_timeo
     let rtmp = RtmpServer::start();
     let relay = FreezableRelay::start(rtmp.port());
     let stop_timeout = Duration::from_secs(3);
-    let supervisor = Supervisor::new(SupervisorConfig {
-        stop_timeout,
-        stats_interval: Duration::from_millis(200),
-        ..SupervisorConfig::default()
-    });
+    let supervisor =
+        Supervisor::new(SupervisorConfig { stop_timeout, stats_interval: Duration::from_millis(200), ..common::rig() });
     let output = format!("rtmp://127.0.0.1:{}/live/stall", relay.port());
     let mut spec = StreamSpec::new("stall", &rtsp.url(mount::H264_AAC), &output).unwrap();
     spec.video.mode = VideoMode::Transcode;

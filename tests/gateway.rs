@@ -118,7 +118,7 @@ fn splitmix64(seed: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_operations_on_one_camera_leave_the_state_of_the_last_one() {
     let clock = ManualClock::new();
-    let config = SupervisorConfig { clock: clock.clone(), ..SupervisorConfig::default() };
+    let config = SupervisorConfig { clock: clock.clone(), ..common::rig() };
     let gateway = gateway_with(config, GatewaySettings::default());
     let camera = "z";
 
@@ -226,7 +226,7 @@ async fn concurrent_operations_on_one_camera_leave_the_state_of_the_last_one() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_stop_wins_over_the_start_an_earlier_viewer_scheduled() {
     let clock = ManualClock::new();
-    let gateway = gateway_with(SupervisorConfig { clock, ..SupervisorConfig::default() }, GatewaySettings::default());
+    let gateway = gateway_with(SupervisorConfig { clock, ..common::rig() }, GatewaySettings::default());
     gateway.put(dead_spec("w"), RunMode::OnDemand).await.unwrap();
     let joined = gateway.viewer_joined("live", "livestreamw", "c1").unwrap();
     let stopped = gateway.stop(&id("w")).await.unwrap();
@@ -266,7 +266,7 @@ fn a_panicking_session_is_reported_failed_and_retried_by_policy() {
         clock: clock.clone(),
         faults: panicking_on("p", 1),
         stats_interval: Duration::from_millis(200),
-        ..SupervisorConfig::default()
+        ..common::rig()
     });
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.flv");
@@ -292,11 +292,8 @@ fn a_panicking_session_is_reported_failed_and_retried_by_policy() {
 
 #[test]
 fn a_camera_thread_that_gives_up_after_a_panic_frees_its_slot_and_its_id() {
-    let supervisor = Supervisor::new(SupervisorConfig {
-        max_cameras: 1,
-        faults: panicking_on("p", 1),
-        ..SupervisorConfig::default()
-    });
+    let supervisor =
+        Supervisor::new(SupervisorConfig { max_cameras: 1, faults: panicking_on("p", 1), ..common::rig() });
     let mut spec = dead_spec("p");
     spec.retry = RetryPolicy::never();
     supervisor.start_blocking(spec.clone()).unwrap();
@@ -332,7 +329,7 @@ async fn every_stop_of_a_stuck_camera_is_answered_within_the_stop_timeout() {
             })),
         }
     };
-    let supervisor = Supervisor::new(SupervisorConfig { stop_timeout, faults, ..SupervisorConfig::default() });
+    let supervisor = Supervisor::new(SupervisorConfig { stop_timeout, faults, ..common::rig() });
     let gateway = Gateway::new(supervisor.clone(), GatewaySettings::default(), None);
     gateway.put(dead_spec("s"), RunMode::Always).await.unwrap();
     wait_for(Duration::from_secs(5), "the camera thread", || (camera_threads("s") == 1).then_some(()));
@@ -371,7 +368,7 @@ async fn every_stop_of_a_stuck_camera_is_answered_within_the_stop_timeout() {
 #[test]
 fn backoff_waits_on_the_injected_clock() {
     let clock = ManualClock::new();
-    let supervisor = Supervisor::new(SupervisorConfig { clock: clock.clone(), ..SupervisorConfig::default() });
+    let supervisor = Supervisor::new(SupervisorConfig { clock: clock.clone(), ..common::rig() });
     let mut spec = dead_spec("b");
     spec.retry = RetryPolicy { initial_backoff_ms: 60_000, max_backoff_ms: 600_000, ..RetryPolicy::default() };
     supervisor.start_blocking(spec).unwrap();
@@ -397,7 +394,7 @@ fn backoff_waits_on_the_injected_clock() {
 }
 
 fn on_demand_gateway(clock: &Arc<ManualClock>, linger: Duration) -> Gateway {
-    let config = SupervisorConfig { clock: clock.clone(), ..SupervisorConfig::default() };
+    let config = SupervisorConfig { clock: clock.clone(), ..common::rig() };
     let settings = GatewaySettings { on_demand_linger: linger, ..GatewaySettings::default() };
     gateway_with(config, settings)
 }
@@ -439,7 +436,7 @@ async fn an_on_demand_camera_lingers_on_the_injected_clock() {
 async fn viewers_whose_on_stop_never_came_expire() {
     let clock = ManualClock::new();
     let linger = Duration::from_secs(30);
-    let config = SupervisorConfig { clock: clock.clone(), ..SupervisorConfig::default() };
+    let config = SupervisorConfig { clock: clock.clone(), ..common::rig() };
     let mut settings = GatewaySettings { on_demand_linger: linger, ..GatewaySettings::default() };
     settings.limits.on_demand_viewer_ttl_ms = 60_000;
     let gateway = gateway_with(config, settings);

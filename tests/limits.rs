@@ -48,6 +48,8 @@ async fn each_limit_refuses_the_next_client_and_running_cameras_keep_their_frame
     let rtsp = RtspServer::start();
     let text = r#"
         output_template = "none"
+        [camera_hosts]
+        allow = ["127.0.0.0/8"]
         [limits]
         preview_viewers = 2
         preview_viewers_per_camera = 1

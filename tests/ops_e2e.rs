@@ -31,6 +31,8 @@ impl Gateway {
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             .env_remove("CAMGATE_TOKENS")
+            // The test rig's cameras are on loopback, which camgate refuses by default.
+            .env("CAMGATE_ALLOW_CAMERA_HOSTS", "127.0.0.0/8")
             .env_remove("CAMGATE_DATA_DIR")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())

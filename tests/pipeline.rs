@@ -14,7 +14,7 @@ use camgate::{
 use common::{ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe, wait_for};
 
 fn supervisor() -> Supervisor {
-    Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(250), ..SupervisorConfig::default() })
+    Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(250), ..common::rig() })
 }
 
 fn id(s: &str) -> CameraId {
@@ -304,7 +304,7 @@ fn a_failing_camera_is_retried_with_backoff() {
 #[test]
 fn duplicate_ids_and_the_camera_limit() {
     let silent = SilentServer::start();
-    let supervisor = Supervisor::new(SupervisorConfig { max_cameras: 2, ..SupervisorConfig::default() });
+    let supervisor = Supervisor::new(SupervisorConfig { max_cameras: 2, ..common::rig() });
     let spec = |name: &str| StreamSpec::new(name, &silent.url(), "out.flv").unwrap();
 
     assert!(matches!(supervisor.start_blocking(spec("a")), Ok(StartOutcome::Started(_))));

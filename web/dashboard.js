@@ -44,6 +44,7 @@
     if (value) localStorage.setItem(TOKEN_KEY, value); else localStorage.removeItem(TOKEN_KEY);
     $('token').value = '';
     $('token-form').hidden = true;
+    loadGateway();
     restartEvents();
     if (selected) play(selected);
   });
@@ -318,7 +319,7 @@
     $('player-status').textContent = text;
   }
 
-  function play(id) {
+  async function play(id) {
     stopPlayer(`Connecting to ${id}…`);
     const camera = cameras.get(id);
     if (!camera || !camera.status) return stopPlayer(`${id} is not running.`);
@@ -326,8 +327,19 @@
     if (!window.mpegts || !mpegts.getFeatureList().mseLivePlayback) {
       return stopPlayer('This browser cannot play HTTP-FLV (no Media Source Extensions).');
     }
+    const url = new URL(camera.status.preview_path, location.href);
+    if (gateway.signed_viewer_urls) {
+      // The gateway signs viewer URLs: ask for one that expires, as a viewer would be handed.
+      try {
+        const urls = await api('GET', `/api/v1/cameras/${encodeURIComponent(id)}/viewer_url`);
+        url.search = new URL(urls.preview_url || urls.url).search;
+      } catch (e) {
+        return stopPlayer(`No viewer URL for ${id}: ${e.message}`);
+      }
+      if (selected !== id) return undefined;
+    }
     player = mpegts.createPlayer(
-      { type: 'flv', isLive: true, url: new URL(camera.status.preview_path, location.href).href },
+      { type: 'flv', isLive: true, url: url.href },
       {
         enableStashBuffer: false, // show frames as they come: this is a live view, not a recording
         liveBufferLatencyChasing: true,
@@ -354,5 +366,26 @@
     }, 2000);
   }
 
+  // --- the gateway's own warnings ------------------------------------------------------------------------
+
+  let gateway = { signed_viewer_urls: false, warnings: [] };
+
+  /** Shows what the gateway says is unsafe about its configuration (an open API, unsigned viewer URLs). */
+  async function loadGateway() {
+    try {
+      gateway = await api('GET', '/api/v1/gateway');
+    } catch (e) {
+      return;
+    }
+    const list = $('warning-list');
+    list.replaceChildren(...gateway.warnings.map((text) => {
+      const item = document.createElement('li');
+      item.textContent = text;
+      return item;
+    }));
+    $('warnings').hidden = gateway.warnings.length === 0;
+  }
+
+  loadGateway();
   followEvents();
 })();

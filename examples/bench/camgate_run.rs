@@ -80,6 +80,10 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
     let supervisor = Supervisor::new(SupervisorConfig {
         max_cameras: config.cameras + 8,
         stats_interval: Duration::from_millis(250),
+        // The bench's cameras are on loopback, which camgate refuses by default.
+        camera_hosts: std::sync::Arc::new(
+            camgate::model::HostPolicy::default().allowing(&camgate::model::host_policy::LOOPBACK).expect("valid"),
+        ),
         ..SupervisorConfig::default()
     });
     let mut result = ChildResult { rss_before: sys::rss_bytes(None).unwrap_or(0), ..ChildResult::default() };

@@ -110,9 +110,14 @@ impl IntoResponse for ApiError {
             field: self.field,
             limit: self.limit,
         };
+        let signature_refused = self.status == StatusCode::FORBIDDEN && body.field.as_deref() == Some("signature");
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if signature_refused {
+            // Tells the throttle this 403 was a failed authentication (a bad or expired signature).
+            response.headers_mut().insert(super::throttle::SIGNATURE_REFUSED, HeaderValue::from_static("1"));
         }
         response
     }

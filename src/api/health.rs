@@ -23,6 +23,28 @@ pub struct Health {
     pub state_file: Option<String>,
 }
 
+/// What `GET /api/v1/gateway` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayInfo {
+    /// camgate's version.
+    pub version: &'static str,
+    /// Things about this gateway's configuration an operator should fix (an open API reachable beyond this
+    /// machine, …); the dashboard shows them.
+    pub warnings: Vec<String>,
+    /// Whether viewer URLs are signed (a viewer secret is configured).
+    pub signed_viewer_urls: bool,
+}
+
+/// The gateway's version and the warnings about its configuration.
+#[utoipa::path(get, path = "/api/v1/gateway", tag = "health", responses((status = 200, body = GatewayInfo)))]
+pub async fn gateway(State(state): State<AppState>) -> Json<GatewayInfo> {
+    Json(GatewayInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        warnings: state.settings.warnings.clone(),
+        signed_viewer_urls: state.gateway.signs_viewer_urls(),
+    })
+}
+
 /// Liveness: answers while the HTTP server runs.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::gateway::PlayOutcome;
 use crate::gateway::config::{CameraConfig, is_host};
+use crate::gateway::{GatewayError, PlayOutcome};
 use crate::model::CameraId;
 
 use super::body::JsonOrForm;
@@ -70,13 +70,14 @@ pub async fn play_camera(
     let id: CameraId = request.id.parse().map_err(|e| ApiError::from_spec(&e, &rename))?;
     let camera = CameraConfig { input: request.ip, ..CameraConfig::default() };
     let spec = state.gateway.spec_from_request(id.clone(), &camera).map_err(|e| ApiError::from_spec(&e, &rename))?;
-    // Without an RTMP output the camera is only watchable through camgate's own preview.
-    let templates = &state.gateway.settings().templates;
-    let flv_data = match spec.output {
-        Some(_) => templates.viewer_url(&id, request_host(&headers)),
-        None => templates.preview_url(&id, request_host(&headers), state.settings.listen_port),
-    };
-    let message = match state.gateway.play(spec).await?.outcome {
+    // Without an RTMP output the camera is only watchable through camgate's own preview; with a viewer secret
+    // the URL is signed and expires.
+    let flv_data = state.gateway.viewer_urls_for(&spec, request_host(&headers), state.settings.listen_port, None).url;
+    let played = state.gateway.play(spec).await.map_err(|e| match e {
+        GatewayError::Spec(e) => ApiError::from_spec(&e, &rename),
+        other => other.into(),
+    })?;
+    let message = match played.outcome {
         PlayOutcome::Started(_) => format!("camera {id} started"),
         PlayOutcome::AlreadyRunning(_) => format!("camera {id} is already running"),
     };

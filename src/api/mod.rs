@@ -14,6 +14,8 @@
 //! | `DELETE /api/v1/cameras/{id}` | stop one camera |
 //! | `DELETE /api/v1/cameras` | stop every camera |
 //! | `GET /api/v1/cameras/{id}/snapshot.jpg` | a JPEG of the latest picture |
+//! | `GET /api/v1/cameras/{id}/viewer_url?ttl=` | signed, expiring viewer URLs of a camera |
+//! | `GET /api/v1/gateway` | version, and warnings about an unsafe configuration |
 //! | `GET /api/v1/on_demand` | cameras registered on demand, with their viewers |
 //! | `POST /api/v1/srs/on_play`, `on_stop`, `on_publish`, `on_unpublish` | SRS `http_hooks` (see `srs`) |
 //! | `GET /api/v1/events` | server-sent events of state changes and stats |
@@ -23,16 +25,18 @@
 //! | `GET /openapi.json` | OpenAPI document |
 //! | `GET /`, `GET /ui/{file}` | the web dashboard (files from `web_dir`) |
 //!
-//! Every failure answers `{"code","error","message","field"}` ([`ApiError`]). When tokens are configured,
-//! every route but the probes, `/metrics` (each configurable) and `/openapi.json` needs
-//! `Authorization: Bearer …`; the dashboard's files need none (the page asks for one). CORS applies to every route, answers included.
+//! Every failure answers `{"code","error","message","field","limit"}` ([`ApiError`]). When tokens are
+//! configured, every route but the probes, `/metrics` (each configurable), `/openapi.json` and the dashboard's
+//! files needs an operator's `Authorization: Bearer …`; the watch routes (`/live/{id}.flv`, snapshots) also take
+//! a viewer token or a signed viewer URL. CORS applies to every route, answers included.
 //!
 //! # Layout
 //!
 //! - `state`: [`AppState`], what handlers share; `error`: [`ApiError`]; `body`: form/JSON body extractors.
 //! - `legacy`: the old service's routes; `cameras`: REST; `preview`: HTTP-FLV and snapshots; `events`: SSE;
 //!   `health`, `metrics`, `openapi`; `dashboard`: the web page and its files.
-//! - `auth`: the bearer-token middleware.
+//! - `auth`: roles (operator and viewer tokens, signed viewer URLs) and the browser-origin check; `throttle`:
+//!   failed authentications per client address; `viewers`: signed viewer URLs.
 
 mod auth;
 mod body;
@@ -47,6 +51,8 @@ pub mod openapi;
 pub mod preview;
 pub mod srs;
 pub mod state;
+mod throttle;
+pub mod viewers;
 
 use std::time::Duration;
 
@@ -56,7 +62,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::gateway::config::CorsConfig;
@@ -67,18 +73,22 @@ pub use state::{ApiSettings, AppState};
 /// The whole API, ready for `axum::serve`.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let token = || from_fn_with_state(state.clone(), auth::require_token);
+    let operator = || from_fn_with_state(state.clone(), auth::require_operator);
     let control = Router::new()
         .route("/play_camera", post(legacy::play_camera))
         .route("/stop_camera", post(legacy::stop_camera))
         .route("/stop_all_camera", post(legacy::stop_all_camera))
         .route("/api/v1/cameras", get(cameras::list).delete(cameras::delete_all))
         .route("/api/v1/cameras/{id}", get(cameras::get).put(cameras::put).delete(cameras::delete))
-        .route("/api/v1/cameras/{id}/snapshot.jpg", get(preview::snapshot))
+        .route("/api/v1/cameras/{id}/viewer_url", get(viewers::viewer_url))
         .route("/api/v1/events", get(events::events))
-        .route("/live/{stream}", get(preview::live_flv))
         .route("/api/v1/on_demand", get(cameras::list_on_demand))
-        .route_layer(token());
+        .route("/api/v1/gateway", get(health::gateway))
+        .route_layer(operator());
+    // Watching: any token, or a signed viewer URL of that camera; each handler decides (it knows the camera).
+    let watch = Router::new()
+        .route("/live/{stream}", get(preview::live_flv))
+        .route("/api/v1/cameras/{id}/snapshot.jpg", get(preview::snapshot));
     // SRS cannot send a bearer header: the hooks check `?token=` themselves.
     let hooks = Router::new()
         .route("/api/v1/srs/on_play", post(srs::on_play))
@@ -87,11 +97,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/srs/on_unpublish", post(srs::on_unpublish));
     let mut health = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
     if settings.protect_health {
-        health = health.route_layer(token());
+        health = health.route_layer(operator());
     }
     let mut metrics = Router::new().route("/metrics", get(metrics::metrics));
     if settings.protect_metrics {
-        metrics = metrics.route_layer(token());
+        metrics = metrics.route_layer(operator());
     }
     // The document describes the API, not the cameras: public, so tools can fetch it.
     let docs = Router::new().route("/openapi.json", get(openapi::openapi_json));
@@ -100,6 +110,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(control)
+        .merge(watch)
         .merge(hooks)
         .merge(health)
         .merge(metrics)
@@ -108,10 +119,15 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(from_fn_with_state(state.clone(), metrics::count_requests))
+        .layer(from_fn_with_state(state.clone(), auth::check_origin))
+        .layer(from_fn_with_state(state.clone(), throttle::throttle))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                // Method and path only: queries carry hook tokens (`?token=`) and viewer signatures.
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         // Outermost, so preflights are answered before authentication and every answer carries the headers.

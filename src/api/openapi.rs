@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{cameras, events, health, legacy, metrics, preview, srs};
+use super::{cameras, events, health, legacy, metrics, preview, srs, viewers};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -15,8 +15,8 @@ use super::{cameras, events, health, legacy, metrics, preview, srs};
         legacy::play_camera, legacy::stop_camera, legacy::stop_all_camera,
         cameras::list, cameras::get, cameras::put, cameras::delete, cameras::delete_all, cameras::list_on_demand,
         srs::on_play, srs::on_stop, srs::on_publish, srs::on_unpublish,
-        preview::live_flv, preview::snapshot,
-        events::events, health::healthz, health::readyz, metrics::metrics, openapi_json,
+        preview::live_flv, preview::snapshot, viewers::viewer_url,
+        events::events, health::healthz, health::readyz, health::gateway, metrics::metrics, openapi_json,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -2,12 +2,13 @@
 //! number of viewers, and `GET /api/v1/cameras/{id}/snapshot.jpg` answers a still of its latest picture.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde::Deserialize;
 
+use super::auth;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::model::CameraId;
@@ -16,19 +17,31 @@ use crate::model::CameraId;
 /// live. A viewer that cannot keep up is disconnected (the player reconnects) instead of buffered without bound.
 #[utoipa::path(
     get, path = "/live/{stream}", tag = "preview",
-    params(("stream" = String, Path, description = "`<camera id>.flv`")),
+    params(
+        ("stream" = String, Path, description = "`<camera id>.flv`"),
+        ("expires" = Option<u64>, Query, description = "A signed viewer URL's expiry (Unix seconds)"),
+        ("signature" = Option<String>, Query, description = "A signed viewer URL's signature"),
+    ),
     responses(
         (status = 200, description = "HTTP-FLV stream", content_type = "video/x-flv"),
+        (status = 401, description = "A token or a signed viewer URL is needed", body = super::error::ErrorBody),
+        (status = 403, description = "The viewer URL's signature is invalid or expired", body = super::error::ErrorBody),
         (status = 404, description = "No such camera, or its preview is off", body = super::error::ErrorBody),
         (status = 429, description = "Too many preview viewers; `limit` names the limit", body = super::error::ErrorBody),
     )
 )]
-pub async fn live_flv(State(state): State<AppState>, Path(stream): Path<String>) -> Result<Response, ApiError> {
+pub async fn live_flv(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id: CameraId = stream
         .strip_suffix(".flv")
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "stream names end in .flv"))?
         .parse()
         .map_err(ApiError::from)?;
+    auth::authorize_watch(&state, &headers, query.as_deref(), &id)?;
     let viewer = state.gateway.preview_viewer(&id)?;
     // The stream ends with the camera, or when the gateway begins shutting down: an open player must not hold
     // up the graceful drain.
@@ -57,7 +70,12 @@ pub struct SnapshotQuery {
 /// A JPEG of the camera's latest picture, decoded on request from its last keyframe (also in copy mode).
 #[utoipa::path(
     get, path = "/api/v1/cameras/{id}/snapshot.jpg", tag = "cameras",
-    params(("id" = String, Path, description = "Camera id"), SnapshotQuery),
+    params(
+        ("id" = String, Path, description = "Camera id"),
+        SnapshotQuery,
+        ("expires" = Option<u64>, Query, description = "A signed viewer URL's expiry (Unix seconds)"),
+        ("signature" = Option<String>, Query, description = "A signed viewer URL's signature"),
+    ),
     responses(
         (status = 200, description = "JPEG", content_type = "image/jpeg"),
         (status = 404, description = "No such camera", body = super::error::ErrorBody),
@@ -69,8 +87,11 @@ pub async fn snapshot(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<SnapshotQuery>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id: CameraId = id.parse()?;
+    auth::authorize_watch(&state, &headers, raw.as_deref(), &id)?;
     let jpeg = state.gateway.snapshot(&id, query.width).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-cache")], jpeg).into_response())
 }

@@ -9,7 +9,9 @@
 //! refusing would reject camgate's own stream, or any other publisher's.
 //!
 //! SRS cannot send an `Authorization` header, so when API tokens are configured the hook URL carries one as
-//! `?token=…` (a bearer header is accepted too).
+//! `?token=…` (a bearer header is accepted too). With a viewer secret configured, `on_play` also checks the
+//! player's signed viewer URL (SRS passes its query as `param`), so SRS's own HTTP-FLV, HLS and WebRTC viewers
+//! need one too.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -99,6 +101,7 @@ fn check_token(state: &AppState, query: &HookQuery, headers: &HeaderMap) -> Resu
     params(("token" = Option<String>, Query, description = "API token, when tokens are configured")),
     responses(
         (status = 200, body = HookReply),
+        (status = 403, description = "A viewer secret is configured and the player's URL is not validly signed", body = HookReply),
         (status = 404, description = "Unknown stream", body = HookReply),
         (status = 429, description = "Too many viewers", body = HookReply),
     )
@@ -111,6 +114,19 @@ pub async fn on_play(
 ) -> HookAnswer {
     check_token(&state, &query, &headers)?;
     let client = client(&hook);
+    // With a viewer secret, SRS's players need a signed viewer URL of this camera: SRS passes the player's
+    // query as `param`.
+    if state.gateway.signs_viewer_urls()
+        && let Ok(id) = state.gateway.knows_stream(&hook.app, &hook.stream)
+        && let Err(error) = state.gateway.check_viewer_signature(&id, &hook.param)
+    {
+        info!(camera = %id, client = %client, ip = %hook.ip, "viewer refused: {error}");
+        let status = StatusCode::FORBIDDEN;
+        return Ok((
+            status,
+            Json(HookReply { code: status.as_u16(), msg: Some(format!("viewer URL refused: {error}")) }),
+        ));
+    }
     match state.gateway.viewer_joined(&hook.app, &hook.stream, &client) {
         Ok(joined) => {
             let change = joined.applied.outcome;

@@ -8,6 +8,7 @@ use crate::gateway::Gateway;
 use crate::gateway::config::{Config, CorsConfig};
 
 use super::metrics::HttpCounters;
+use super::throttle::AuthThrottle;
 
 /// The router's state; cheap to clone (everything behind `Arc`s).
 #[derive(Clone)]
@@ -20,13 +21,19 @@ pub struct AppState {
     pub http: Arc<HttpCounters>,
     /// When the process started, for `/metrics`' uptime.
     pub started: Instant,
+    /// Failed authentications per client address.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 /// The parts of the configuration the HTTP layer itself uses (the gateway has its own).
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
-    /// Accepted bearer tokens; empty means no authentication.
+    /// Operator bearer tokens; empty means no authentication.
     pub tokens: Vec<String>,
+    /// Viewer bearer tokens: watch routes only.
+    pub viewer_tokens: Vec<String>,
+    /// Failed authentications one address may make per minute.
+    pub max_auth_failures_per_minute: u32,
     /// Whether health routes need a token.
     pub protect_health: bool,
     /// Whether `/metrics` needs a token.
@@ -39,6 +46,8 @@ pub struct ApiSettings {
     pub listen_port: u16,
     /// Where the dashboard's files are read from at each request (see [`Config::web_dir`]).
     pub web_dir: PathBuf,
+    /// Warnings about the configuration, shown by the dashboard (see [`Config::security_warnings`]).
+    pub warnings: Vec<String>,
 }
 
 impl ApiSettings {
@@ -46,12 +55,15 @@ impl ApiSettings {
     pub fn from_config(config: &Config) -> ApiSettings {
         ApiSettings {
             tokens: config.auth.tokens.clone(),
+            viewer_tokens: config.auth.viewer_tokens.clone(),
+            max_auth_failures_per_minute: config.auth.max_failures_per_minute,
             protect_health: config.auth.protect_health,
             protect_metrics: config.auth.protect_metrics,
             cors: config.cors.clone(),
             body_limit_bytes: config.body_limit_bytes,
             listen_port: config.listen.port(),
             web_dir: config.web_dir.clone(),
+            warnings: config.security_warnings(),
         }
     }
 }
@@ -64,6 +76,7 @@ impl AppState {
             settings: Arc::new(settings),
             http: Arc::new(HttpCounters::default()),
             started: Instant::now(),
+            auth_throttle: Arc::default(),
         }
     }
 }

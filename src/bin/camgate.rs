@@ -70,6 +70,17 @@ struct ServeArgs {
     /// Accepted API bearer token; repeat the flag, or comma-separate in the variable. Replaces the file's list.
     #[arg(long = "token", env = "CAMGATE_TOKENS", value_delimiter = ',', hide_env_values = true)]
     tokens: Vec<String>,
+    /// Accepted viewer bearer token (watch only: preview and snapshots); repeat the flag, or comma-separate in
+    /// the variable. Replaces the file's list.
+    #[arg(long = "viewer-token", env = "CAMGATE_VIEWER_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    viewer_tokens: Vec<String>,
+    /// Refuse to start without an operator token.
+    #[arg(long, env = "CAMGATE_REQUIRE_TOKENS")]
+    require_tokens: bool,
+    /// Secret viewer URLs are signed with (32+ characters): viewer URLs then expire, and watching needs a signed
+    /// URL or a token.
+    #[arg(long, env = "CAMGATE_VIEWER_SECRET", hide_env_values = true)]
+    viewer_secret: Option<String>,
     /// Require a token for /healthz and /readyz too.
     #[arg(long, env = "CAMGATE_PROTECT_HEALTH")]
     protect_health: bool,
@@ -116,6 +127,10 @@ struct ServeArgs {
     /// Default encoder threads per camera; 0 lets the encoder decide [default: 0].
     #[arg(long, env = "CAMGATE_ENCODER_THREADS")]
     encoder_threads: Option<u32>,
+    /// Camera hosts to allow besides the configured ones (CIDRs, addresses or host names); repeat the flag, or
+    /// comma-separate in the variable. Test rigs with cameras on loopback use 127.0.0.0/8.
+    #[arg(long = "allow-camera-hosts", env = "CAMGATE_ALLOW_CAMERA_HOSTS", value_delimiter = ',')]
+    allow_camera_hosts: Vec<String>,
     /// Folder of the web dashboard served at / (run `npm ci` in it for the player) [default: web].
     #[arg(long, env = "CAMGATE_WEB_DIR")]
     web_dir: Option<PathBuf>,
@@ -148,12 +163,18 @@ impl ServeArgs {
         if !self.tokens.is_empty() {
             config.auth.tokens = self.tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
         }
+        if !self.viewer_tokens.is_empty() {
+            config.auth.viewer_tokens = self.viewer_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
+        }
+        config.auth.require_tokens |= self.require_tokens;
+        config.viewer_secret = self.viewer_secret.clone().filter(|s| !s.is_empty()).or(config.viewer_secret);
         config.auth.protect_health |= self.protect_health;
         config.auth.protect_metrics |= self.protect_metrics;
         if !self.cors_origins.is_empty() {
             config.cors.allowed_origins.clone_from(&self.cors_origins);
         }
         config.cors.allow_credentials |= self.cors_credentials;
+        config.camera_hosts.allow.extend(self.allow_camera_hosts.iter().filter(|h| !h.trim().is_empty()).cloned());
         if let Some(format) = &self.log_format {
             config.log_format = if format == "json" { LogFormat::Json } else { LogFormat::Text };
         }
@@ -177,8 +198,17 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::CheckConfig(args)) => {
             let mut config = args.config()?;
-            for token in &mut config.auth.tokens {
+            for token in config.auth.tokens.iter_mut().chain(config.auth.viewer_tokens.iter_mut()) {
                 *token = "***".into();
+            }
+            if let Some(secret) = &mut config.viewer_secret {
+                *secret = "***".into();
+            }
+            for camera in config.cameras.values_mut() {
+                camera.input = camgate::redact_url(&camera.input);
+                if let Some(output) = &mut camera.output {
+                    *output = output.parse::<camgate::OutputTarget>().map_or_else(|_| "***".into(), |o| o.redacted());
+                }
             }
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())
@@ -228,9 +258,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(address = %listener.local_addr()?, max_cameras = config.max_cameras, "camgate listening");
+    for warning in config.security_warnings() {
+        warn!("SECURITY: {warning}");
+    }
     gateway.restore(config.boot_cameras()?, saved).await;
 
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+    // The peer address reaches the handlers for the failed-authentication throttle.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown({
         let gateway = gateway.clone();
         async move {
             let signal = shutdown_signal().await;

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use utoipa::ToSchema;
 
-use crate::model::{AudioSpec, CameraId, OutputTarget, RetryPolicy, SpecError, StreamSpec, Timeouts, VideoSpec};
+use crate::model::{
+    AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, SpecError, StreamSpec, Timeouts, VideoSpec,
+};
 use crate::preview::PreviewLimits;
 use crate::runtime::SupervisorConfig;
 
@@ -99,6 +101,14 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// How long an on-demand camera keeps running after its last viewer left, in milliseconds.
     pub on_demand_linger_ms: u64,
+    /// The secret viewer URLs are signed with (HMAC-SHA256; 32+ characters). Set, every viewer URL camgate
+    /// hands out expires, and the preview, snapshots and the RTMP server's `on_play` hook demand a valid one
+    /// (or a token). Prefer `CAMGATE_VIEWER_SECRET` over writing it here.
+    pub viewer_secret: Option<String>,
+    /// How long the viewer URLs camgate hands out stay valid when signed, in milliseconds.
+    pub viewer_url_ttl_ms: u64,
+    /// Where cameras may be.
+    pub camera_hosts: CameraHosts,
     /// How much of each resource clients may take.
     pub limits: Limits,
     /// Who may call the API.
@@ -129,6 +139,9 @@ impl Default for Config {
             drain_timeout_ms: 5_000,
             data_dir: None,
             on_demand_linger_ms: 30_000,
+            viewer_secret: None,
+            viewer_url_ttl_ms: 6 * 3_600_000,
+            camera_hosts: CameraHosts::default(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
@@ -136,6 +149,25 @@ impl Default for Config {
             cameras: BTreeMap::new(),
             web_dir: PathBuf::from("web"),
         }
+    }
+}
+
+/// Where cameras may be: networks (CIDRs, addresses) and host names (`cam.example.com`, `*.cams.example.com`).
+/// See [`HostPolicy`] for how rules combine. By default loopback, link-local and cloud metadata addresses are
+/// refused; test rigs and a camera on the gateway's own host need `allow = ["127.0.0.0/8"]`
+/// (`CAMGATE_ALLOW_CAMERA_HOSTS=127.0.0.0/8`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraHosts {
+    /// Allowed even where a less specific deny rule matches.
+    pub allow: Vec<String>,
+    /// Refused unless a more specific allow rule matches.
+    pub deny: Vec<String>,
+}
+
+impl Default for CameraHosts {
+    fn default() -> Self {
+        CameraHosts { allow: Vec::new(), deny: HostPolicy::DEFAULT_DENY.iter().map(|s| (*s).to_owned()).collect() }
     }
 }
 
@@ -197,16 +229,36 @@ impl Limits {
     }
 }
 
-/// API tokens.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Who may call the API: operators control, viewers only watch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accepted bearer tokens; empty leaves the API open (as the old service was).
+    /// Operator bearer tokens: every route. Empty leaves the API open (as the old service was).
     pub tokens: Vec<String>,
+    /// Viewer bearer tokens: only the built-in preview and snapshots. Needs operator tokens too.
+    pub viewer_tokens: Vec<String>,
+    /// Refuse to start without operator tokens (the one line that locks the API down).
+    pub require_tokens: bool,
     /// Whether `/healthz` and `/readyz` need a token too (probes usually cannot send one).
     pub protect_health: bool,
     /// Whether `/metrics` needs a token too.
     pub protect_metrics: bool,
+    /// Failed authentications one client address may make per minute; after that it is answered 429 until
+    /// the minute is over, so tokens cannot be guessed at line rate.
+    pub max_failures_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: Vec::new(),
+            viewer_tokens: Vec::new(),
+            require_tokens: false,
+            protect_health: false,
+            protect_metrics: false,
+            max_failures_per_minute: 10,
+        }
+    }
 }
 
 /// Cross-origin access for browser front ends.
@@ -387,6 +439,7 @@ impl Config {
     /// The supervisor's limits and timings.
     pub fn supervisor_config(&self) -> SupervisorConfig {
         SupervisorConfig {
+            camera_hosts: std::sync::Arc::new(self.host_policy().unwrap_or_default()),
             max_cameras: self.max_cameras,
             stop_timeout: Duration::from_millis(self.stop_timeout_ms),
             preview: PreviewLimits {
@@ -395,6 +448,39 @@ impl Config {
             },
             ..SupervisorConfig::default()
         }
+    }
+
+    /// What an operator should know about this configuration's exposure: an API that needs no token while it
+    /// listens beyond loopback (any web page a visitor opens can then start cameras pointing anywhere the
+    /// gateway reaches, or stop them all), and viewers that need nothing to watch.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.auth.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            let browsers = if self.cors.allowed_origins.iter().any(|o| o == "*") {
+                " and any web page opened by someone on this network can drive it (CORS allows every origin)"
+            } else {
+                ""
+            };
+            warnings.push(format!(
+                "the control API needs no token and listens on {}: anyone who reaches it can start and stop \
+                 cameras{browsers}. Set auth.tokens (CAMGATE_TOKENS) and auth.require_tokens, see docs/SECURITY.md",
+                self.listen
+            ));
+        }
+        if self.viewer_secret.is_none() && !self.listen.ip().is_loopback() {
+            warnings.push(
+                "viewer URLs are not signed: anyone who learns a stream name can watch it. Set viewer_secret \
+                 (CAMGATE_VIEWER_SECRET)"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
+    /// The camera host policy of `[camera_hosts]` (checked by [`validate`](Self::validate)).
+    pub fn host_policy(&self) -> Result<HostPolicy, ConfigError> {
+        HostPolicy::new(&self.camera_hosts.allow, &self.camera_hosts.deny)
+            .map_err(|reason| ConfigError::invalid("camera_hosts", reason))
     }
 
     /// The cameras of the file, with how each runs (for [`Gateway::restore`](super::Gateway::restore)).
@@ -438,6 +524,7 @@ impl Config {
             return Err(ConfigError::invalid("on_demand_linger_ms", "must be 100 to 86400000"));
         }
         self.limits.validate()?;
+        self.host_policy()?;
         if self.drain_timeout_ms > 300_000 {
             return Err(ConfigError::invalid("drain_timeout_ms", "must be at most 300000"));
         }
@@ -460,8 +547,42 @@ impl Config {
         {
             return Err(ConfigError::invalid("public_host", "must be a host name or IP address"));
         }
-        if self.auth.tokens.iter().any(|t| t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        let weak = |t: &String| t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control());
+        if self.auth.tokens.iter().any(weak) {
             return Err(ConfigError::invalid("auth.tokens", "each token needs 16 or more printable characters"));
+        }
+        if self.auth.viewer_tokens.iter().any(weak) {
+            return Err(ConfigError::invalid("auth.viewer_tokens", "each token needs 16 or more printable characters"));
+        }
+        if !self.auth.viewer_tokens.is_empty() && self.auth.tokens.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.viewer_tokens",
+                "viewer tokens need operator tokens (auth.tokens): without them the whole API is open",
+            ));
+        }
+        if self.auth.viewer_tokens.iter().any(|t| self.auth.tokens.contains(t)) {
+            return Err(ConfigError::invalid(
+                "auth.viewer_tokens",
+                "a token cannot be both an operator's and a viewer's",
+            ));
+        }
+        if self.auth.require_tokens && self.auth.tokens.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.require_tokens",
+                "no operator token is configured (auth.tokens, CAMGATE_TOKENS or --token)",
+            ));
+        }
+        if !(1..=10_000).contains(&self.auth.max_failures_per_minute) {
+            return Err(ConfigError::invalid("auth.max_failures_per_minute", "must be 1 to 10000"));
+        }
+        if let Some(secret) = &self.viewer_secret
+            && (secret.len() < super::viewer_urls::MIN_SECRET_LEN
+                || secret.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ConfigError::invalid("viewer_secret", "needs 32 or more printable characters"));
+        }
+        if !(60_000..=super::viewer_urls::MAX_TTL.as_millis() as u64).contains(&self.viewer_url_ttl_ms) {
+            return Err(ConfigError::invalid("viewer_url_ttl_ms", "must be 60000 (a minute) to 604800000 (a week)"));
         }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
         if any_origin && self.cors.allowed_origins.len() > 1 {

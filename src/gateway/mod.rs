@@ -29,6 +29,7 @@ pub mod config;
 mod desired;
 mod locks;
 pub mod store;
+pub mod viewer_urls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +46,9 @@ use self::desired::{DesiredSet, Source, stream_key};
 pub use self::desired::{OnDemandCamera, OnDemandError, RunMode, ViewerChange};
 use self::locks::CameraLocks;
 use self::store::{SavedCamera, StateError, StateFile};
+use self::viewer_urls::{SignatureError, ViewerSigner, with_query};
+use crate::model::host_policy::NameVerdict;
+use crate::model::url::UrlHost;
 use crate::model::{CameraId, SpecError, StreamSpec, SupervisorError};
 use crate::preview::snapshot::{self, SnapshotError};
 use crate::preview::{SubscribeError, Viewer};
@@ -62,6 +66,10 @@ pub struct GatewaySettings {
     pub on_demand_linger: Duration,
     /// Bounds on what clients can make the gateway hold.
     pub limits: Limits,
+    /// Signs viewer URLs, when a viewer secret is configured.
+    pub viewer_signer: Option<ViewerSigner>,
+    /// How long signed viewer URLs stay valid unless asked otherwise.
+    pub viewer_url_ttl: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -78,6 +86,8 @@ impl GatewaySettings {
             defaults: config.defaults.clone(),
             on_demand_linger: Duration::from_millis(config.on_demand_linger_ms),
             limits: config.limits.clone(),
+            viewer_signer: config.viewer_secret.as_deref().map(ViewerSigner::new),
+            viewer_url_ttl: Duration::from_millis(config.viewer_url_ttl_ms),
         }
     }
 }
@@ -174,6 +184,18 @@ pub struct ViewerJoined {
     /// Completes once an on-demand camera that needed starting for this viewer has been started (or found
     /// not to need it any more).
     pub started: tokio::task::JoinHandle<()>,
+}
+
+/// Where a camera can be watched, signed when a viewer secret is configured.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ViewerUrls {
+    /// The URL viewers play: the RTMP server's (the viewer URL template) for a camera with an RTMP output,
+    /// else camgate's own preview.
+    pub url: String,
+    /// camgate's own preview of the camera, if it has one.
+    pub preview_url: Option<String>,
+    /// When the signature expires (Unix milliseconds); `None` when URLs are not signed.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// The result of stopping several cameras.
@@ -278,6 +300,7 @@ impl Gateway {
     ) -> Result<Applied<PutOutcome>, GatewayError> {
         self.check_open()?;
         spec.validate()?;
+        self.check_camera_host(&spec).await?;
         let id = spec.id.clone();
         let _turn = self.inner.locks.lock(&id).await;
         self.check_open()?;
@@ -325,6 +348,7 @@ impl Gateway {
     pub async fn play(&self, spec: StreamSpec) -> Result<Applied<PlayOutcome>, GatewayError> {
         self.check_open()?;
         spec.validate()?;
+        self.check_camera_host(&spec).await?;
         let id = spec.id.clone();
         let _turn = self.inner.locks.lock(&id).await;
         self.check_open()?;
@@ -625,6 +649,91 @@ impl Gateway {
                 Err(error) => warn!(camera = %id, %error, "on-demand stop failed"),
             }
         });
+    }
+
+    /// Refuses, with a 400-style error naming `input`, a camera the host policy refuses: an address it denies,
+    /// a name it denies, or a name that resolves (now) only to denied addresses. The camera thread checks again
+    /// on the addresses it connects to; a name that does not resolve now is left to it.
+    async fn check_camera_host(&self, spec: &StreamSpec) -> Result<(), GatewayError> {
+        let policy = Arc::clone(&self.inner.supervisor.config().camera_hosts);
+        let refuse = |reason: String| GatewayError::Spec(SpecError::new("input", reason));
+        let Some((host, port)) = spec.input.host_port() else { return Ok(()) };
+        let name = match host {
+            UrlHost::V4(ip) => return policy.check_ip(ip.into()).map_err(|r| refuse(r.to_string())),
+            UrlHost::V6(ip) => return policy.check_ip(ip.into()).map_err(|r| refuse(r.to_string())),
+            UrlHost::Name(name) => name,
+        };
+        match policy.check_name(&name) {
+            NameVerdict::Allowed => return Ok(()),
+            NameVerdict::Refused(refusal) => return Err(refuse(refusal.to_string())),
+            NameVerdict::ByAddress => {}
+        }
+        let port = port.unwrap_or(554);
+        let lookup = tokio::net::lookup_host((name.as_str(), port));
+        let Ok(Ok(addresses)) = tokio::time::timeout(Duration::from_secs(2), lookup).await else { return Ok(()) };
+        let addresses: Vec<std::net::IpAddr> = addresses.map(|a| a.ip()).collect();
+        let refusals: Vec<String> =
+            addresses.iter().filter_map(|ip| policy.check_ip(*ip).err()).map(|r| r.host).collect();
+        if !addresses.is_empty() && refusals.len() == addresses.len() {
+            return Err(refuse(format!(
+                "camera host {name} resolves only to addresses camera_hosts refuses ({})",
+                refusals.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where `id` can be watched, signed for `ttl` (the configured `viewer_url_ttl_ms` if `None`) when a viewer
+    /// secret is configured. `host` is put into the URLs where no public host is configured, `preview_port` is
+    /// the port of camgate's own preview.
+    pub fn viewer_urls(
+        &self,
+        id: &CameraId,
+        host: Option<&str>,
+        preview_port: u16,
+        ttl: Option<Duration>,
+    ) -> Result<ViewerUrls, GatewayError> {
+        let spec = self.desired().get(id).map(|c| c.spec.clone()).ok_or_else(|| GatewayError::NotFound(id.clone()))?;
+        Ok(self.viewer_urls_for(&spec, host, preview_port, ttl))
+    }
+
+    /// [`viewer_urls`](Self::viewer_urls) for a spec (of a camera about to be started).
+    pub fn viewer_urls_for(
+        &self,
+        spec: &StreamSpec,
+        host: Option<&str>,
+        preview_port: u16,
+        ttl: Option<Duration>,
+    ) -> ViewerUrls {
+        let settings = &self.inner.settings;
+        let templates = &settings.templates;
+        let preview = templates.preview_url(&spec.id, host, preview_port);
+        let url = if spec.output.is_some() { templates.viewer_url(&spec.id, host) } else { preview.clone() };
+        let preview = spec.preview.then_some(preview);
+        let Some(signer) = &settings.viewer_signer else {
+            return ViewerUrls { url, preview_url: preview, expires_at_ms: None };
+        };
+        let now = self.inner.clock.system_time().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let expires = (now + ttl.unwrap_or(settings.viewer_url_ttl).min(viewer_urls::MAX_TTL)).as_secs();
+        let query = signer.sign(&spec.id, expires);
+        ViewerUrls {
+            url: with_query(&url, &query),
+            preview_url: preview.map(|p| with_query(&p, &query)),
+            expires_at_ms: Some(expires * 1000),
+        }
+    }
+
+    /// Whether viewer URLs are signed (a viewer secret is configured).
+    pub fn signs_viewer_urls(&self) -> bool {
+        self.inner.settings.viewer_signer.is_some()
+    }
+
+    /// Checks a viewer URL's query for camera `id`. `Ok` when no viewer secret is configured.
+    pub fn check_viewer_signature(&self, id: &CameraId, query: &str) -> Result<(), SignatureError> {
+        match &self.inner.settings.viewer_signer {
+            Some(signer) => signer.verify(id, query, self.inner.clock.system_time()),
+            None => Ok(()),
+        }
     }
 
     /// Whether the camera's thread runs and is not on its way out.

@@ -109,6 +109,24 @@ pub enum PipelineError {
         /// The redacted URL.
         target: String,
     },
+    /// The camera's host name does not resolve.
+    #[error("camera {camera}: cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The camera.
+        camera: CameraId,
+        /// The host name.
+        host: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// The camera's host, or every address it resolves to, is refused by the host policy.
+    #[error("camera {camera}: {reason}")]
+    HostRefused {
+        /// The camera.
+        camera: CameraId,
+        /// Which host or address, and the rule.
+        reason: String,
+    },
     /// The requested mode cannot handle the input (copy mode on a codec FLV cannot carry, …).
     #[error("camera {camera}: {reason}")]
     Unsupported {

@@ -3,6 +3,7 @@
 //!
 //! - `id`: [`CameraId`], the one name of a camera everywhere.
 //! - `url`: strict, canonical parsing of the URLs handed to FFmpeg.
+//! - `host_policy`: where cameras may be ([`HostPolicy`]: allow/deny networks and names).
 //! - `source`: [`SourceUrl`], where a camera is (RTSP or the built-in demo camera).
 //! - `output`: [`OutputTarget`], where its FLV goes.
 //! - `spec`: [`StreamSpec`] and its parts (video, audio, timeouts, retry).
@@ -11,6 +12,7 @@
 //! - `redact`: hiding credentials in anything shown to people.
 
 pub mod error;
+pub mod host_policy;
 pub mod id;
 pub mod output;
 pub mod redact;
@@ -20,6 +22,7 @@ pub mod spec;
 pub mod url;
 
 pub use error::{PipelineError, SpecError, Stage, SupervisorError};
+pub use host_policy::HostPolicy;
 pub use id::CameraId;
 pub use output::OutputTarget;
 pub use redact::redact_url;

@@ -4,7 +4,8 @@
 //! process except towards the camera itself, so anything that formats a URL for people uses [`redact_url`].
 
 /// Query parameters that carry secrets on some cameras (`?usr=admin&pwd=…`) or RTMP servers (`?token=…`).
-const SECRET_PARAMS: [&str; 9] = ["password", "passwd", "pass", "pwd", "token", "secret", "key", "auth", "sign"];
+const SECRET_PARAMS: [&str; 10] =
+    ["password", "passwd", "pass", "pwd", "token", "secret", "key", "auth", "sign", "signature"];
 
 /// Returns `url` with the password (and the user name, which is often the same word) replaced by `***`, and the
 /// values of query parameters such as `pwd`, `password` or `token` too.
@@ -29,13 +30,18 @@ pub fn redact_url(url: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => format!("{key}=***"),
+                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
                 _ => pair.to_owned(),
             })
             .collect();
         out.push_str(&pairs.join("&"));
     }
     out
+}
+
+/// Whether a query parameter of this name carries a secret (its value is hidden when shown).
+pub fn is_secret_param(key: &str) -> bool {
+    SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s))
 }
 
 fn redact_userinfo(url: &str) -> String {

@@ -304,6 +304,39 @@ impl StreamSpec {
         }
     }
 
+    /// The strings of this spec that must never be shown: the camera's user name and password (as written and
+    /// decoded), the output's credentials, secret query values, and its stream name when that may be a stream
+    /// key (see [`OutputTarget::redacted_for`]).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = Vec::new();
+        let mut add_url = |raw: &str| {
+            let Ok(url) = ::url::Url::parse(raw) else { return };
+            for part in [url.username(), url.password().unwrap_or("")] {
+                secrets.push(part.to_owned());
+                secrets.push(percent_decode(part));
+            }
+            for (key, value) in url.query_pairs() {
+                if super::redact::is_secret_param(&key) {
+                    secrets.push(value.into_owned());
+                }
+            }
+        };
+        add_url(self.input.expose());
+        if let Some(output) = &self.output {
+            add_url(&output.expose());
+            if let Some(stream) = output.stream()
+                && let Some(name) = stream.rsplit('/').next()
+                && !output.redacted_for(&self.id).contains(&format!("/{name}"))
+            {
+                secrets.push(name.to_owned());
+            }
+        }
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort();
+        secrets.dedup();
+        secrets
+    }
+
     /// A spec for a camera that only feeds the built-in preview (no RTMP server needed).
     pub fn preview_only(id: &str, input: &str) -> Result<StreamSpec, SpecError> {
         Ok(StreamSpec {
@@ -399,6 +432,31 @@ impl StreamSpec {
     }
 }
 
+/// `%XX` escapes decoded (as FFmpeg decodes credentials before sending them); invalid ones kept as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn one_of(value: &str, allowed: &[&str]) -> String {
     format!("unknown value {value:?} (expected one of: {})", allowed.join(", "))
 }
@@ -472,6 +530,16 @@ mod tests {
             let ms = policy.backoff(1, seed).as_millis();
             assert!((800..=1200).contains(&ms), "{ms}");
         }
+    }
+
+    #[test]
+    fn secrets_of_a_spec() {
+        let spec =
+            StreamSpec::new("door", "rtsp://adm%40in:p%2Bw@cam/s?pwd=k3y", "rtmp://srs/live2/abcd-efgh?token=t0k")
+                .unwrap();
+        assert_eq!(spec.secrets(), ["abcd-efgh", "adm%40in", "adm@in", "k3y", "p%2Bw", "p+w", "t0k"]);
+        let public = StreamSpec::new("door", "rtsp://cam/s", "rtmp://srs/live/livestreamdoor").unwrap();
+        assert!(public.secrets().is_empty(), "{:?}", public.secrets());
     }
 
     #[test]

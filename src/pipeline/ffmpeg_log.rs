@@ -8,8 +8,8 @@
 //!
 //! Levels are chosen so that a healthy camera stays quiet and a failing one is explained: FFmpeg errors are
 //! `warn`, its warnings (packet loss, timestamp repairs it did itself) `debug`, the rest `trace`. A camera
-//! that floods (a broken stream can log hundreds of lines a second) is held to [`LINES_PER_WINDOW`] lines per
-//! [`WINDOW`], and how many were held back is logged when the window ends. `CAMGATE_FFMPEG_LOG` (`error`,
+//! that floods errors or warnings (a broken stream can log hundreds a second) is held to [`LINES_PER_WINDOW`]
+//! of them per [`WINDOW`], and how many were held back is logged when the window ends. `CAMGATE_FFMPEG_LOG` (`error`,
 //! `warning`, `info`, `verbose`, `debug`) changes which FFmpeg levels are formatted at all; the default is
 //! `warning`. Camera credentials in logged URLs are redacted.
 
@@ -34,6 +34,9 @@ static MAX_LEVEL: AtomicI32 = AtomicI32::new(ffi::AV_LOG_WARNING);
 #[derive(Default)]
 struct ThreadLog {
     camera: Option<CameraId>,
+    /// Strings never to log from this thread: the camera's credentials and stream key, which FFmpeg prints in
+    /// its debug lines (`fname = <stream key>`, an RTSP `Authorization` it echoes).
+    secrets: Vec<String>,
     last_error: Option<String>,
     window_start: Option<Instant>,
     lines: u32,
@@ -47,6 +50,15 @@ thread_local! {
 /// Names the camera whose pipeline runs on this thread, so FFmpeg's lines are attributed to it.
 pub fn set_thread_camera(camera: Option<CameraId>) {
     THREAD_LOG.with(|log| log.borrow_mut().camera = camera);
+}
+
+/// Strings FFmpeg may print that must never reach the log from this thread (replaced by `***`). Strings
+/// shorter than 3 characters are ignored (they would blank out ordinary text).
+pub fn set_thread_secrets(secrets: Vec<String>) {
+    let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 3).collect();
+    // Longest first, so a secret containing another is hidden whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    THREAD_LOG.with(|log| log.borrow_mut().secrets = secrets);
 }
 
 /// FFmpeg's last error-level line on this thread since the last call, credentials hidden.
@@ -123,9 +135,14 @@ fn emit(level: c_int, component: &str, text: &str) {
     if text.is_empty() {
         return;
     }
-    let text = redact_line(text);
+    let mut text = redact_line(text);
     THREAD_LOG.with(|cell| {
         let Ok(mut log) = cell.try_borrow_mut() else { return };
+        for secret in &log.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
         if level <= ffi::AV_LOG_ERROR {
             log.last_error = Some(text.clone());
         }
@@ -144,11 +161,15 @@ fn emit(level: c_int, component: &str, text: &str) {
             log.lines = 0;
             log.held_back = 0;
         }
-        if log.lines >= LINES_PER_WINDOW {
-            log.held_back += 1;
-            return;
+        // The budget is for what is logged by default (errors, warnings): a broken stream can flood those.
+        // Levels below exist only when an operator asked for them (CAMGATE_FFMPEG_LOG), and get everything.
+        if level <= ffi::AV_LOG_WARNING {
+            if log.lines >= LINES_PER_WINDOW {
+                log.held_back += 1;
+                return;
+            }
+            log.lines += 1;
         }
-        log.lines += 1;
         log_line(level, log.camera.as_ref(), component, &text);
     });
 }
@@ -200,6 +221,16 @@ mod tests {
             "Unable to open rtsp://***:***@10.0.0.5/s for reading"
         );
         assert_eq!(redact_line("method DESCRIBE failed: 401 Unauthorized"), "method DESCRIBE failed: 401 Unauthorized");
+    }
+
+    #[test]
+    fn thread_secrets_never_reach_the_log() {
+        set_thread_secrets(vec!["stream-key-abc".into(), "pw".into()]);
+        emit(ffi::AV_LOG_ERROR, "rtmp", "Proto = rtmp, path = /live/stream-key-abc, fname = stream-key-abc");
+        assert_eq!(take_last_error().as_deref(), Some("Proto = rtmp, path = /live/***, fname = ***"));
+        emit(ffi::AV_LOG_ERROR, "rtsp", "the password pw is too short to hide");
+        assert!(take_last_error().unwrap().contains("pw"), "two-letter strings are not treated as secrets");
+        set_thread_secrets(Vec::new());
     }
 
     #[test]

@@ -1,13 +1,143 @@
 //! Opening a camera: RTSP over TCP through libavformat, with bounded probing, a socket timeout, a protocol
 //! whitelist, and an interrupt callback so a stop or a silent camera ends the open at once.
 
+use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ffmpeg_next::format::{self, context::Input};
 use ffmpeg_next::{Dictionary, device};
 
-use super::interrupt::Interrupter;
+use super::interrupt::{Interrupter, Interruption};
+use crate::model::host_policy::{HostPolicy, NameVerdict};
+use crate::model::url::UrlHost;
 use crate::model::{DemoPreset, SourceUrl, Timeouts};
+
+/// Why the camera's address could not be settled.
+#[derive(Debug)]
+pub enum TargetError {
+    /// Stopped while resolving.
+    Stop,
+    /// The open deadline passed while resolving.
+    Timeout,
+    /// The name does not resolve.
+    Resolve { host: String, reason: String },
+    /// The host policy refuses the host or every address it resolves to.
+    Refused(String),
+}
+
+/// The URL to hand FFmpeg for `url`, after the host policy: the URL itself for an allowed address or a name
+/// the policy trusts; for any other name, the URL with the name replaced by the first resolved address the
+/// policy allows — so FFmpeg connects exactly where the check was made, and a name that resolves elsewhere a
+/// moment later (DNS rebinding) cannot slip past. `None` for the demo camera.
+///
+/// Resolution runs on a helper thread so a stop or the open deadline (armed by the caller) ends the wait at
+/// once; the helper finishes on its own.
+pub fn settle_target(
+    url: &SourceUrl,
+    policy: &HostPolicy,
+    interrupter: &Interrupter,
+) -> Result<Option<String>, TargetError> {
+    let Some((host, port)) = url.host_port() else { return Ok(None) };
+    let name = match host {
+        UrlHost::V4(ip) => return check(policy, IpAddr::V4(ip)).map(|()| Some(url.expose().to_owned())),
+        UrlHost::V6(ip) => return check(policy, IpAddr::V6(ip)).map(|()| Some(url.expose().to_owned())),
+        UrlHost::Name(name) => name,
+    };
+    match policy.check_name(&name) {
+        NameVerdict::Allowed => return Ok(Some(url.expose().to_owned())),
+        NameVerdict::Refused(refusal) => return Err(TargetError::Refused(refusal.to_string())),
+        NameVerdict::ByAddress => {}
+    }
+    let port = port.unwrap_or(if url.scheme() == "rtsps" { 322 } else { 554 });
+    let addresses = resolve(&name, port, interrupter)?;
+    let mut refusals = Vec::new();
+    for ip in &addresses {
+        match policy.check_ip(*ip) {
+            Ok(()) => return Ok(Some(url.with_ip(*ip))),
+            Err(refusal) => refusals.push(refusal.to_string()),
+        }
+    }
+    Err(TargetError::Refused(format!("{name} resolves only to refused addresses: {}", refusals.join("; "))))
+}
+
+/// After the open: if the camera redirected FFmpeg elsewhere (RTSP 301/302 — FFmpeg follows them itself), the
+/// host it ended up on must pass the policy too. The redirect target has already been asked for the stream by
+/// then; refusing here keeps camgate from streaming from it, and the attempt is reported.
+pub fn check_redirect(input: &Input, opened: &str, policy: &HostPolicy) -> Result<(), TargetError> {
+    // SAFETY: the context is open and owned by `input`; `url` is a NUL-terminated string it owns (or NULL).
+    let url = unsafe {
+        let url = (*input.as_ptr()).url;
+        if url.is_null() {
+            return Ok(());
+        }
+        std::ffi::CStr::from_ptr(url).to_string_lossy().into_owned()
+    };
+    if url == opened {
+        return Ok(());
+    }
+    let Ok(parsed) = ::url::Url::parse(&url) else {
+        return Err(TargetError::Refused(format!(
+            "the camera redirected to an unreadable URL ({})",
+            crate::model::redact_url(&url)
+        )));
+    };
+    let host = match parsed.host() {
+        Some(::url::Host::Ipv4(ip)) => return check(policy, IpAddr::V4(ip)),
+        Some(::url::Host::Ipv6(ip)) => return check(policy, IpAddr::V6(ip)),
+        Some(::url::Host::Domain(name)) => name.to_owned(),
+        None => return Err(TargetError::Refused("the camera redirected to a URL without a host".into())),
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return check(policy, ip);
+    }
+    match policy.check_name(&host) {
+        NameVerdict::Allowed => Ok(()),
+        NameVerdict::Refused(refusal) => Err(TargetError::Refused(format!("redirected: {refusal}"))),
+        NameVerdict::ByAddress => {
+            let port = parsed.port().unwrap_or(554);
+            let addresses = (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| TargetError::Resolve { host: host.clone(), reason: e.to_string() })?;
+            for address in addresses {
+                check(policy, address.ip()).map_err(|e| match e {
+                    TargetError::Refused(r) => TargetError::Refused(format!("redirected: {r}")),
+                    other => other,
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check(policy: &HostPolicy, ip: IpAddr) -> Result<(), TargetError> {
+    policy.check_ip(ip).map_err(|refusal| TargetError::Refused(refusal.to_string()))
+}
+
+fn resolve(name: &str, port: u16, interrupter: &Interrupter) -> Result<Vec<IpAddr>, TargetError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let query = (name.to_owned(), port);
+    std::thread::Builder::new()
+        .name("camgate-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(query.to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>()));
+        })
+        .map_err(|e| TargetError::Resolve { host: name.to_owned(), reason: e.to_string() })?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(Ok(addresses)) if !addresses.is_empty() => return Ok(addresses),
+            Ok(Ok(_)) => {
+                return Err(TargetError::Resolve { host: name.to_owned(), reason: "no addresses".into() });
+            }
+            Ok(Err(e)) => return Err(TargetError::Resolve { host: name.to_owned(), reason: e.to_string() }),
+            Err(_) => match interrupter.check() {
+                Some(Interruption::Stop) => return Err(TargetError::Stop),
+                Some(Interruption::Deadline) => return Err(TargetError::Timeout),
+                None => {}
+            },
+        }
+    }
+}
 
 /// How long stream probing may take, in microseconds. RTSP's SDP already names the codecs; probing only fills
 /// in sizes and rates, and every extra millisecond here is a millisecond before the first frame goes out.
@@ -15,11 +145,17 @@ const ANALYZE_DURATION_US: &str = "1000000";
 /// How many bytes stream probing may read.
 const PROBE_SIZE: &str = "1000000";
 
-/// Connects to the camera and probes its streams. The caller arms `interrupter` with the open timeout first.
-pub fn open(url: &SourceUrl, timeouts: &Timeouts, interrupter: &Arc<Interrupter>) -> Result<Input, ffmpeg_next::Error> {
-    if let Some(preset) = url.demo() {
-        return open_demo(preset);
-    }
+/// Connects to the camera at `target` (from [`settle_target`]; `None` for the demo camera) and probes its
+/// streams. The caller arms `interrupter` with the open timeout first.
+pub fn open(
+    url: &SourceUrl,
+    target: Option<&str>,
+    timeouts: &Timeouts,
+    interrupter: &Arc<Interrupter>,
+) -> Result<Input, ffmpeg_next::Error> {
+    let (Some(target), None) = (target, url.demo()) else {
+        return url.demo().map_or(Err(ffmpeg_next::Error::Bug), open_demo);
+    };
     let mut options = Dictionary::new();
     // Interleaved RTP over the RTSP connection: one TCP socket, works through NAT and firewalls, no UDP loss.
     options.set("rtsp_transport", "tcp");
@@ -38,7 +174,7 @@ pub fn open(url: &SourceUrl, timeouts: &Timeouts, interrupter: &Arc<Interrupter>
         },
     );
     options.set("user_agent", concat!("camgate/", env!("CARGO_PKG_VERSION")));
-    format::input_with_interrupt_and_dictionary(url.expose(), interrupter.callback(), options)
+    format::input_with_interrupt_and_dictionary(target, interrupter.callback(), options)
 }
 
 /// Opens the built-in synthetic camera: libavfilter's `lavfi` input running a fixed graph — a moving test

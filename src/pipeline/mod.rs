@@ -25,10 +25,11 @@ use ffmpeg_next::{Packet, Rational, media};
 use tracing::{debug, info, warn};
 
 use self::audio::{AudioPath, AudioSetup};
+use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
-use crate::model::{AudioMode, Counters, PipelineError, SessionInfo, Stage, StreamSpec};
+use crate::model::{AudioMode, Counters, HostPolicy, PipelineError, SessionInfo, Stage, StreamSpec};
 use crate::preview::Channel;
 
 /// How long the FLV trailer and encoder flush may take after a stop, all outputs together.
@@ -55,6 +56,8 @@ pub(crate) enum Halt {
     InputEnded,
     NoVideo,
     Unsupported(String),
+    Resolve { host: String, reason: String },
+    HostRefused(String),
 }
 
 impl Halt {
@@ -96,6 +99,8 @@ impl Halt {
             Halt::InputEnded => PipelineError::InputEnded { camera, target: spec.input.redacted() },
             Halt::NoVideo => PipelineError::NoVideo { camera, target: spec.input.redacted() },
             Halt::Unsupported(reason) => PipelineError::Unsupported { camera, reason },
+            Halt::Resolve { host, reason } => PipelineError::Resolve { camera, host, reason },
+            Halt::HostRefused(reason) => PipelineError::HostRefused { camera, reason },
         })
     }
 }
@@ -117,6 +122,7 @@ pub fn init() {
 /// business.
 pub fn run(
     spec: &StreamSpec,
+    hosts: &HostPolicy,
     stop: &Arc<AtomicBool>,
     counters: &Counters,
     observer: &mut dyn Observer,
@@ -124,7 +130,7 @@ pub fn run(
 ) -> Result<(), PipelineError> {
     init();
     ffmpeg_log::clear_last_error();
-    match Session::open(spec, stop, observer, taps).and_then(|mut session| session.pump(counters, observer)) {
+    match Session::open(spec, hosts, stop, observer, taps).and_then(|mut session| session.pump(counters, observer)) {
         Ok(()) => Ok(()),
         Err(halt) => match halt.into_error(spec) {
             None => Ok(()),
@@ -162,14 +168,29 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn open(
         spec: &'a StreamSpec,
+        hosts: &HostPolicy,
         stop: &Arc<AtomicBool>,
         observer: &mut dyn Observer,
         taps: Taps<'a>,
     ) -> Result<Self, Halt> {
         let input_interrupter = Interrupter::new(Arc::clone(stop));
         input_interrupter.arm(spec.timeouts.open());
-        let input = input::open(&spec.input, &spec.timeouts, &input_interrupter)
+        let target = input::settle_target(&spec.input, hosts, &input_interrupter).map_err(|e| match e {
+            TargetError::Stop => Halt::Stop,
+            TargetError::Timeout => Halt::Timeout { stage: Stage::OpenInput, after: spec.timeouts.open() },
+            TargetError::Resolve { host, reason } => Halt::Resolve { host, reason },
+            TargetError::Refused(reason) => Halt::HostRefused(reason),
+        })?;
+        let input = input::open(&spec.input, target.as_deref(), &spec.timeouts, &input_interrupter)
             .map_err(|e| Halt::from_interruptible(Stage::OpenInput, e, &input_interrupter))?;
+        if let Some(target) = &target {
+            input::check_redirect(&input, target, hosts).map_err(|e| match e {
+                TargetError::Refused(reason) => Halt::HostRefused(reason),
+                TargetError::Resolve { host, reason } => Halt::Resolve { host, reason },
+                TargetError::Stop => Halt::Stop,
+                TargetError::Timeout => Halt::Timeout { stage: Stage::OpenInput, after: spec.timeouts.open() },
+            })?;
+        }
         debug!(camera = %spec.id, input = %spec.input, "input open");
 
         let video_stream = input.streams().best(media::Type::Video).ok_or(Halt::NoVideo)?;

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::clock::{Clock, SystemClock};
 use super::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, ViewerCounts, WorkerState};
 use super::worker::{Report, WorkerContext, WorkerHandle};
-use crate::model::{CameraId, StreamSpec, SupervisorError};
+use crate::model::{CameraId, HostPolicy, StreamSpec, SupervisorError};
 use crate::preview::snapshot::{self, SnapshotError};
 use crate::preview::{PreviewHub, PreviewLimits};
 
@@ -42,6 +42,9 @@ pub struct SupervisorConfig {
     pub preview: PreviewLimits,
     /// The clock retry backoffs wait on.
     pub clock: Arc<dyn Clock>,
+    /// Where cameras may be (by default: not on loopback, link-local or cloud metadata addresses); checked on
+    /// the addresses a camera resolves to, at every connection.
+    pub camera_hosts: Arc<HostPolicy>,
     #[doc(hidden)]
     pub faults: Faults,
 }
@@ -55,6 +58,7 @@ impl Default for SupervisorConfig {
             rate_window: Duration::from_secs(5),
             preview: PreviewLimits::default(),
             clock: Arc::new(SystemClock),
+            camera_hosts: Arc::new(HostPolicy::default()),
             faults: Faults::default(),
         }
     }
@@ -448,6 +452,7 @@ impl SupervisorThread {
             channel,
             reports: self.reports.0.clone(),
             clock: Arc::clone(&self.config.clock),
+            hosts: Arc::clone(&self.config.camera_hosts),
             faults: self.config.faults.clone(),
         };
         let worker = WorkerHandle::spawn(spec, context).map_err(|source| {

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::clock::Clock;
 use super::supervisor::Faults;
 use super::wake;
-use crate::model::{CameraId, Counters, PipelineError, SessionInfo, StreamSpec};
+use crate::model::{CameraId, Counters, HostPolicy, PipelineError, SessionInfo, StreamSpec};
 use crate::pipeline::{self, Observer, Taps};
 use crate::preview::Channel;
 
@@ -55,6 +55,8 @@ pub(crate) struct WorkerContext {
     pub channel: Arc<Channel>,
     pub reports: Sender<Report>,
     pub clock: Arc<dyn Clock>,
+    /// Where the camera may be: checked on the addresses it resolves to, at every connection.
+    pub hosts: Arc<HostPolicy>,
     pub faults: Faults,
 }
 
@@ -147,6 +149,7 @@ impl Worker {
     fn run(&self) -> Option<String> {
         let id = &self.spec.id;
         pipeline::ffmpeg_log::set_thread_camera(Some(id.clone()));
+        pipeline::ffmpeg_log::set_thread_secrets(self.spec.secrets());
         info!(camera = %id, input = %self.spec.input, output = %self.spec.outputs_redacted(), "worker started");
         let error = self.run_sessions();
         match &error {
@@ -206,6 +209,7 @@ impl Worker {
             }
             pipeline::run(
                 &self.spec,
+                &self.context.hosts,
                 &self.stop,
                 &self.counters,
                 &mut observer,

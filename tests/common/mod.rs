@@ -30,3 +30,14 @@ pub use probe::{
 pub use process::{ChildGuard, cpu_time, rss_bytes};
 pub use rtmp::RtmpServer;
 pub use rtsp::{RtspOptions, RtspServer, mount};
+
+/// The supervisor settings of a test rig: the defaults, with loopback cameras allowed (the fixture cameras are
+/// on 127.0.0.1, which camgate refuses by default).
+pub fn rig() -> camgate::SupervisorConfig {
+    camgate::SupervisorConfig { camera_hosts: std::sync::Arc::new(rig_hosts()), ..camgate::SupervisorConfig::default() }
+}
+
+/// The default host policy with 127.0.0.0/8 allowed, as `CAMGATE_ALLOW_CAMERA_HOSTS=127.0.0.0/8` gives.
+pub fn rig_hosts() -> camgate::model::HostPolicy {
+    camgate::model::HostPolicy::default().allowing(&["127.0.0.0/8"]).expect("a valid rule")
+}
