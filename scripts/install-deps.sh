@@ -2,8 +2,9 @@
 # Installs what camgate needs on Debian 12, for one of three uses, and checks for a Rust toolchain.
 # Idempotent: does nothing when everything is there.
 #
-#   scripts/install-deps.sh            everything a developer and CI need: build (FFmpeg dev libraries, clang),
-#                                      the integration tests' servers (GStreamer RTSP, nginx-rtmp, ffmpeg CLI),
+#   scripts/install-deps.sh            everything a developer and CI need: build (FFmpeg dev libraries, clang,
+#                                      protoc for the etcd client), the integration tests' servers (GStreamer
+#                                      RTSP, nginx-rtmp, etcd, ffmpeg CLI),
 #                                      the browser test (chromium, node/npm, `npm ci` in web/) and the compose
 #                                      file's check (docker-compose)
 #   scripts/install-deps.sh --build    only what `cargo build` needs (the Dockerfile's build stage)
@@ -22,7 +23,7 @@ case "$MODE" in
 esac
 
 BUILD_PACKAGES=(
-    pkg-config clang libclang-dev build-essential
+    pkg-config clang libclang-dev build-essential protobuf-compiler
     libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
     libavfilter-dev libavdevice-dev
     ca-certificates
@@ -38,6 +39,7 @@ TEST_PACKAGES=(
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
     gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools
     nginx libnginx-mod-rtmp
+    etcd-server
     ffmpeg curl
     fonts-dejavu-core fontconfig
     chromium docker-compose
@@ -77,10 +79,11 @@ done
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}"
-    # Keep apt from starting the system nginx: the tests run private nginx
-    # instances on their own ports, and a system one failing to bind :80 would
-    # make the package's postinst, and so this script, fail. policy-rc.d exit
-    # code 101 means "action forbidden"; only ours is removed afterwards.
+    # Keep apt from starting the system nginx and etcd: the tests run private
+    # instances on their own ports (a system etcd would take 2379), and a system
+    # nginx failing to bind :80 would make the package's postinst, and so this
+    # script, fail. policy-rc.d exit code 101 means "action forbidden"; only ours
+    # is removed afterwards.
     policy=/usr/sbin/policy-rc.d
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null

@@ -25,13 +25,15 @@ step cargo clippy --all-targets -- -D warnings
 # No Docker engine here: images are neither pulled nor built, but the compose file is checked against the
 # Compose schema (services, ports, volumes, healthcheck) by whichever compose implementation is installed.
 # The stack demands a token (CAMGATE_TOKEN); any value of the right shape will do for the check.
-if docker compose version >/dev/null 2>&1; then
-    step env CAMGATE_TOKEN=compose-check-token-0123456789 docker compose config -q
-elif command -v docker-compose >/dev/null; then
-    step env CAMGATE_TOKEN=compose-check-token-0123456789 docker-compose config -q
-else
-    echo "test: no docker compose implementation; docker-compose.yml not checked" >&2
-fi
+for compose_file in docker-compose.yml docker-compose.cluster.yml; do
+    if docker compose version >/dev/null 2>&1; then
+        step env CAMGATE_TOKEN=compose-check-token-0123456789 docker compose -f "$compose_file" config -q
+    elif command -v docker-compose >/dev/null; then
+        step env CAMGATE_TOKEN=compose-check-token-0123456789 docker-compose -f "$compose_file" config -q
+    else
+        echo "test: no docker compose implementation; $compose_file not checked" >&2
+    fi
+done
 # Integration tests each start their own servers; two at a time fit the 2-core CI machine.
 step cargo test --no-fail-fast --lib --bins --tests --examples -- --test-threads="${CAMGATE_TEST_THREADS:-2}"
 # Criterion benches run once each as tests (their own harness takes no libtest flags).

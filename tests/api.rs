@@ -482,3 +482,23 @@ async fn dashboard_files_are_served_from_the_web_folder_without_a_token() {
     // The data behind the page still needs the token.
     assert_eq!(send(&app, get("/api/v1/events")).await.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_start_beyond_the_cpu_budget_is_refused_at_once_naming_it() {
+    // One core at half its capacity: a copied camera fits, a 1080p transcode (about 0.8 cores) does not.
+    let config = Config { cpu_cores: Some(1), cpu_budget: 0.5, ..Config::default() };
+    let (app, state) = app_with(config);
+    let copy = json!({"input": DEAD_CAMERA, "video": {"mode": "copy"}});
+    let reply = send(&app, json_request(Method::PUT, "/api/v1/cameras/cheap", copy)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let transcode = json!({"input": DEAD_CAMERA, "video": {"mode": "transcode"}});
+    let reply = send(&app, json_request(Method::PUT, "/api/v1/cameras/dear", transcode)).await;
+    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, None);
+    assert_eq!(reply.body["limit"], "cpu_budget", "{}", reply.text);
+    assert!(state.gateway.status(&"dear".parse().unwrap()).is_none(), "nothing started");
+    // A smaller picture fits.
+    let small = json!({"input": DEAD_CAMERA, "video": {"mode": "transcode", "encoding": {"width": 640}}});
+    let reply = send(&app, json_request(Method::PUT, "/api/v1/cameras/dear", small)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    state.gateway.supervisor().stop_all().await;
+}

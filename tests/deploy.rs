@@ -52,7 +52,12 @@ fn the_compose_configuration_pushes_to_srs() {
 /// `KEY: "value"` lines of a service's `environment:` in docker-compose.yml (the file is simple enough to read
 /// line by line; no YAML library is needed for it).
 fn compose_environment(service: &str) -> Vec<(String, String)> {
-    let compose = read("docker-compose.yml");
+    compose_environment_in("docker-compose.yml", service)
+}
+
+/// [`compose_environment`] of another compose file.
+fn compose_environment_in(file: &str, service: &str) -> Vec<(String, String)> {
+    let compose = read(file);
     let mut lines = compose.lines().skip_while(|l| l.trim_end() != format!("  {service}:"));
     lines.next();
     let mut in_environment = false;
@@ -179,4 +184,38 @@ fn the_image_is_built_with_install_deps_and_runs_unprivileged_and_health_checked
     }
     let ignored = read(".dockerignore");
     assert!(ignored.lines().any(|l| l == "target/"), "the build context leaves target/ out");
+}
+
+#[test]
+fn the_cluster_stack_runs_three_nodes_on_etcd_each_with_its_own_srs_origin_behind_one_edge() {
+    let node = config("deploy/cluster/camgate.toml");
+    let cluster = node.cluster.as_ref().expect("the nodes' configuration is in cluster mode");
+    assert_eq!(cluster.etcd_endpoints, ["http://etcd:2379"]);
+    assert!(node.viewer_url_template.contains(":8080/"), "viewers play through the edge");
+    let stack = read("docker-compose.cluster.yml");
+    for n in 1..=3 {
+        let environment = compose_environment_in("docker-compose.cluster.yml", &format!("camgate{n}"));
+        let get = |key: &str| environment.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        assert_eq!(get("CAMGATE_NODE"), Some(format!("node{n}")));
+        assert_eq!(get("CAMGATE_ADVERTISE_URL"), Some(format!("http://camgate{n}:7000")));
+        assert_eq!(
+            get("CAMGATE_RTMP_BASE"),
+            Some(format!("rtmp://origin{n}:1935")),
+            "each node publishes to its origin"
+        );
+        // The origin's publish hooks go to the node that publishes there.
+        let origin = compose_environment_in("docker-compose.cluster.yml", &format!("origin{n}"));
+        let hook = origin.iter().find(|(k, _)| k == "SRS_VHOST_HTTP_HOOKS_ON_PUBLISH").map(|(_, v)| v.clone());
+        assert!(hook.is_some_and(|h| h.starts_with(&format!("http://camgate{n}:7000/api/v1/srs/on_publish?token="))));
+        let conf = read(&format!("deploy/cluster/srs-origin{n}.conf"));
+        assert!(conf.contains("origin_cluster  on;"), "origin {n} is in the origin cluster");
+        for m in (1..=3).filter(|m| *m != n) {
+            assert!(conf.contains(&format!("origin{m}:1985")), "origin {n} asks origin {m}");
+        }
+    }
+    let edge = read("deploy/cluster/srs-edge.conf");
+    assert!(edge.contains("mode            remote;") && edge.contains("origin1:1935 origin2:1935 origin3:1935"));
+    for needle in ["quay.io/coreos/etcd", "./deploy/cluster/srs-edge.conf:", "8080:8080", "7002:7000"] {
+        assert!(stack.contains(needle), "docker-compose.cluster.yml lacks {needle}");
+    }
 }

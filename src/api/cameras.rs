@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
+use crate::gateway::OnDemandCamera;
 use crate::gateway::config::CameraConfig;
 use crate::gateway::{GatewayError, PutOutcome, RemoveOutcome, StoppedAll};
-use crate::gateway::{OnDemandCamera, RunMode};
 use crate::model::CameraId;
 use crate::runtime::CameraStatus;
 
@@ -38,7 +38,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CameraIdPath {
     responses((status = 200, description = "All cameras", body = [CameraStatus]))
 )]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<CameraStatus>> {
-    Json(state.gateway.statuses())
+    Json(state.gateway.cameras().await)
 }
 
 /// One camera's state and stats.
@@ -55,7 +55,7 @@ pub async fn get(
     State(state): State<AppState>,
     CameraIdPath(id): CameraIdPath,
 ) -> Result<Json<CameraStatus>, ApiError> {
-    state.gateway.status(&id).map(Json).ok_or_else(|| GatewayError::NotFound(id).into())
+    state.gateway.camera(&id).await.map(Json).ok_or_else(|| GatewayError::NotFound(id).into())
 }
 
 /// Starts a camera, or replaces a running one with the new spec (stop, then start). With `"on_demand": true`
@@ -83,12 +83,12 @@ pub async fn put(
     CameraIdPath(id): CameraIdPath,
     JsonBody(camera): JsonBody<CameraConfig>,
 ) -> Result<Response, ApiError> {
-    let spec = state.gateway.spec_from_request(id, &camera)?;
-    let mode = if camera.on_demand { RunMode::OnDemand } else { RunMode::Always };
-    Ok(match state.gateway.put(spec, mode).await?.outcome {
-        PutOutcome::Started(status) => (StatusCode::CREATED, Json(status)).into_response(),
-        PutOutcome::Replaced(status) => (StatusCode::OK, Json(status)).into_response(),
-        PutOutcome::Registered(camera) => (StatusCode::ACCEPTED, Json(camera)).into_response(),
+    let applied = state.gateway.put_request(id, &camera).await?;
+    let revision = revision_header(applied.revision);
+    Ok(match applied.outcome {
+        PutOutcome::Started(status) => (StatusCode::CREATED, revision, Json(status)).into_response(),
+        PutOutcome::Replaced(status) => (StatusCode::OK, revision, Json(status)).into_response(),
+        PutOutcome::Registered(camera) => (StatusCode::ACCEPTED, revision, Json(camera)).into_response(),
     })
 }
 
@@ -115,9 +115,11 @@ pub async fn list_on_demand(State(state): State<AppState>) -> Json<Vec<OnDemandC
     )
 )]
 pub async fn delete(State(state): State<AppState>, CameraIdPath(id): CameraIdPath) -> Result<Response, ApiError> {
-    Ok(match state.gateway.remove(&id).await?.outcome {
-        RemoveOutcome::Stopped(status) => Json(*status).into_response(),
-        RemoveOutcome::Forgotten => StatusCode::NO_CONTENT.into_response(),
+    let applied = state.gateway.remove(&id).await?;
+    let revision = revision_header(applied.revision);
+    Ok(match applied.outcome {
+        RemoveOutcome::Stopped(status) => (revision, Json(*status)).into_response(),
+        RemoveOutcome::Forgotten => (StatusCode::NO_CONTENT, revision).into_response(),
     })
 }
 
@@ -132,3 +134,13 @@ pub async fn delete(State(state): State<AppState>, CameraIdPath(id): CameraIdPat
 pub async fn delete_all(State(state): State<AppState>) -> Result<Json<StoppedAll>, ApiError> {
     Ok(Json(state.gateway.stop_all().await?))
 }
+
+/// The header that carries the revision of the desired set a change produced ([`REVISION_HEADER`]): changes
+/// to one camera apply in revision order, so a client that raced others can tell which write is the last.
+fn revision_header(revision: u64) -> [(&'static str, String); 1] {
+    [(REVISION_HEADER, revision.to_string())]
+}
+
+/// `X-Camgate-Revision`: on `PUT` and `DELETE` answers, the desired set's revision after the change (in a
+/// cluster, etcd's revision).
+pub const REVISION_HEADER: &str = "x-camgate-revision";

@@ -157,12 +157,17 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string()).with_limit(setting)
             }
             GatewayError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, error.to_string()).with_field("id"),
+            GatewayError::OverBudget { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string()).with_limit("cpu_budget")
+            }
             GatewayError::Snapshot(SnapshotError::NoPicture) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no picture yet: the camera has not sent a keyframe")
             }
             GatewayError::Snapshot(snapshot) => ApiError::internal(&snapshot),
             GatewayError::Preview(preview) => ApiError::from(preview),
             GatewayError::ShutDown => ApiError::from(SupervisorError::ShutDown),
+            // etcd or another node did not answer: retrying later may work.
+            GatewayError::Cluster(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         }
     }
 }

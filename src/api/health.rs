@@ -63,6 +63,15 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             Json(Health { status: "shutting down", cameras: None, state_file: None }),
         );
     }
+    if let Some(cluster) = state.gateway.cluster()
+        && !cluster.holds_lease()
+    {
+        // Without a lease the node runs nothing and its writes to etcd may fail: send requests elsewhere.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "no cluster lease", cameras: None, state_file: None }),
+        );
+    }
     let cameras = state.gateway.statuses().iter().filter(|c| c.state.is_live()).count();
     let state_file = state.gateway.state_file_problem();
     (StatusCode::OK, Json(Health { status: "ok", cameras: Some(cameras), state_file }))

@@ -70,10 +70,7 @@ pub async fn play_camera(
     let id: CameraId = request.id.parse().map_err(|e| ApiError::from_spec(&e, &rename))?;
     let camera = CameraConfig { input: request.ip, ..CameraConfig::default() };
     let spec = state.gateway.spec_from_request(id.clone(), &camera).map_err(|e| ApiError::from_spec(&e, &rename))?;
-    // Without an RTMP output the camera is only watchable through camgate's own preview; with a viewer secret
-    // the URL is signed and expires.
-    let flv_data = state.gateway.viewer_urls_for(&spec, request_host(&headers), state.settings.listen_port, None).url;
-    let played = state.gateway.play(spec).await.map_err(|e| match e {
+    let played = state.gateway.play_request(id.clone(), &camera).await.map_err(|e| match e {
         GatewayError::Spec(e) => ApiError::from_spec(&e, &rename),
         other => other.into(),
     })?;
@@ -81,6 +78,9 @@ pub async fn play_camera(
         PlayOutcome::Started(_) => format!("camera {id} started"),
         PlayOutcome::AlreadyRunning(_) => format!("camera {id} is already running"),
     };
+    // Without an RTMP output the camera is only watchable through camgate's own preview; with a viewer secret
+    // the URL is signed and expires. In a cluster it is the URL of the origin of the node that took it.
+    let flv_data = state.gateway.viewer_urls_for(&spec, request_host(&headers), state.settings.listen_port, None).url;
     Ok(Json(LegacyReply { code: 200, message, flv_data: Some(flv_data) }))
 }
 

@@ -61,12 +61,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let supervisor = state.gateway.supervisor();
     write_cameras(&mut out, &supervisor.snapshot(), supervisor.config().max_cameras);
     write_preview(&mut out, supervisor.preview().total_viewers());
+    write_load(&mut out, &state);
     write_process(&mut out, state.started.elapsed().as_secs_f64());
     write_http(&mut out, &state.http);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }
 
-const STATES: [(WorkerState, &str); 7] = [
+const STATES: [(WorkerState, &str); 8] = [
     (WorkerState::Starting, "starting"),
     (WorkerState::Running, "running"),
     (WorkerState::Reconnecting, "reconnecting"),
@@ -74,6 +75,7 @@ const STATES: [(WorkerState, &str); 7] = [
     (WorkerState::Stopped, "stopped"),
     (WorkerState::Failed, "failed"),
     (WorkerState::Stuck, "stuck"),
+    (WorkerState::Pending, "pending"),
 ];
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -127,6 +129,27 @@ fn write_cameras(out: &mut String, cameras: &[CameraStatus], max: usize) {
         for camera in cameras {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.id, value(camera));
         }
+    }
+}
+
+fn write_load(out: &mut String, state: &AppState) {
+    header(out, "camgate_cpu_load_cores", "gauge", "Cores this node's cameras use (measured, or estimated).");
+    let _ = writeln!(out, "camgate_cpu_load_cores {:.3}", state.gateway.cpu_load(None));
+    header(out, "camgate_cpu_capacity_cores", "gauge", "Cores this node may fill with cameras (cpu_budget).");
+    let _ = writeln!(out, "camgate_cpu_capacity_cores {:.3}", state.gateway.cpu_capacity());
+    if let Some(cluster) = state.gateway.cluster() {
+        header(
+            out,
+            "camgate_cluster_lease",
+            "gauge",
+            "1 while this node holds its cluster lease (its cameras may run).",
+        );
+        let _ = writeln!(out, "camgate_cluster_lease {}", u8::from(cluster.holds_lease()));
+        let overview = cluster.overview();
+        header(out, "camgate_cluster_nodes", "gauge", "Live nodes of the cluster, as this node sees it.");
+        let _ = writeln!(out, "camgate_cluster_nodes {}", overview.nodes.iter().filter(|n| n.alive).count());
+        header(out, "camgate_cluster_pending_cameras", "gauge", "Desired cameras no node has taken.");
+        let _ = writeln!(out, "camgate_cluster_pending_cameras {}", overview.pending);
     }
 }
 

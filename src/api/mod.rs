@@ -16,6 +16,9 @@
 //! | `GET /api/v1/cameras/{id}/snapshot.jpg` | a JPEG of the latest picture |
 //! | `GET /api/v1/cameras/{id}/viewer_url?ttl=` | signed, expiring viewer URLs of a camera |
 //! | `GET /api/v1/gateway` | version, and warnings about an unsafe configuration |
+//! | `GET /api/v1/cluster` | the cluster's nodes, their load and cameras (see docs/CLUSTER.md) |
+//! | `POST`/`DELETE /api/v1/cluster/nodes/{node}/drain` | hand a node's cameras over / take cameras again |
+//! | `GET /api/v1/cluster/local/cameras` | the cameras this node runs itself |
 //! | `GET /api/v1/on_demand` | cameras registered on demand, with their viewers |
 //! | `POST /api/v1/srs/on_play`, `on_stop`, `on_publish`, `on_unpublish` | SRS `http_hooks` (see `srs`) |
 //! | `GET /api/v1/events` | server-sent events of state changes and stats |
@@ -33,7 +36,7 @@
 //! # Layout
 //!
 //! - `state`: [`AppState`], what handlers share; `error`: [`ApiError`]; `body`: form/JSON body extractors.
-//! - `legacy`: the old service's routes; `cameras`: REST; `preview`: HTTP-FLV and snapshots; `events`: SSE;
+//! - `legacy`: the old service's routes; `cameras`: REST; `cluster`: the cluster's routes; `preview`: HTTP-FLV and snapshots; `events`: SSE;
 //!   `health`, `metrics`, `openapi`; `dashboard`: the web page and its files.
 //! - `auth`: roles (operator and viewer tokens, signed viewer URLs) and the browser-origin check; `throttle`:
 //!   failed authentications per client address; `viewers`: signed viewer URLs.
@@ -41,6 +44,7 @@
 mod auth;
 mod body;
 pub mod cameras;
+pub mod cluster;
 pub mod dashboard;
 pub mod error;
 pub mod events;
@@ -84,6 +88,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/on_demand", get(cameras::list_on_demand))
         .route("/api/v1/gateway", get(health::gateway))
+        .route("/api/v1/cluster", get(cluster::overview))
+        .route("/api/v1/cluster/nodes/{node}/drain", post(cluster::drain).delete(cluster::undrain))
+        .route("/api/v1/cluster/local/cameras", get(cluster::local_cameras))
         .route_layer(operator());
     // Watching: any token, or a signed viewer URL of that camera; each handler decides (it knows the camera).
     let watch = Router::new()

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{cameras, events, health, legacy, metrics, preview, srs, viewers};
+use super::{cameras, cluster, events, health, legacy, metrics, preview, srs, viewers};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use super::{cameras, events, health, legacy, metrics, preview, srs, viewers};
         cameras::list, cameras::get, cameras::put, cameras::delete, cameras::delete_all, cameras::list_on_demand,
         srs::on_play, srs::on_stop, srs::on_publish, srs::on_unpublish,
         preview::live_flv, preview::snapshot, viewers::viewer_url,
+        cluster::overview, cluster::drain, cluster::undrain, cluster::local_cameras,
         events::events, health::healthz, health::readyz, health::gateway, metrics::metrics, openapi_json,
     ),
     modifiers(&BearerAuth),

@@ -1,10 +1,12 @@
 //! The built-in preview over HTTP: `GET /live/{id}.flv` streams a camera's FLV (HTTP-FLV, chunked) to any
 //! number of viewers, and `GET /api/v1/cameras/{id}/snapshot.jpg` answers a still of its latest picture.
+//! In a cluster both redirect (307) to the node that runs the camera, query included (a signed viewer URL
+//! stays valid: every node has the same viewer secret).
 
 use axum::body::Body;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::stream;
 use serde::Deserialize;
 
@@ -24,6 +26,7 @@ use crate::model::CameraId;
     ),
     responses(
         (status = 200, description = "HTTP-FLV stream", content_type = "video/x-flv"),
+        (status = 307, description = "In a cluster: the camera runs on another node, at `Location`"),
         (status = 401, description = "A token or a signed viewer URL is needed", body = super::error::ErrorBody),
         (status = 403, description = "The viewer URL's signature is invalid or expired", body = super::error::ErrorBody),
         (status = 404, description = "No such camera, or its preview is off", body = super::error::ErrorBody),
@@ -42,6 +45,9 @@ pub async fn live_flv(
         .parse()
         .map_err(ApiError::from)?;
     auth::authorize_watch(&state, &headers, query.as_deref(), &id)?;
+    if let Some(redirect) = to_owner(&state, &id, &format!("/live/{stream}"), query.as_deref()) {
+        return Ok(redirect);
+    }
     let viewer = state.gateway.preview_viewer(&id)?;
     // The stream ends with the camera, or when the gateway begins shutting down: an open player must not hold
     // up the graceful drain.
@@ -78,6 +84,7 @@ pub struct SnapshotQuery {
     ),
     responses(
         (status = 200, description = "JPEG", content_type = "image/jpeg"),
+        (status = 307, description = "In a cluster: the camera runs on another node, at `Location`"),
         (status = 404, description = "No such camera", body = super::error::ErrorBody),
         (status = 429, description = "Too many snapshots at once (`limits.snapshot_decodes`)", body = super::error::ErrorBody),
         (status = 503, description = "No picture yet", body = super::error::ErrorBody),
@@ -92,6 +99,19 @@ pub async fn snapshot(
 ) -> Result<Response, ApiError> {
     let id: CameraId = id.parse()?;
     auth::authorize_watch(&state, &headers, raw.as_deref(), &id)?;
+    if let Some(redirect) = to_owner(&state, &id, &format!("/api/v1/cameras/{id}/snapshot.jpg"), raw.as_deref()) {
+        return Ok(redirect);
+    }
     let jpeg = state.gateway.snapshot(&id, query.width).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-cache")], jpeg).into_response())
+}
+
+/// In a cluster, a redirect to the node that runs camera `id`, if that is another node.
+fn to_owner(state: &AppState, id: &CameraId, path: &str, query: Option<&str>) -> Option<Response> {
+    let url = state.gateway.cluster()?.remote_owner(id)?;
+    let location = match query {
+        Some(query) if !query.is_empty() => format!("{url}{path}?{query}"),
+        _ => format!("{url}{path}"),
+    };
+    Some(Redirect::temporary(&location).into_response())
 }

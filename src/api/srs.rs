@@ -8,6 +8,10 @@
 //! is refused (non-zero `code`), so SRS rejects the player. Publish hooks are bookkeeping and never refused:
 //! refusing would reject camgate's own stream, or any other publisher's.
 //!
+//! In a cluster a hook belongs to the node that runs the stream's camera (it counts the viewers and starts
+//! the camera): any node forwards it there and relays the answer. A play of a camera no node has taken yet is
+//! refused with 503, so the player retries.
+//!
 //! SRS cannot send an `Authorization` header, so when API tokens are configured the hook URL carries one as
 //! `?token=…` (a bearer header is accepted too). With a viewer secret configured, `on_play` also checks the
 //! player's signed viewer URL (SRS passes its query as `param`), so SRS's own HTTP-FLV, HLS and WebRTC viewers
@@ -22,6 +26,7 @@ use utoipa::ToSchema;
 
 use crate::gateway::GatewayError;
 use crate::gateway::OnDemandError;
+use crate::gateway::cluster::FORWARDED_FROM;
 
 use super::auth;
 use super::body::JsonBody;
@@ -29,7 +34,7 @@ use super::error::ApiError;
 use super::state::AppState;
 
 /// The fields of an SRS hook body that camgate reads; SRS sends more, which are ignored.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct SrsHook {
     /// `on_play`, `on_stop`, `on_publish` or `on_unpublish`.
@@ -50,7 +55,7 @@ pub struct SrsHook {
 }
 
 /// The answer SRS reads: `code` 0 lets the client through, anything else rejects it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HookReply {
     /// 0 to accept.
     pub code: u16,
@@ -113,6 +118,9 @@ pub async fn on_play(
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
     check_token(&state, &query, &headers)?;
+    if let Some(answer) = forward_to_owner(&state, &headers, "/api/v1/srs/on_play", &hook).await {
+        return Ok(answer);
+    }
     let client = client(&hook);
     // With a viewer secret, SRS's players need a signed viewer URL of this camera: SRS passes the player's
     // query as `param`.
@@ -154,6 +162,9 @@ pub async fn on_stop(
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
     check_token(&state, &query, &headers)?;
+    if let Some(answer) = forward_to_owner(&state, &headers, "/api/v1/srs/on_stop", &hook).await {
+        return Ok(answer);
+    }
     let client = client(&hook);
     match state.gateway.viewer_left(&hook.app, &hook.stream, &client) {
         Ok(left) => {
@@ -178,7 +189,11 @@ pub async fn on_publish(
     headers: HeaderMap,
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
-    record_publishing(&state, &query, &headers, &hook, true)
+    check_token(&state, &query, &headers)?;
+    if let Some(answer) = forward_to_owner(&state, &headers, "/api/v1/srs/on_publish", &hook).await {
+        return Ok(answer);
+    }
+    record_publishing(&state, &hook, true)
 }
 
 /// A stream was unpublished; recorded, always accepted.
@@ -193,21 +208,63 @@ pub async fn on_unpublish(
     headers: HeaderMap,
     JsonBody(hook): JsonBody<SrsHook>,
 ) -> HookAnswer {
-    record_publishing(&state, &query, &headers, &hook, false)
+    check_token(&state, &query, &headers)?;
+    if let Some(answer) = forward_to_owner(&state, &headers, "/api/v1/srs/on_unpublish", &hook).await {
+        return Ok(answer);
+    }
+    record_publishing(&state, &hook, false)
 }
 
 /// Notes a stream's publishing state for on-demand bookkeeping; publishes are never refused, since that would
 /// reject camgate's own stream.
-fn record_publishing(
-    state: &AppState,
-    query: &HookQuery,
-    headers: &HeaderMap,
-    hook: &SrsHook,
-    published: bool,
-) -> HookAnswer {
-    check_token(state, query, headers)?;
+fn record_publishing(state: &AppState, hook: &SrsHook, published: bool) -> HookAnswer {
     if let Ok(id) = state.gateway.published(&hook.app, &hook.stream, published) {
         debug!(camera = %id, published, "stream publishing changed");
     }
     Ok(accepted())
+}
+
+/// In a cluster, sends the hook to the node that runs its stream's camera and relays that node's answer
+/// (`None`: this node answers it — it runs the camera, no camera publishes the stream, or the hook was
+/// forwarded here already). A camera no node has taken yet refuses plays with 503, so the player retries;
+/// the other hooks are bookkeeping and accepted.
+async fn forward_to_owner(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    hook: &SrsHook,
+) -> Option<(StatusCode, Json<HookReply>)> {
+    // One hop only: two nodes whose views disagree for a moment must not pass a hook back and forth.
+    if headers.contains_key(FORWARDED_FROM) {
+        return None;
+    }
+    let cluster = state.gateway.cluster()?;
+    let (id, owner) = cluster.owner_of_stream(&hook.app, &hook.stream)?;
+    let is_play = hook.action == "on_play" || path.ends_with("/on_play");
+    let unavailable = |msg: String| {
+        if is_play {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            (status, Json(HookReply { code: status.as_u16(), msg: Some(msg) }))
+        } else {
+            accepted()
+        }
+    };
+    let url = match owner {
+        Ok(None) => return None,
+        Ok(Some(url)) => url,
+        Err(()) => return Some(unavailable(format!("camera {id} has no node yet; retry"))),
+    };
+    let body = serde_json::to_value(hook).expect("hooks serialize");
+    match cluster.forward(&url, reqwest::Method::POST, path, Some(&body)).await {
+        Ok((status, answer)) => {
+            let reply = serde_json::from_slice::<HookReply>(&answer)
+                .unwrap_or_else(|_| HookReply { code: status.as_u16(), msg: Some(format!("node answered {status}")) });
+            debug!(camera = %id, node = %url, %status, "hook forwarded to the camera's node");
+            Some((StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY), Json(reply)))
+        }
+        Err(error) => {
+            info!(camera = %id, %error, "cannot forward the hook to the camera's node");
+            Some(unavailable(format!("camera {id}'s node does not answer; retry")))
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use camgate::api::{ApiSettings, AppState, router};
+use camgate::gateway::cluster::ClusterNode;
 use camgate::gateway::config::{Config, LogFormat};
 use camgate::gateway::store::StateFile;
 use camgate::gateway::{Gateway, GatewaySettings};
@@ -67,7 +68,11 @@ struct ServeArgs {
     /// Most cameras running at once; more get 429 [default: 5].
     #[arg(long, env = "CAMGATE_MAX_CAMERAS")]
     max_cameras: Option<usize>,
-    /// Accepted API bearer token; repeat the flag, or comma-separate in the variable. Replaces the file's list.
+    /// Share of the cores camgate may fill with cameras (0.05 to 1) [default: 0.9].
+    #[arg(long, env = "CAMGATE_CPU_BUDGET")]
+    cpu_budget: Option<f64>,
+    /// Accepted operator bearer token; repeat the flag, or comma-separate in the variable. Replaces the file's
+    /// list.
     #[arg(long = "token", env = "CAMGATE_TOKENS", value_delimiter = ',', hide_env_values = true)]
     tokens: Vec<String>,
     /// Accepted viewer bearer token (watch only: preview and snapshots); repeat the flag, or comma-separate in
@@ -131,6 +136,23 @@ struct ServeArgs {
     /// comma-separate in the variable. Test rigs with cameras on loopback use 127.0.0.0/8.
     #[arg(long = "allow-camera-hosts", env = "CAMGATE_ALLOW_CAMERA_HOSTS", value_delimiter = ',')]
     allow_camera_hosts: Vec<String>,
+    /// etcd client URLs of a camgate cluster (comma-separated in the variable); turns cluster mode on (see
+    /// docs/CLUSTER.md).
+    #[arg(long = "cluster-etcd", env = "CAMGATE_CLUSTER_ETCD", value_delimiter = ',')]
+    cluster_etcd: Vec<String>,
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, env = "CAMGATE_NODE")]
+    node: Option<String>,
+    /// Where other nodes and clients reach this node's API [default: http://<host name>:<listen port>].
+    #[arg(long, env = "CAMGATE_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// The node's etcd lease in ms: a dead node's cameras move this long after its last renewal
+    /// [default: 10000].
+    #[arg(long, env = "CAMGATE_LEASE_TTL_MS")]
+    lease_ttl_ms: Option<u64>,
+    /// etcd password, for etcd with authentication (with `etcd_user` in the file).
+    #[arg(long, env = "CAMGATE_ETCD_PASSWORD", hide_env_values = true)]
+    etcd_password: Option<String>,
     /// Folder of the web dashboard served at / (run `npm ci` in it for the player) [default: web].
     #[arg(long, env = "CAMGATE_WEB_DIR")]
     web_dir: Option<PathBuf>,
@@ -154,6 +176,7 @@ impl ServeArgs {
         config.listen = self.listen.unwrap_or(config.listen);
         config.public_host = self.public_host.clone().or(config.public_host);
         config.max_cameras = self.max_cameras.unwrap_or(config.max_cameras);
+        config.cpu_budget = self.cpu_budget.unwrap_or(config.cpu_budget);
         config.body_limit_bytes = self.body_limit_bytes.unwrap_or(config.body_limit_bytes);
         config.stop_timeout_ms = self.stop_timeout_ms.unwrap_or(config.stop_timeout_ms);
         config.drain_timeout_ms = self.drain_timeout_ms.unwrap_or(config.drain_timeout_ms);
@@ -175,6 +198,23 @@ impl ServeArgs {
         }
         config.cors.allow_credentials |= self.cors_credentials;
         config.camera_hosts.allow.extend(self.allow_camera_hosts.iter().filter(|h| !h.trim().is_empty()).cloned());
+        let endpoints: Vec<String> = self.cluster_etcd.iter().filter(|e| !e.trim().is_empty()).cloned().collect();
+        let cluster_flags = !endpoints.is_empty()
+            || self.node.is_some()
+            || self.advertise_url.is_some()
+            || self.lease_ttl_ms.is_some()
+            || self.etcd_password.is_some();
+        if cluster_flags {
+            let cluster = config.cluster.get_or_insert_with(Default::default);
+            if !endpoints.is_empty() {
+                cluster.etcd_endpoints = endpoints;
+            }
+            cluster.node = self.node.clone().or(cluster.node.take());
+            cluster.advertise_url = self.advertise_url.clone().or(cluster.advertise_url.take());
+            cluster.lease_ttl_ms = self.lease_ttl_ms.unwrap_or(cluster.lease_ttl_ms);
+            cluster.etcd_password =
+                self.etcd_password.clone().filter(|p| !p.is_empty()).or(cluster.etcd_password.take());
+        }
         if let Some(format) = &self.log_format {
             config.log_format = if format == "json" { LogFormat::Json } else { LogFormat::Text };
         }
@@ -203,6 +243,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(secret) = &mut config.viewer_secret {
                 *secret = "***".into();
+            }
+            if let Some(password) = config.cluster.as_mut().and_then(|c| c.etcd_password.as_mut()) {
+                *password = "***".into();
             }
             for camera in config.cameras.values_mut() {
                 camera.input = camgate::redact_url(&camera.input);
@@ -239,7 +282,13 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let supervisor = Supervisor::new(config.supervisor_config());
+    let fence = supervisor.config().fence.clone();
     let (store, saved) = match &config.data_dir {
+        // In a cluster the desired set lives in etcd.
+        Some(dir) if config.cluster.is_some() => {
+            warn!(data_dir = %dir.display(), "cluster mode: the data directory is not used, the cameras are kept in etcd");
+            (None, Vec::new())
+        }
         Some(dir) => {
             let (store, saved) =
                 StateFile::open(dir).with_context(|| format!("cannot use data directory {}", dir.display()))?;
@@ -261,7 +310,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for warning in config.security_warnings() {
         warn!("SECURITY: {warning}");
     }
-    gateway.restore(config.boot_cameras()?, saved).await;
+    let cluster = match &config.cluster {
+        Some(_) => {
+            let node = ClusterNode::start(&config, gateway.clone(), fence).await.context("cannot join the cluster")?;
+            if !config.cameras.is_empty() {
+                warn!("cluster mode: [cameras] of the file are not started; put them through the API of any node");
+            }
+            Some(node)
+        }
+        None => {
+            gateway.restore(config.boot_cameras()?, saved).await;
+            None
+        }
+    };
 
     // The peer address reaches the handlers for the failed-authentication throttle.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -287,7 +348,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(cameras, "stopping cameras");
     // Each stop is bounded by stop_timeout in the supervisor; this bound only guards against the unforeseen.
     let bound = Duration::from_millis(config.stop_timeout_ms) + Duration::from_secs(2);
-    if tokio::time::timeout(bound, gateway.shutdown()).await.is_err() {
+    let stopped = async {
+        match &cluster {
+            // Stops the cameras, then gives the lease back so the other nodes take them at once.
+            Some(node) => node.leave().await,
+            None => gateway.shutdown().await,
+        }
+    };
+    if tokio::time::timeout(bound, stopped).await.is_err() {
         warn!("cameras did not all stop in time; exiting anyway");
     }
     info!("camgate stopped");

@@ -20,7 +20,7 @@ use crate::model::{
     AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, SpecError, StreamSpec, Timeouts, VideoSpec,
 };
 use crate::preview::PreviewLimits;
-use crate::runtime::SupervisorConfig;
+use crate::runtime::{Fence, SupervisorConfig};
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -89,6 +89,12 @@ pub struct Config {
     pub public_host: Option<String>,
     /// Most cameras running at once; more are refused with 429 (the old service allowed 5).
     pub max_cameras: usize,
+    /// Share of the machine's cores camgate may fill with cameras (0.05 to 1): a camera whose estimated cost
+    /// would take the running cameras' cost (measured while they run) past it is refused with 429, and in a
+    /// cluster a node claims only cameras that fit.
+    pub cpu_budget: f64,
+    /// Cores to count for `cpu_budget`; unset, the CPUs this process may run on.
+    pub cpu_cores: Option<usize>,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
     /// How long one camera may take to stop before it is reported stuck, in milliseconds.
@@ -107,6 +113,8 @@ pub struct Config {
     pub viewer_secret: Option<String>,
     /// How long the viewer URLs camgate hands out stay valid when signed, in milliseconds.
     pub viewer_url_ttl_ms: u64,
+    /// Several nodes acting as one, coordinated through etcd; absent, camgate is a single box.
+    pub cluster: Option<ClusterConfig>,
     /// Where cameras may be.
     pub camera_hosts: CameraHosts,
     /// How much of each resource clients may take.
@@ -134,6 +142,8 @@ impl Default for Config {
             viewer_url_template: "http://{host}:8080/live/livestream{id}.flv".into(),
             public_host: None,
             max_cameras: 5,
+            cpu_budget: 0.9,
+            cpu_cores: None,
             body_limit_bytes: 64 * 1024,
             stop_timeout_ms: 5_000,
             drain_timeout_ms: 5_000,
@@ -141,6 +151,7 @@ impl Default for Config {
             on_demand_linger_ms: 30_000,
             viewer_secret: None,
             viewer_url_ttl_ms: 6 * 3_600_000,
+            cluster: None,
             camera_hosts: CameraHosts::default(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
@@ -150,6 +161,119 @@ impl Default for Config {
             web_dir: PathBuf::from("web"),
         }
     }
+}
+
+/// A cluster of camgate nodes coordinated through etcd (see docs/CLUSTER.md). Every node of a cluster has the
+/// same `etcd_endpoints` and `prefix`, and its own `node` name and `advertise_url`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd's client URLs (`http://10.0.0.1:2379`, `https://…` with TLS, or `host:port`).
+    pub etcd_endpoints: Vec<String>,
+    /// This node's name, unique in the cluster; unset: the host name.
+    pub node: Option<String>,
+    /// Where other nodes and clients reach this node's API; unset: `http://<host name>:<listen port>`.
+    pub advertise_url: Option<String>,
+    /// The node's etcd lease, in milliseconds: a node that dies loses its cameras this long after its last
+    /// confirmed renewal, and a node that cannot renew stops publishing before that.
+    pub lease_ttl_ms: u64,
+    /// The prefix of every key camgate writes, so several clusters can share one etcd.
+    pub prefix: String,
+    /// This node's RTMP server (its nearest SRS origin); unset: the top-level `rtmp_base`.
+    pub rtmp_base: Option<String>,
+    /// The viewer URL of cameras this node runs; unset: the top-level `viewer_url_template`.
+    pub viewer_url_template: Option<String>,
+    /// etcd user name, for etcd with authentication.
+    pub etcd_user: Option<String>,
+    /// etcd password (prefer `CAMGATE_ETCD_PASSWORD`).
+    pub etcd_password: Option<String>,
+    /// PEM file of the CA that signed etcd's certificate (TLS).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM files of this node's client certificate and key, for etcd that demands client certificates.
+    pub etcd_cert_file: Option<PathBuf>,
+    /// See `etcd_cert_file`.
+    pub etcd_key_file: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd_endpoints: Vec::new(),
+            node: None,
+            advertise_url: None,
+            lease_ttl_ms: 10_000,
+            prefix: "/camgate".into(),
+            rtmp_base: None,
+            viewer_url_template: None,
+            etcd_user: None,
+            etcd_password: None,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// This node's name: `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(host_name)
+    }
+
+    /// Where this node is reached: `advertise_url`, or `http://<host name>:<port>`.
+    pub fn advertise_url(&self, port: u16) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{port}", host_name()))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: &str| Err(ConfigError::invalid(format!("cluster.{field}"), reason));
+        if self.etcd_endpoints.is_empty() {
+            return invalid("etcd_endpoints", "needs at least one etcd client URL");
+        }
+        for endpoint in &self.etcd_endpoints {
+            let url = if endpoint.contains("://") { endpoint.clone() } else { format!("http://{endpoint}") };
+            if !url::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some()) {
+                return invalid("etcd_endpoints", "each must be http(s)://host:port or host:port");
+            }
+        }
+        let node = self.node_name();
+        if node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return invalid("node", "must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+        }
+        if let Some(url) = &self.advertise_url
+            && !url::Url::parse(url).is_ok_and(|u| u.scheme() == "http" && u.host_str().is_some())
+        {
+            return invalid("advertise_url", "must be an http:// URL other nodes can reach");
+        }
+        if !(2_000..=300_000).contains(&self.lease_ttl_ms) {
+            return invalid("lease_ttl_ms", "must be 2000 to 300000");
+        }
+        let prefix_ok = self.prefix.starts_with('/')
+            && !self.prefix.ends_with('/')
+            && self.prefix.len() <= 128
+            && self.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+        if !prefix_ok {
+            return invalid("prefix", "must start with / and not end with one, of A-Z a-z 0-9 / . _ -");
+        }
+        if self.etcd_cert_file.is_some() != self.etcd_key_file.is_some() {
+            return invalid("etcd_cert_file", "etcd_cert_file and etcd_key_file go together");
+        }
+        if self.etcd_user.is_some() != self.etcd_password.is_some() {
+            return invalid("etcd_user", "etcd_user and etcd_password go together");
+        }
+        Ok(())
+    }
+}
+
+/// The machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "camgate".into())
 }
 
 /// Where cameras may be: networks (CIDRs, addresses) and host names (`cam.example.com`, `*.cams.example.com`).
@@ -350,6 +474,20 @@ pub enum Origin {
 }
 
 impl CameraConfig {
+    /// The request that gives exactly `spec` (every setting explicit), as a cluster stores it.
+    pub fn from_spec(spec: &StreamSpec, on_demand: bool) -> CameraConfig {
+        CameraConfig {
+            input: spec.input.expose().to_owned(),
+            output: Some(spec.output.as_ref().map_or_else(|| NO_OUTPUT.to_owned(), OutputTarget::expose)),
+            preview: Some(spec.preview),
+            video: Some(spec.video.clone()),
+            audio: Some(spec.audio.clone()),
+            timeouts: Some(spec.timeouts),
+            retry: Some(spec.retry),
+            on_demand,
+        }
+    }
+
     /// The full, validated spec for camera `id`.
     pub fn to_spec(
         &self,
@@ -396,6 +534,16 @@ impl Templates {
         Templates { output: output.replace("{rtmp_base}", rtmp_base), viewer: viewer.to_owned(), public_host }
     }
 
+    /// The viewer URL template (`{host}` and `{id}` not yet replaced).
+    pub fn viewer_template(&self) -> &str {
+        &self.viewer
+    }
+
+    /// The configured public host, if any.
+    pub fn public_host(&self) -> Option<&str> {
+        self.public_host.as_deref()
+    }
+
     /// Where camera `id` is pushed when its request names no output; `None` when the template is `"none"`.
     pub fn output_for(&self, id: &CameraId) -> Result<Option<OutputTarget>, SpecError> {
         if self.output == NO_OUTPUT {
@@ -431,9 +579,12 @@ impl Config {
         toml::from_str(text)
     }
 
-    /// The URL templates.
+    /// The URL templates (a cluster node's own `rtmp_base` and viewer URL template win).
     pub fn templates(&self) -> Templates {
-        Templates::new(&self.rtmp_base, &self.output_template, &self.viewer_url_template, self.public_host.clone())
+        let cluster = self.cluster.as_ref();
+        let rtmp_base = cluster.and_then(|c| c.rtmp_base.as_deref()).unwrap_or(&self.rtmp_base);
+        let viewer = cluster.and_then(|c| c.viewer_url_template.as_deref()).unwrap_or(&self.viewer_url_template);
+        Templates::new(rtmp_base, &self.output_template, viewer, self.public_host.clone())
     }
 
     /// The supervisor's limits and timings.
@@ -442,6 +593,8 @@ impl Config {
             camera_hosts: std::sync::Arc::new(self.host_policy().unwrap_or_default()),
             max_cameras: self.max_cameras,
             stop_timeout: Duration::from_millis(self.stop_timeout_ms),
+            // A cluster node's cameras may write only while it holds its lease: the cluster agent opens it.
+            fence: if self.cluster.is_some() { Fence::closed() } else { Fence::open() },
             preview: PreviewLimits {
                 max_viewers: self.limits.preview_viewers,
                 max_viewers_per_camera: self.limits.preview_viewers_per_camera,
@@ -475,6 +628,11 @@ impl Config {
             );
         }
         warnings
+    }
+
+    /// Cores camgate may fill with cameras: `cpu_cores` (or the CPUs available) × `cpu_budget`.
+    pub fn cpu_capacity(&self) -> f64 {
+        super::cost::capacity(self.cpu_cores.unwrap_or_else(super::cost::available_cores), self.cpu_budget)
     }
 
     /// The camera host policy of `[camera_hosts]` (checked by [`validate`](Self::validate)).
@@ -525,6 +683,15 @@ impl Config {
         }
         self.limits.validate()?;
         self.host_policy()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
+        if !(0.05..=1.0).contains(&self.cpu_budget) {
+            return Err(ConfigError::invalid("cpu_budget", "must be 0.05 to 1 (a share of the cores)"));
+        }
+        if self.cpu_cores.is_some_and(|c| !(1..=4096).contains(&c)) {
+            return Err(ConfigError::invalid("cpu_cores", "must be 1 to 4096"));
+        }
         if self.drain_timeout_ms > 300_000 {
             return Err(ConfigError::invalid("drain_timeout_ms", "must be at most 300000"));
         }

@@ -25,7 +25,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod config;
+pub mod cost;
 mod desired;
 mod locks;
 pub mod store;
@@ -70,6 +72,8 @@ pub struct GatewaySettings {
     pub viewer_signer: Option<ViewerSigner>,
     /// How long signed viewer URLs stay valid unless asked otherwise.
     pub viewer_url_ttl: Duration,
+    /// Cores the cameras may fill (see [`Config::cpu_capacity`]).
+    pub cpu_capacity: f64,
 }
 
 impl Default for GatewaySettings {
@@ -88,6 +92,7 @@ impl GatewaySettings {
             limits: config.limits.clone(),
             viewer_signer: config.viewer_secret.as_deref().map(ViewerSigner::new),
             viewer_url_ttl: Duration::from_millis(config.viewer_url_ttl_ms),
+            cpu_capacity: config.cpu_capacity(),
         }
     }
 }
@@ -123,6 +128,20 @@ pub enum GatewayError {
         /// What was refused.
         what: String,
     },
+    /// Starting the camera would take the cameras' CPU past `cpu_budget`.
+    #[error(
+        "camera {camera} needs about {need:.2} cores; the cameras use {load:.2} of the {capacity:.2} cpu_budget allows"
+    )]
+    OverBudget {
+        /// The camera.
+        camera: CameraId,
+        /// Its estimated cost, in cores.
+        need: f64,
+        /// What the running cameras cost now (measured, or estimated until measured).
+        load: f64,
+        /// Cores the budget allows.
+        capacity: f64,
+    },
     /// No camera with this id is running or desired.
     #[error("camera {0} is not known")]
     NotFound(CameraId),
@@ -135,6 +154,9 @@ pub enum GatewayError {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShutDown,
+    /// The cluster could not do it (etcd unreachable, another node did not answer).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A change applied to the desired set, with the revision it produced: revisions count every applied change
@@ -225,6 +247,8 @@ struct Inner {
     snapshots: Arc<Semaphore>,
     event_clients: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
+    /// This node's cluster membership, in cluster mode (weak: the membership holds this gateway).
+    cluster: std::sync::OnceLock<std::sync::Weak<cluster::ClusterNode>>,
 }
 
 impl Gateway {
@@ -244,6 +268,7 @@ impl Gateway {
                 store: store.map(Arc::new),
                 saves: AtomicU64::new(0),
                 shutdown: watch::channel(false).0,
+                cluster: std::sync::OnceLock::new(),
                 settings,
             }),
         };
@@ -287,9 +312,32 @@ impl Gateway {
     }
 
     /// Starts `spec`'s camera, or replaces the running one (stop, then start with the new spec); with
-    /// [`RunMode::OnDemand`] registers it to run while watched. The change is saved.
+    /// [`RunMode::OnDemand`] registers it to run while watched. The change is saved. In a cluster the camera
+    /// goes to the desired set in etcd and runs on the node that takes it.
     pub async fn put(&self, spec: StreamSpec, mode: RunMode) -> Result<Applied<PutOutcome>, GatewayError> {
+        if let Some(cluster) = self.cluster() {
+            self.check_camera_host(&spec).await?;
+            return cluster.put(&spec.id, CameraConfig::from_spec(&spec, mode == RunMode::OnDemand)).await;
+        }
         self.put_from(spec, mode, Source::Api).await
+    }
+
+    /// [`put`](Self::put) from an API request: resolved with this node's templates and defaults here, and in a
+    /// cluster kept as requested, so the node that runs it resolves it with its own.
+    pub async fn put_request(&self, id: CameraId, request: &CameraConfig) -> Result<Applied<PutOutcome>, GatewayError> {
+        let spec = self.spec_from_request(id.clone(), request)?;
+        let mode = if request.on_demand { RunMode::OnDemand } else { RunMode::Always };
+        if let Some(cluster) = self.cluster() {
+            spec.validate()?;
+            self.check_camera_host(&spec).await?;
+            return cluster.put(&id, request.clone()).await;
+        }
+        self.put_from(spec, mode, Source::Api).await
+    }
+
+    /// Runs `spec` on this node: what the cluster agent calls for the cameras this node owns.
+    pub(crate) async fn local_put(&self, spec: StreamSpec, mode: RunMode) -> Result<Applied<PutOutcome>, GatewayError> {
+        self.put_from(spec, mode, Source::Config).await
     }
 
     async fn put_from(
@@ -313,6 +361,9 @@ impl Gateway {
             }
             // Checked before anything running is touched: a refused request leaves the camera as it was.
             desired.check(&spec, mode)?;
+        }
+        if mode == RunMode::Always {
+            self.check_budget(&spec)?;
         }
         let supervisor = &self.inner.supervisor;
         let was_running = self.is_running(&id);
@@ -343,9 +394,28 @@ impl Gateway {
         Ok(Applied { revision, outcome })
     }
 
+    /// The old service's `play_camera` from an API request (see [`put_request`](Self::put_request)).
+    pub async fn play_request(
+        &self,
+        id: CameraId,
+        request: &CameraConfig,
+    ) -> Result<Applied<PlayOutcome>, GatewayError> {
+        let spec = self.spec_from_request(id.clone(), request)?;
+        if let Some(cluster) = self.cluster() {
+            spec.validate()?;
+            self.check_camera_host(&spec).await?;
+            return cluster.play(&id, request.clone()).await;
+        }
+        self.play(spec).await
+    }
+
     /// The old service's `play_camera`: starts the camera unless it runs already (a running camera keeps its
     /// spec), and from now on it runs all the time. The change is saved.
     pub async fn play(&self, spec: StreamSpec) -> Result<Applied<PlayOutcome>, GatewayError> {
+        if let Some(cluster) = self.cluster() {
+            self.check_camera_host(&spec).await?;
+            return cluster.play(&spec.id.clone(), CameraConfig::from_spec(&spec, false)).await;
+        }
         self.check_open()?;
         spec.validate()?;
         self.check_camera_host(&spec).await?;
@@ -353,6 +423,9 @@ impl Gateway {
         let _turn = self.inner.locks.lock(&id).await;
         self.check_open()?;
         self.desired().check(&spec, RunMode::Always)?;
+        if !self.is_running(&id) {
+            self.check_budget(&spec)?;
+        }
         let (revision, outcome) = match self.inner.supervisor.start(spec.clone()).await? {
             StartOutcome::Started(status) => {
                 (self.desired().put(spec, RunMode::Always, Source::Api)?, PlayOutcome::Started(status))
@@ -371,6 +444,14 @@ impl Gateway {
     /// exited, or with [`SupervisorError::StopTimeout`] after `stop_timeout` (it is then `stuck`, and gone from
     /// the desired set all the same).
     pub async fn remove(&self, id: &CameraId) -> Result<Applied<RemoveOutcome>, GatewayError> {
+        if let Some(cluster) = self.cluster() {
+            return cluster.remove(id, self.inner.supervisor.config().stop_timeout).await;
+        }
+        self.local_remove(id).await
+    }
+
+    /// [`remove`](Self::remove) on this node only (the cluster agent's).
+    pub(crate) async fn local_remove(&self, id: &CameraId) -> Result<Applied<RemoveOutcome>, GatewayError> {
         let _turn = self.inner.locks.lock(id).await;
         let (removed, revision) = {
             let mut desired = self.desired();
@@ -395,6 +476,14 @@ impl Gateway {
     /// one that runs on demand stays registered, and its next viewer starts it again. Answers the final
     /// status, or `None` for a registered camera that was not running.
     pub async fn stop(&self, id: &CameraId) -> Result<Applied<Option<CameraStatus>>, GatewayError> {
+        if let Some(cluster) = self.cluster() {
+            return cluster.stop(id, self.inner.supervisor.config().stop_timeout).await;
+        }
+        self.local_stop(id).await
+    }
+
+    /// [`stop`](Self::stop) on this node only.
+    pub(crate) async fn local_stop(&self, id: &CameraId) -> Result<Applied<Option<CameraStatus>>, GatewayError> {
         let _turn = self.inner.locks.lock(id).await;
         let stopped = self.inner.supervisor.stop(id).await;
         let (forgotten, desired, revision) = {
@@ -425,6 +514,9 @@ impl Gateway {
     /// [`stop`](Self::stop) for every running camera, in parallel; `NotFound` (stopped meanwhile by someone
     /// else) is not an error. Each camera's stop takes its turn like any other operation on it.
     pub async fn stop_all(&self) -> Result<StoppedAll, GatewayError> {
+        if let Some(cluster) = self.cluster() {
+            return cluster.stop_all(self.inner.supervisor.config().stop_timeout).await;
+        }
         let ids: Vec<CameraId> = self.inner.supervisor.snapshot().into_iter().map(|s| s.id).collect();
         let results = futures_util::future::join_all(ids.iter().map(|id| self.stop(id))).await;
         let mut cameras = Vec::new();
@@ -499,6 +591,10 @@ impl Gateway {
         if self.is_running(id) || self.is_shutting_down() {
             return;
         }
+        if let Err(error) = self.check_budget(&spec) {
+            warn!(camera = %id, %error, "on-demand start refused");
+            return;
+        }
         match self.inner.supervisor.start(spec).await {
             Ok(_) => info!(camera = %id, "started on demand"),
             // The viewer is counted; the camera's status (or its absence) says why it does not run.
@@ -547,14 +643,39 @@ impl Gateway {
         }
     }
 
-    /// A camera's status.
+    /// A camera's status on this node.
     pub fn status(&self, id: &CameraId) -> Option<CameraStatus> {
         self.inner.supervisor.status(id)
     }
 
-    /// Every running (or failed) camera's status.
+    /// Every running (or failed) camera's status on this node.
     pub fn statuses(&self) -> Vec<CameraStatus> {
         self.inner.supervisor.snapshot()
+    }
+
+    /// Every camera's status — in a cluster, every node's cameras with their node, and `pending` ones.
+    pub async fn cameras(&self) -> Vec<CameraStatus> {
+        match self.cluster() {
+            Some(cluster) => cluster.statuses().await,
+            None => self.statuses(),
+        }
+    }
+
+    /// One camera's status, wherever it runs.
+    pub async fn camera(&self, id: &CameraId) -> Option<CameraStatus> {
+        match self.cluster() {
+            Some(cluster) => cluster.status(id).await,
+            None => self.status(id),
+        }
+    }
+
+    /// This node's cluster membership, in cluster mode.
+    pub fn cluster(&self) -> Option<Arc<cluster::ClusterNode>> {
+        self.inner.cluster.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    pub(crate) fn attach_cluster(&self, node: &Arc<cluster::ClusterNode>) {
+        let _ = self.inner.cluster.set(Arc::downgrade(node));
     }
 
     /// A new viewer of a camera's built-in preview, within the viewer limits.
@@ -693,7 +814,11 @@ impl Gateway {
         preview_port: u16,
         ttl: Option<Duration>,
     ) -> Result<ViewerUrls, GatewayError> {
-        let spec = self.desired().get(id).map(|c| c.spec.clone()).ok_or_else(|| GatewayError::NotFound(id.clone()))?;
+        let spec = match self.cluster() {
+            Some(cluster) => cluster.desired_spec(id),
+            None => self.desired().get(id).map(|c| c.spec.clone()),
+        };
+        let spec = spec.ok_or_else(|| GatewayError::NotFound(id.clone()))?;
         Ok(self.viewer_urls_for(&spec, host, preview_port, ttl))
     }
 
@@ -705,8 +830,22 @@ impl Gateway {
         preview_port: u16,
         ttl: Option<Duration>,
     ) -> ViewerUrls {
+        if let Some(cluster) = self.cluster() {
+            return cluster.viewer_urls(spec, host, ttl);
+        }
+        self.viewer_urls_with(&self.inner.settings.templates, spec, host, preview_port, ttl)
+    }
+
+    /// [`viewer_urls_for`](Self::viewer_urls_for) with given templates (another node's, in a cluster).
+    pub(crate) fn viewer_urls_with(
+        &self,
+        templates: &Templates,
+        spec: &StreamSpec,
+        host: Option<&str>,
+        preview_port: u16,
+        ttl: Option<Duration>,
+    ) -> ViewerUrls {
         let settings = &self.inner.settings;
-        let templates = &settings.templates;
         let preview = templates.preview_url(&spec.id, host, preview_port);
         let url = if spec.output.is_some() { templates.viewer_url(&spec.id, host) } else { preview.clone() };
         let preview = spec.preview.then_some(preview);
@@ -734,6 +873,40 @@ impl Gateway {
             Some(signer) => signer.verify(id, query, self.inner.clock.system_time()),
             None => Ok(()),
         }
+    }
+
+    /// What the cameras cost now, in cores: each live camera's measured CPU, or its estimate until measured.
+    /// `except` is left out (a camera about to be replaced).
+    pub fn cpu_load(&self, except: Option<&CameraId>) -> f64 {
+        let desired = self.desired();
+        self.statuses()
+            .iter()
+            .filter(|s| s.state.is_live() && Some(&s.id) != except)
+            .map(|s| {
+                s.cpu_cores.unwrap_or_else(|| desired.get(&s.id).map_or(cost::COPY_CORES, |c| cost::estimate(&c.spec)))
+            })
+            .sum()
+    }
+
+    /// How many cameras this gateway may run: `max_cameras`, or `limits.cameras` if lower.
+    pub fn camera_slots(&self) -> usize {
+        self.inner.supervisor.config().max_cameras.min(self.inner.settings.limits.cameras)
+    }
+
+    /// Cores the cameras may fill (`cpu_budget` of the machine's cores).
+    pub fn cpu_capacity(&self) -> f64 {
+        self.inner.settings.cpu_capacity
+    }
+
+    /// Refuses a camera whose estimated cost would take the cameras past `cpu_budget`.
+    fn check_budget(&self, spec: &StreamSpec) -> Result<(), GatewayError> {
+        let need = cost::estimate(spec);
+        let load = self.cpu_load(Some(&spec.id));
+        let capacity = self.inner.settings.cpu_capacity;
+        if load + need > capacity {
+            return Err(GatewayError::OverBudget { camera: spec.id.clone(), need, load, capacity });
+        }
+        Ok(())
     }
 
     /// Whether the camera's thread runs and is not on its way out.

@@ -109,6 +109,12 @@ pub enum PipelineError {
         /// The redacted URL.
         target: String,
     },
+    /// The node's cluster lease may have expired: it stopped publishing so that no camera runs twice.
+    #[error("camera {camera}: stopped: this node's cluster lease was not confirmed in time (fenced)")]
+    Fenced {
+        /// The camera.
+        camera: CameraId,
+    },
     /// The camera's host name does not resolve.
     #[error("camera {camera}: cannot resolve {host}: {reason}")]
     Resolve {

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::spec::{AudioMode, VideoMode};
@@ -57,7 +57,7 @@ impl Counters {
 }
 
 /// A copy of [`Counters`] at one moment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Totals {
     /// Video packets read from the camera.
     pub video_packets_in: u64,
@@ -80,7 +80,7 @@ pub struct Totals {
 }
 
 /// A picture's codec and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VideoFormat {
     /// FFmpeg codec name (`h264`, `hevc`, …).
     pub codec: String,
@@ -91,7 +91,7 @@ pub struct VideoFormat {
 }
 
 /// A sound's codec and shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AudioFormat {
     /// FFmpeg codec name (`aac`, `pcm_alaw`, …).
     pub codec: String,
@@ -102,7 +102,7 @@ pub struct AudioFormat {
 }
 
 /// What one connection to the camera found and decided; set once per session.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SessionInfo {
     /// The camera's video.
     pub video_in: VideoFormat,

@@ -131,7 +131,8 @@ fn resolve(name: &str, port: u16, interrupter: &Interrupter) -> Result<Vec<IpAdd
             }
             Ok(Err(e)) => return Err(TargetError::Resolve { host: name.to_owned(), reason: e.to_string() }),
             Err(_) => match interrupter.check() {
-                Some(Interruption::Stop) => return Err(TargetError::Stop),
+                // A fenced node stops its cameras: as good as a stop.
+                Some(Interruption::Stop | Interruption::Fenced) => return Err(TargetError::Stop),
                 Some(Interruption::Deadline) => return Err(TargetError::Timeout),
                 None => {}
             },

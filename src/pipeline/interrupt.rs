@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::fence::Fence;
+
 /// Why an interrupted call was interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interruption {
@@ -22,12 +24,15 @@ pub enum Interruption {
     Stop,
     /// The operation's deadline passed.
     Deadline,
+    /// The cluster fence closed: this node may no longer publish (see [`super::fence`]).
+    Fenced,
 }
 
 /// Stop flag + per-operation deadline, shared with the callback FFmpeg calls.
 #[derive(Debug)]
 pub struct Interrupter {
     stop: Arc<AtomicBool>,
+    fence: Fence,
     /// Whether the stop flag counts; off while writing the trailer after a stop, which must still complete.
     honor_stop: AtomicBool,
     epoch: Instant,
@@ -41,9 +46,17 @@ pub struct Interrupter {
 
 impl Interrupter {
     /// An interrupter that watches `stop` and has no deadline yet.
+    #[cfg(test)]
     pub fn new(stop: Arc<AtomicBool>) -> Arc<Interrupter> {
+        Interrupter::fenced(stop, Fence::open())
+    }
+
+    /// An interrupter that also fires when `fence` closes — even while finishing: a fenced node must not
+    /// write another byte.
+    pub fn fenced(stop: Arc<AtomicBool>, fence: Fence) -> Arc<Interrupter> {
         Arc::new(Interrupter {
             stop,
+            fence,
             honor_stop: AtomicBool::new(true),
             epoch: Instant::now(),
             deadline_ms: AtomicU64::new(u64::MAX),
@@ -87,6 +100,9 @@ impl Interrupter {
 
     /// Whether a blocking call should give up now, and why.
     pub fn check(&self) -> Option<Interruption> {
+        if !self.fence.is_open() {
+            return Some(Interruption::Fenced);
+        }
         if self.honor_stop.load(Ordering::Relaxed) && self.stop.load(Ordering::Relaxed) {
             return Some(Interruption::Stop);
         }

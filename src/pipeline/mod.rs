@@ -10,6 +10,7 @@
 
 mod audio;
 mod channel_layout;
+pub mod fence;
 pub mod ffmpeg_log;
 mod input;
 pub mod interrupt;
@@ -25,6 +26,7 @@ use ffmpeg_next::{Packet, Rational, media};
 use tracing::{debug, info, warn};
 
 use self::audio::{AudioPath, AudioSetup};
+use self::fence::Fence;
 use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
@@ -58,6 +60,7 @@ pub(crate) enum Halt {
     Unsupported(String),
     Resolve { host: String, reason: String },
     HostRefused(String),
+    Fenced,
 }
 
 impl Halt {
@@ -71,6 +74,7 @@ impl Halt {
     fn from_interruptible(stage: Stage, e: ffmpeg_next::Error, interrupter: &Interrupter) -> Halt {
         match (e, interrupter.check()) {
             (_, Some(Interruption::Stop)) => Halt::Stop,
+            (_, Some(Interruption::Fenced)) => Halt::Fenced,
             (_, Some(Interruption::Deadline)) | (ffmpeg_next::Error::Exit, None) => {
                 Halt::Timeout { stage, after: interrupter.armed_for() }
             }
@@ -101,6 +105,7 @@ impl Halt {
             Halt::Unsupported(reason) => PipelineError::Unsupported { camera, reason },
             Halt::Resolve { host, reason } => PipelineError::Resolve { camera, host, reason },
             Halt::HostRefused(reason) => PipelineError::HostRefused { camera, reason },
+            Halt::Fenced => PipelineError::Fenced { camera },
         })
     }
 }
@@ -123,6 +128,7 @@ pub fn init() {
 pub fn run(
     spec: &StreamSpec,
     hosts: &HostPolicy,
+    fence: &Fence,
     stop: &Arc<AtomicBool>,
     counters: &Counters,
     observer: &mut dyn Observer,
@@ -130,7 +136,9 @@ pub fn run(
 ) -> Result<(), PipelineError> {
     init();
     ffmpeg_log::clear_last_error();
-    match Session::open(spec, hosts, stop, observer, taps).and_then(|mut session| session.pump(counters, observer)) {
+    match Session::open(spec, hosts, fence, stop, observer, taps)
+        .and_then(|mut session| session.pump(counters, observer))
+    {
         Ok(()) => Ok(()),
         Err(halt) => match halt.into_error(spec) {
             None => Ok(()),
@@ -169,11 +177,15 @@ impl<'a> Session<'a> {
     fn open(
         spec: &'a StreamSpec,
         hosts: &HostPolicy,
+        fence: &Fence,
         stop: &Arc<AtomicBool>,
         observer: &mut dyn Observer,
         taps: Taps<'a>,
     ) -> Result<Self, Halt> {
-        let input_interrupter = Interrupter::new(Arc::clone(stop));
+        if !fence.is_open() {
+            return Err(Halt::Fenced);
+        }
+        let input_interrupter = Interrupter::fenced(Arc::clone(stop), fence.clone());
         input_interrupter.arm(spec.timeouts.open());
         let target = input::settle_target(&spec.input, hosts, &input_interrupter).map_err(|e| match e {
             TargetError::Stop => Halt::Stop,
@@ -215,7 +227,7 @@ impl<'a> Session<'a> {
             Some(Err(reason)) => return Err(Halt::Unsupported(reason)),
         };
 
-        let output_interrupter = Interrupter::new(Arc::clone(stop));
+        let output_interrupter = Interrupter::fenced(Arc::clone(stop), fence.clone());
         output_interrupter.arm(spec.timeouts.open());
         let mut outputs = Vec::with_capacity(2);
         if let Some(target) = &spec.output {
@@ -281,9 +293,12 @@ impl<'a> Session<'a> {
     /// Reads and forwards packets until a stop or an error, then closes the output as cleanly as it can.
     fn pump(&mut self, counters: &Counters, observer: &mut dyn Observer) -> Result<(), Halt> {
         let result = self.pump_packets(counters, observer);
+        // A broken output cannot be finished; a fenced one must not be: another node may own the stream now.
         let output_broken = matches!(
             result,
-            Err(Halt::Ffmpeg { stage: Stage::WriteOutput, .. } | Halt::Timeout { stage: Stage::WriteOutput, .. })
+            Err(Halt::Ffmpeg { stage: Stage::WriteOutput, .. }
+                | Halt::Timeout { stage: Stage::WriteOutput, .. }
+                | Halt::Fenced)
         );
         if !output_broken {
             // From here the stop flag no longer cuts writes: only the finishing deadline does, and no write
@@ -317,6 +332,7 @@ impl<'a> Session<'a> {
             }
             match packet.read(&mut self.input) {
                 Ok(()) => armed = false,
+                Err(_) if self.input_interrupter.check() == Some(Interruption::Fenced) => return Err(Halt::Fenced),
                 Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {
                     if self.input_interrupter.expired() {
                         return Err(Halt::Timeout { stage: Stage::ReadInput, after: read_timeout });

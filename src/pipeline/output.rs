@@ -199,6 +199,10 @@ impl FlvOutput {
             Track::Audio => self.audio.as_mut(),
         };
         let Some(out) = out else { return Ok(Written::Dropped) };
+        // Checked before every packet: a node whose cluster lease may have expired writes nothing more.
+        if self.interrupter.check() == Some(super::interrupt::Interruption::Fenced) {
+            return Err(WriteError::Interrupted);
+        }
         packet.rescale_ts(from, out.time_base);
         let raw_dts = packet.dts().or(packet.pts());
         let start = match (self.start, track, raw_dts) {

@@ -5,17 +5,20 @@
 //! - `worker` (private): one camera's thread — sessions, retry with backoff, panics caught and reported.
 //! - `stats`: rates from the workers' counters, and the [`CameraStatus`] the supervisor publishes.
 //! - `clock`: the [`Clock`](clock::Clock) backoffs and lingers wait on, replaceable in tests.
+//! - `cpu` (private): the CPU each camera's threads use, from `/proc`.
 //! - `wake` (private): interrupting a camera thread's blocking socket wait when it is stopped.
 //!
 //! Nothing here knows about HTTP or the gateway's policy; commands come in over channels and statuses go out
 //! through a shared map and a broadcast channel.
 
 pub mod clock;
+mod cpu;
 mod stats;
 mod supervisor;
 mod wake;
 mod worker;
 
+pub use crate::pipeline::fence::Fence;
 /// Exposed for the benchmark harness only (the supervisor's per-camera tick is measured directly).
 #[doc(hidden)]
 pub use stats::RateWindow;

@@ -8,13 +8,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::model::{CameraId, SessionInfo, StreamSpec, Totals};
 
 /// Rates over the sliding window.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Rates {
     /// Video packets per second read from the camera.
     pub fps_in: f64,
@@ -66,7 +66,7 @@ impl RateWindow {
 }
 
 /// Where a camera's worker is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// The thread runs and is connecting; no frame has reached the output yet.
@@ -83,6 +83,8 @@ pub enum WorkerState {
     Failed,
     /// A stop was requested but the thread did not exit in time.
     Stuck,
+    /// Desired, but no cluster node runs it yet (`last_error` says why).
+    Pending,
 }
 
 impl WorkerState {
@@ -100,7 +102,7 @@ impl WorkerState {
 }
 
 /// Everything known about one camera, as reported by the supervisor.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CameraStatus {
     /// The camera.
     pub id: CameraId,
@@ -136,6 +138,14 @@ pub struct CameraStatus {
     pub preview_viewers: usize,
     /// Preview viewers disconnected so far because they fell too far behind.
     pub preview_viewers_dropped: u64,
+    /// Cores the camera's threads used over the last measurement (every few seconds; `None` until measured).
+    pub cpu_cores: Option<f64>,
+    /// The cluster node that runs the camera (`None` on a single box).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// In a cluster: the node that ran the camera before this one took it over (failover or drain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
     /// Viewers of the camera's stream on the RTMP server now, as its `on_play`/`on_stop` hooks reported them
     /// (see [`crate::gateway`]); 0 when no hooks are configured.
     pub viewers: usize,
@@ -162,6 +172,9 @@ impl CameraStatus {
             preview_path: spec.preview.then(|| format!("/live/{}.flv", spec.id)),
             preview_viewers: 0,
             preview_viewers_dropped: 0,
+            cpu_cores: None,
+            node: None,
+            moved_from: None,
             viewers,
         }
     }
@@ -190,7 +203,7 @@ impl ViewerCounts {
 }
 
 /// A pending reconnect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RetryStatus {
     /// 1 for the first retry after a failure.
     pub attempt: u32,
@@ -199,7 +212,7 @@ pub struct RetryStatus {
 }
 
 /// A change the supervisor announces to subscribers.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A camera's status changed (state change or a stats refresh).

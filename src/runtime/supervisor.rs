@@ -20,9 +20,11 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
 use super::clock::{Clock, SystemClock};
+use super::cpu::{CpuMeter, thread_name};
 use super::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, ViewerCounts, WorkerState};
 use super::worker::{Report, WorkerContext, WorkerHandle};
 use crate::model::{CameraId, HostPolicy, StreamSpec, SupervisorError};
+use crate::pipeline::fence::Fence;
 use crate::preview::snapshot::{self, SnapshotError};
 use crate::preview::{PreviewHub, PreviewLimits};
 
@@ -45,6 +47,8 @@ pub struct SupervisorConfig {
     /// Where cameras may be (by default: not on loopback, link-local or cloud metadata addresses); checked on
     /// the addresses a camera resolves to, at every connection.
     pub camera_hosts: Arc<HostPolicy>,
+    /// Until when cameras may publish: always on a single box; moved by the cluster agent in a cluster.
+    pub fence: Fence,
     #[doc(hidden)]
     pub faults: Faults,
 }
@@ -59,6 +63,7 @@ impl Default for SupervisorConfig {
             preview: PreviewLimits::default(),
             clock: Arc::new(SystemClock),
             camera_hosts: Arc::new(HostPolicy::default()),
+            fence: Fence::open(),
             faults: Faults::default(),
         }
     }
@@ -173,6 +178,8 @@ impl Supervisor {
                 statuses: Arc::clone(&statuses),
                 events: events.clone(),
                 shutting_down: false,
+                cpu: CpuMeter::default(),
+                ticks: 0,
             };
             thread::Builder::new()
                 .name("camgate-supervisor".into())
@@ -354,7 +361,12 @@ struct SupervisorThread {
     statuses: Arc<RwLock<BTreeMap<CameraId, CameraStatus>>>,
     events: broadcast::Sender<Event>,
     shutting_down: bool,
+    cpu: CpuMeter,
+    ticks: u64,
 }
+
+/// Every how many stats ticks the cameras' CPU is measured.
+const CPU_EVERY_TICKS: u64 = 5;
 
 impl SupervisorThread {
     fn run(mut self) {
@@ -453,6 +465,7 @@ impl SupervisorThread {
             reports: self.reports.0.clone(),
             clock: Arc::clone(&self.config.clock),
             hosts: Arc::clone(&self.config.camera_hosts),
+            fence: self.config.fence.clone(),
             faults: self.config.faults.clone(),
         };
         let worker = WorkerHandle::spawn(spec, context).map_err(|source| {
@@ -632,6 +645,9 @@ impl SupervisorThread {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // Thread CPU is read from /proc every few ticks: it costs a file read per thread.
+        self.ticks += 1;
+        let cpu = (self.ticks % CPU_EVERY_TICKS == 0).then(|| self.cpu.sample());
         let ids: Vec<CameraId> = self.cameras.keys().cloned().collect();
         for id in ids {
             let camera = self.cameras.get_mut(&id).expect("id taken from the map");
@@ -644,6 +660,21 @@ impl SupervisorThread {
             camera.status.preview_viewers = viewers;
             camera.status.preview_viewers_dropped = dropped;
             camera.status.viewers = self.viewers.get(&id);
+            // Measured only over a window the camera spent running: a window that holds its start (connecting,
+            // probing, waiting for a keyframe) would say a transcode costs nearly nothing, and admission and
+            // placement would let too much in on that word. Until then the estimate stands.
+            let window = self.config.stats_interval * CPU_EVERY_TICKS as u32;
+            let running_for = camera.status.first_frame_after_ms.map_or(Duration::ZERO, |first| {
+                now.duration_since(camera.started).saturating_sub(Duration::from_millis(first))
+            });
+            if let Some(cpu) =
+                cpu.as_ref().filter(|_| camera.status.state == WorkerState::Running && running_for >= window)
+            {
+                let name = thread_name(&id);
+                let sharing = self.cameras.keys().filter(|other| thread_name(other) == name).count().max(1);
+                let camera = self.cameras.get_mut(&id).expect("id taken from the map");
+                camera.status.cpu_cores = cpu.get(&name).map(|cores| cores / sharing as f64);
+            }
             self.publish(&id);
         }
     }

@@ -24,6 +24,7 @@ use super::clock::Clock;
 use super::supervisor::Faults;
 use super::wake;
 use crate::model::{CameraId, Counters, HostPolicy, PipelineError, SessionInfo, StreamSpec};
+use crate::pipeline::fence::Fence;
 use crate::pipeline::{self, Observer, Taps};
 use crate::preview::Channel;
 
@@ -57,6 +58,8 @@ pub(crate) struct WorkerContext {
     pub clock: Arc<dyn Clock>,
     /// Where the camera may be: checked on the addresses it resolves to, at every connection.
     pub hosts: Arc<HostPolicy>,
+    /// Until when this node may publish (cluster); checked before every write.
+    pub fence: Fence,
     pub faults: Faults,
 }
 
@@ -168,6 +171,8 @@ impl Worker {
             session += 1;
             let (error, panicked) = match self.run_session(session) {
                 SessionEnd::Stopped => return None,
+                // Not retried: the cluster agent decides whether this node may run the camera again.
+                SessionEnd::Failed { error: error @ PipelineError::Fenced { .. } } => return Some(error.to_string()),
                 SessionEnd::Failed { error } => (error.to_string(), false),
                 SessionEnd::Panicked { message } => (format!("camera thread panicked: {message}"), true),
             };
@@ -210,6 +215,7 @@ impl Worker {
             pipeline::run(
                 &self.spec,
                 &self.context.hosts,
+                &self.context.fence,
                 &self.stop,
                 &self.counters,
                 &mut observer,

@@ -3,6 +3,7 @@
 //!
 //! - [`RtspServer`]: synthetic live cameras (tests/fixtures/rtsp_server.py).
 //! - [`RtmpServer`]: a private nginx-rtmp to publish to and play from.
+//! - [`Etcd`]: a private single-member etcd, for cluster tests.
 //! - [`SilentServer`]: a camera that accepts TCP and never answers.
 //! - [`probe`]: what a viewer of an RTMP/RTSP URL or an .flv file gets.
 //! - [`wait_for`]: polling a condition with a deadline.
@@ -15,6 +16,7 @@
 // it; without these, every unused helper would fail `clippy -D warnings`.
 #![allow(dead_code, unused_imports)]
 
+pub mod etcd;
 pub mod net;
 pub mod poll;
 pub mod probe;
@@ -22,6 +24,7 @@ pub mod process;
 pub mod rtmp;
 pub mod rtsp;
 
+pub use etcd::Etcd;
 pub use net::{FreezableRelay, SilentServer, free_port, wait_for_port};
 pub use poll::wait_for;
 pub use probe::{

@@ -31,16 +31,24 @@ impl RtmpServer {
             Path::new(RTMP_MODULE).exists(),
             "{RTMP_MODULE} is missing: run scripts/install-deps.sh (libnginx-mod-rtmp)"
         );
-        start_on_free_port(RtmpServer::try_start)
+        start_on_free_port(|port| RtmpServer::try_start(port, None))
+    }
+
+    /// Like [`start`](Self::start), but a publisher that sends nothing for `idle` is dropped (nginx's
+    /// `drop_idle_publisher`, like SRS's `publish.normal_timeout`): a frozen publisher then does not hold its
+    /// stream against the next one.
+    pub fn start_dropping_idle(idle: Duration) -> RtmpServer {
+        assert!(Path::new(RTMP_MODULE).exists(), "{RTMP_MODULE} is missing: run scripts/install-deps.sh");
+        start_on_free_port(|port| RtmpServer::try_start(port, Some(idle)))
     }
 
     /// Starts the server on a given port, e.g. to bring a killed server back where publishers push to.
     /// Panics if the port cannot be had.
     pub fn start_on(port: u16) -> RtmpServer {
-        RtmpServer::try_start(port).unwrap_or_else(|(err, _)| panic!("{err}"))
+        RtmpServer::try_start(port, None).unwrap_or_else(|(err, _)| panic!("{err}"))
     }
 
-    fn try_start(port: u16) -> Result<RtmpServer, (String, bool)> {
+    fn try_start(port: u16, drop_idle: Option<Duration>) -> Result<RtmpServer, (String, bool)> {
         let dir = tempfile::Builder::new()
             .prefix("rtmp-server-")
             .tempdir()
@@ -48,7 +56,8 @@ impl RtmpServer {
         let prefix = dir.path();
         let conf = prefix.join("nginx.conf");
         let error_log = prefix.join("error.log");
-        std::fs::write(&conf, config(prefix, port)).map_err(|e| (format!("cannot write {conf:?}: {e}"), false))?;
+        std::fs::write(&conf, config(prefix, port, drop_idle))
+            .map_err(|e| (format!("cannot write {conf:?}: {e}"), false))?;
 
         let mut cmd = Command::new(NGINX);
         // -e: nginx opens its compiled-in error log (/var/log/nginx) before it
@@ -116,8 +125,9 @@ impl RtmpServer {
 ///
 /// `wait_key on`: a player's video starts at a keyframe, as behind SRS's GOP
 /// cache, so "the first video packet is a keyframe" is a stable check.
-fn config(prefix: &Path, port: u16) -> String {
+fn config(prefix: &Path, port: u16, drop_idle: Option<Duration>) -> String {
     let p = prefix.display();
+    let drop_idle = drop_idle.map_or(String::new(), |d| format!("drop_idle_publisher {}ms;", d.as_millis()));
     format!(
         "load_module {RTMP_MODULE};
 daemon off;
@@ -135,6 +145,7 @@ rtmp {{
             live on;
             wait_key on;
             record off;
+            {drop_idle}
         }}
     }}
 }}
