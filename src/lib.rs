@@ -62,7 +62,8 @@ pub mod runtime;
 pub use gateway::Gateway;
 pub use model::{
     AudioEncoding, AudioMode, AudioSpec, CameraId, OutputTarget, PipelineError, RateControl, RetryPolicy, SourceUrl,
-    SpecError, Stage, StreamSpec, SupervisorError, Timeouts, VideoEncoding, VideoMode, VideoSpec, redact_url,
+    SpecError, Stage, StreamSpec, SupervisorError, Timeouts, Transport, VideoEncoding, VideoMode, VideoSpec,
+    redact_url,
 };
 pub use runtime::{CameraStatus, Event, Rates, StartOutcome, Supervisor, SupervisorConfig, WorkerState};
 

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use utoipa::ToSchema;
 
+use super::desired::OnDemand;
 use crate::model::{
-    AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, SpecError, StreamSpec, Timeouts, VideoSpec,
+    AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, SpecError, StreamSpec, Timeouts, Transport, VideoSpec,
 };
 use crate::preview::PreviewLimits;
 use crate::runtime::{Fence, SupervisorConfig};
@@ -411,6 +412,8 @@ pub struct CameraDefaults {
     pub video: VideoSpec,
     /// Audio handling.
     pub audio: AudioSpec,
+    /// How RTP reaches camgate from RTSP cameras: `auto`, `tcp`, `udp`, `udp_multicast` or `http`.
+    pub transport: Transport,
     /// Network timeouts.
     pub timeouts: Timeouts,
     /// Reconnect policy.
@@ -423,6 +426,7 @@ impl Default for CameraDefaults {
             preview: true,
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
+            transport: Transport::default(),
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         }
@@ -449,16 +453,23 @@ pub struct CameraConfig {
     /// Audio handling; unset uses the configured defaults.
     #[serde(default)]
     pub audio: Option<AudioSpec>,
+    /// How RTP reaches camgate (`auto`, `tcp`, `udp`, `udp_multicast`, `http`); unset uses the configured
+    /// default (`auto`: TCP, then UDP when the camera refuses TCP, then HTTP).
+    #[serde(default)]
+    pub transport: Option<Transport>,
     /// Network timeouts; unset uses the configured defaults.
     #[serde(default)]
     pub timeouts: Option<Timeouts>,
     /// Reconnect policy; unset uses the configured defaults.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
-    /// Run only while the RTMP server reports viewers (SRS `on_play`/`on_stop` hooks) instead of all the time;
-    /// needs an RTMP output.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub on_demand: bool,
+    /// `true`: run only while the RTMP server reports viewers (SRS `on_play`/`on_stop` hooks) instead of all the
+    /// time. `"warm"`: stay connected to the camera, its current GOP cached, and push to the RTMP server only
+    /// while viewers are reported — the first viewer's stream starts at once from the cached keyframe. Both need
+    /// an RTMP output.
+    #[serde(default, skip_serializing_if = "OnDemand::is_off")]
+    #[schema(value_type = Object, example = json!("warm"))]
+    pub on_demand: OnDemand,
 }
 
 /// The output value (per camera, or as the output template) that means "no RTMP output, preview only".
@@ -475,16 +486,17 @@ pub enum Origin {
 
 impl CameraConfig {
     /// The request that gives exactly `spec` (every setting explicit), as a cluster stores it.
-    pub fn from_spec(spec: &StreamSpec, on_demand: bool) -> CameraConfig {
+    pub fn from_spec(spec: &StreamSpec, mode: super::RunMode) -> CameraConfig {
         CameraConfig {
             input: spec.input.expose().to_owned(),
             output: Some(spec.output.as_ref().map_or_else(|| NO_OUTPUT.to_owned(), OutputTarget::expose)),
             preview: Some(spec.preview),
             video: Some(spec.video.clone()),
             audio: Some(spec.audio.clone()),
+            transport: Some(spec.transport),
             timeouts: Some(spec.timeouts),
             retry: Some(spec.retry),
-            on_demand,
+            on_demand: mode.on_demand(),
         }
     }
 
@@ -511,6 +523,7 @@ impl CameraConfig {
             preview: self.preview.unwrap_or(defaults.preview),
             video: self.video.clone().unwrap_or_else(|| defaults.video.clone()),
             audio: self.audio.clone().unwrap_or_else(|| defaults.audio.clone()),
+            transport: self.transport.unwrap_or(defaults.transport),
             timeouts: self.timeouts.unwrap_or(defaults.timeouts),
             retry: self.retry.unwrap_or(defaults.retry),
         };
@@ -648,8 +661,8 @@ impl Config {
             .boot_specs()?
             .into_iter()
             .map(|spec| {
-                let on_demand = self.cameras.get(spec.id.as_str()).is_some_and(|c| c.on_demand);
-                (spec, if on_demand { RunMode::OnDemand } else { RunMode::Always })
+                let mode = self.cameras.get(spec.id.as_str()).map_or(RunMode::Always, |c| c.on_demand.mode());
+                (spec, mode)
             })
             .collect())
     }
@@ -784,7 +797,7 @@ impl Config {
             return Err(ConfigError::invalid("cameras", "more boot cameras than max_cameras"));
         }
         for spec in self.boot_specs()? {
-            let on_demand = self.cameras.get(spec.id.as_str()).is_some_and(|c| c.on_demand);
+            let on_demand = self.cameras.get(spec.id.as_str()).is_some_and(|c| !c.on_demand.is_off());
             if on_demand && spec.output.as_ref().and_then(OutputTarget::stream).is_none() {
                 return Err(ConfigError::invalid(
                     format!("cameras.{}.on_demand", spec.id),

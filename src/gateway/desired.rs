@@ -26,6 +26,86 @@ pub enum RunMode {
     Always,
     /// Only while the RTMP server reports viewers (and a linger time after the last one left).
     OnDemand,
+    /// Connected to the camera all the time, its current GOP cached, but pushed to the RTMP server only while
+    /// viewers are reported: the first viewer's stream starts at once from the cached keyframe.
+    Warm,
+}
+
+impl RunMode {
+    /// Whether viewers drive it (`OnDemand` or `Warm`).
+    pub fn is_on_demand(self) -> bool {
+        matches!(self, RunMode::OnDemand | RunMode::Warm)
+    }
+
+    /// How a request asks for this mode.
+    pub fn on_demand(self) -> OnDemand {
+        match self {
+            RunMode::Always => OnDemand::Off,
+            RunMode::OnDemand => OnDemand::Cold,
+            RunMode::Warm => OnDemand::Warm,
+        }
+    }
+}
+
+/// A camera's `on_demand` setting: `false` (the default: it runs all the time), `true` (it runs while watched)
+/// or `"warm"` (it stays connected, and is pushed while watched, starting at once from its cached keyframe).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum OnDemand {
+    /// `false`: all the time.
+    #[default]
+    Off,
+    /// `true`: connected when the first viewer arrives.
+    Cold,
+    /// `"warm"`: connected all the time, pushed while watched.
+    Warm,
+}
+
+impl OnDemand {
+    /// The run mode it asks for.
+    pub fn mode(self) -> RunMode {
+        match self {
+            OnDemand::Off => RunMode::Always,
+            OnDemand::Cold => RunMode::OnDemand,
+            OnDemand::Warm => RunMode::Warm,
+        }
+    }
+
+    /// Whether it is `false`.
+    pub fn is_off(&self) -> bool {
+        *self == OnDemand::Off
+    }
+}
+
+impl Serialize for OnDemand {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OnDemand::Off => serializer.serialize_bool(false),
+            OnDemand::Cold => serializer.serialize_bool(true),
+            OnDemand::Warm => serializer.serialize_str("warm"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OnDemand {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<OnDemand, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = OnDemand;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or \"warm\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<OnDemand, E> {
+                Ok(if value { OnDemand::Cold } else { OnDemand::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<OnDemand, E> {
+                match value {
+                    "warm" => Ok(OnDemand::Warm),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Where a camera of the desired set came from, which decides whether it is saved to the state file.
@@ -71,6 +151,9 @@ pub struct OnDemandCamera {
     pub id: CameraId,
     /// Always `true`; lets clients tell this answer from a running camera's status.
     pub on_demand: bool,
+    /// Whether it is warm: connected all the time, pushed while watched.
+    #[serde(default)]
+    pub warm: bool,
     /// The `app/stream` its hooks name.
     pub stream: String,
     /// Players of the stream now, by the hooks' count.
@@ -112,6 +195,7 @@ impl DesiredCamera {
         OnDemandCamera {
             id: self.spec.id.clone(),
             on_demand: true,
+            warm: self.mode == RunMode::Warm,
             stream: self.stream.clone().unwrap_or_default(),
             viewers: self.viewers.len(),
             published: self.published,
@@ -182,7 +266,7 @@ impl DesiredSet {
     /// no two cameras may publish the same stream (viewers are counted by stream).
     pub fn check(&self, spec: &StreamSpec, mode: RunMode) -> Result<(), OnDemandError> {
         let stream = spec.output.as_ref().and_then(|o| o.stream());
-        if mode == RunMode::OnDemand && stream.is_none() {
+        if mode.is_on_demand() && stream.is_none() {
             return Err(OnDemandError::NoRtmpOutput(spec.id.clone()));
         }
         if let Some(stream) = &stream
@@ -279,12 +363,12 @@ impl DesiredSet {
 
     /// Every on-demand camera, as the API shows them.
     pub fn on_demand(&self) -> Vec<OnDemandCamera> {
-        self.cameras.values().filter(|c| c.mode == RunMode::OnDemand).map(DesiredCamera::view).collect()
+        self.cameras.values().filter(|c| c.mode.is_on_demand()).map(DesiredCamera::view).collect()
     }
 
     /// One on-demand camera, as the API shows it.
     pub fn on_demand_view(&self, id: &CameraId) -> Option<OnDemandCamera> {
-        self.cameras.get(id).filter(|c| c.mode == RunMode::OnDemand).map(DesiredCamera::view)
+        self.cameras.get(id).filter(|c| c.mode.is_on_demand()).map(DesiredCamera::view)
     }
 
     fn by_stream_mut(&mut self, key: &str) -> Result<&mut DesiredCamera, OnDemandError> {
@@ -314,6 +398,21 @@ pub fn stream_key(app: &str, stream: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_demand_reads_bools_and_warm() {
+        let read = |text: &str| serde_json::from_str::<OnDemand>(text);
+        assert_eq!(read("false").unwrap(), OnDemand::Off);
+        assert_eq!(read("true").unwrap(), OnDemand::Cold);
+        assert_eq!(read("\"warm\"").unwrap(), OnDemand::Warm);
+        let error = read("\"hot\"").unwrap_err().to_string();
+        assert!(error.contains("true, false or \"warm\""), "{error}");
+        assert!(read("1").is_err());
+        for value in [OnDemand::Off, OnDemand::Cold, OnDemand::Warm] {
+            assert_eq!(read(&serde_json::to_string(&value).unwrap()).unwrap(), value);
+            assert_eq!(value.mode().on_demand(), value);
+        }
+    }
 
     fn spec(id: &str, output: &str) -> StreamSpec {
         StreamSpec::new(id, "rtsp://cam/s", output).unwrap()

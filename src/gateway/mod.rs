@@ -45,7 +45,7 @@ use utoipa::ToSchema;
 
 use self::config::{CameraConfig, CameraDefaults, Config, Limits, Origin, Templates};
 use self::desired::{DesiredSet, Source, stream_key};
-pub use self::desired::{OnDemandCamera, OnDemandError, RunMode, ViewerChange};
+pub use self::desired::{OnDemand, OnDemandCamera, OnDemandError, RunMode, ViewerChange};
 use self::locks::CameraLocks;
 use self::store::{SavedCamera, StateError, StateFile};
 use self::viewer_urls::{SignatureError, ViewerSigner, with_query};
@@ -317,7 +317,7 @@ impl Gateway {
     pub async fn put(&self, spec: StreamSpec, mode: RunMode) -> Result<Applied<PutOutcome>, GatewayError> {
         if let Some(cluster) = self.cluster() {
             self.check_camera_host(&spec).await?;
-            return cluster.put(&spec.id, CameraConfig::from_spec(&spec, mode == RunMode::OnDemand)).await;
+            return cluster.put(&spec.id, CameraConfig::from_spec(&spec, mode)).await;
         }
         self.put_from(spec, mode, Source::Api).await
     }
@@ -326,7 +326,7 @@ impl Gateway {
     /// cluster kept as requested, so the node that runs it resolves it with its own.
     pub async fn put_request(&self, id: CameraId, request: &CameraConfig) -> Result<Applied<PutOutcome>, GatewayError> {
         let spec = self.spec_from_request(id.clone(), request)?;
-        let mode = if request.on_demand { RunMode::OnDemand } else { RunMode::Always };
+        let mode = request.on_demand.mode();
         if let Some(cluster) = self.cluster() {
             spec.validate()?;
             self.check_camera_host(&spec).await?;
@@ -362,7 +362,7 @@ impl Gateway {
             // Checked before anything running is touched: a refused request leaves the camera as it was.
             desired.check(&spec, mode)?;
         }
-        if mode == RunMode::Always {
+        if matches!(mode, RunMode::Always | RunMode::Warm) {
             self.check_budget(&spec)?;
         }
         let supervisor = &self.inner.supervisor;
@@ -370,19 +370,26 @@ impl Gateway {
         if was_running {
             supervisor.stop(&id).await?;
         }
+        if mode != RunMode::Warm {
+            supervisor.output_gates().remove(&id);
+        }
         let (revision, outcome) = match mode {
             RunMode::Always => {
                 let status = supervisor.start(spec.clone()).await?.status().clone();
                 let revision = self.desired().put(spec, mode, source)?;
                 (revision, if was_running { PutOutcome::Replaced(status) } else { PutOutcome::Started(status) })
             }
-            RunMode::OnDemand => {
+            RunMode::OnDemand | RunMode::Warm => {
                 let (revision, watched) = {
                     let mut desired = self.desired();
                     let revision = desired.put(spec.clone(), mode, source)?;
                     (revision, desired.get(&id).is_some_and(|c| c.viewers() > 0))
                 };
-                if watched {
+                if mode == RunMode::Warm {
+                    // Connected now; pushed only while watched.
+                    supervisor.output_gates().set(&id, watched);
+                    supervisor.start(spec).await?;
+                } else if watched {
                     supervisor.start(spec).await?;
                 }
                 let view = self.desired().on_demand_view(&id).expect("registered just above");
@@ -414,7 +421,7 @@ impl Gateway {
     pub async fn play(&self, spec: StreamSpec) -> Result<Applied<PlayOutcome>, GatewayError> {
         if let Some(cluster) = self.cluster() {
             self.check_camera_host(&spec).await?;
-            return cluster.play(&spec.id.clone(), CameraConfig::from_spec(&spec, false)).await;
+            return cluster.play(&spec.id.clone(), CameraConfig::from_spec(&spec, RunMode::Always)).await;
         }
         self.check_open()?;
         spec.validate()?;
@@ -462,7 +469,9 @@ impl Gateway {
         if removed.is_some() {
             self.save(id).await?;
         }
-        let outcome = match self.inner.supervisor.stop(id).await {
+        let stopped = self.inner.supervisor.stop(id).await;
+        self.inner.supervisor.output_gates().remove(id);
+        let outcome = match stopped {
             Ok(status) => RemoveOutcome::Stopped(Box::new(status)),
             Err(SupervisorError::NotFound(_)) if removed.is_some() => RemoveOutcome::Forgotten,
             Err(SupervisorError::NotFound(_)) => return Err(GatewayError::NotFound(id.clone())),
@@ -485,6 +494,12 @@ impl Gateway {
     /// [`stop`](Self::stop) on this node only.
     pub(crate) async fn local_stop(&self, id: &CameraId) -> Result<Applied<Option<CameraStatus>>, GatewayError> {
         let _turn = self.inner.locks.lock(id).await;
+        if self.desired().get(id).is_some_and(|c| c.mode == RunMode::Warm) {
+            // A warm camera stays connected: stopping it stops what it pushes, until its next viewer.
+            self.inner.supervisor.output_gates().set(id, false);
+            let revision = self.desired().touch(id);
+            return Ok(Applied { revision, outcome: self.status(id) });
+        }
         let stopped = self.inner.supervisor.stop(id).await;
         let (forgotten, desired, revision) = {
             let mut desired = self.desired();
@@ -495,7 +510,7 @@ impl Gateway {
                     (forgotten, true, revision)
                 }
                 // Cancels a start that an earlier viewer scheduled: this stop is the later wish.
-                Some(RunMode::OnDemand) => (None, true, desired.touch(id)),
+                Some(RunMode::OnDemand | RunMode::Warm) => (None, true, desired.touch(id)),
                 None => (None, false, desired.touch(id)),
             }
         };
@@ -555,7 +570,11 @@ impl Gateway {
             change
         };
         let started = match change.mode {
-            RunMode::OnDemand => {
+            RunMode::OnDemand | RunMode::Warm => {
+                if change.mode == RunMode::Warm {
+                    // The camera is connected: its output starts at its next packet, from the cached keyframe.
+                    self.inner.supervisor.output_gates().set(&change.id, true);
+                }
                 let gateway = self.clone();
                 let (id, generation) = (change.id.clone(), change.generation);
                 tokio::spawn(async move { gateway.start_for_viewers(&id, generation).await })
@@ -574,7 +593,7 @@ impl Gateway {
             self.inner.supervisor.viewer_counts().set(&change.id, change.viewers);
             change
         };
-        if change.mode == RunMode::OnDemand && change.viewers == 0 {
+        if change.mode.is_on_demand() && change.viewers == 0 {
             self.schedule_linger_stop(change.id.clone(), change.generation);
         }
         Ok(Applied { revision: change.revision, outcome: change })
@@ -585,7 +604,7 @@ impl Gateway {
     async fn start_for_viewers(&self, id: &CameraId, generation: u64) {
         let _turn = self.inner.locks.lock(id).await;
         let spec = self.desired().get(id).and_then(|c| {
-            (c.mode == RunMode::OnDemand && c.generation() == generation && c.viewers() > 0).then(|| c.spec.clone())
+            (c.mode.is_on_demand() && c.generation() == generation && c.viewers() > 0).then(|| c.spec.clone())
         });
         let Some(spec) = spec else { return };
         if self.is_running(id) || self.is_shutting_down() {
@@ -630,7 +649,7 @@ impl Gateway {
             configured.into_iter().map(|(spec, mode)| (spec, mode, Source::Config)).collect();
         for camera in saved {
             wanted.retain(|(spec, _, _)| spec.id != camera.spec.id);
-            let mode = if camera.on_demand { RunMode::OnDemand } else { RunMode::Always };
+            let mode = camera.on_demand.mode();
             wanted.push((camera.spec, mode, Source::Api));
         }
         for (spec, mode, source) in wanted {
@@ -758,11 +777,15 @@ impl Gateway {
                 _ = shutdown.wait_for(|down| *down) => return,
             }
             let _turn = gateway.inner.locks.lock(&id).await;
-            let idle = gateway
-                .desired()
-                .get(&id)
-                .is_some_and(|c| c.mode == RunMode::OnDemand && c.generation() == generation && c.viewers() == 0);
-            if !idle || !gateway.is_running(&id) {
+            let idle = gateway.desired().get(&id).and_then(|c| {
+                (c.mode.is_on_demand() && c.generation() == generation && c.viewers() == 0).then_some(c.mode)
+            });
+            if idle == Some(RunMode::Warm) {
+                gateway.inner.supervisor.output_gates().set(&id, false);
+                info!(camera = %id, ?linger, "output stopped: no viewers (the camera stays connected)");
+                return;
+            }
+            if idle.is_none() || !gateway.is_running(&id) {
                 return;
             }
             match gateway.inner.supervisor.stop(&id).await {
@@ -931,7 +954,7 @@ impl Gateway {
             let cameras: Vec<SavedCamera> = desired
                 .iter()
                 .filter(|c| c.source == Source::Api)
-                .map(|c| SavedCamera { spec: c.spec.clone(), on_demand: c.mode == RunMode::OnDemand })
+                .map(|c| SavedCamera { spec: c.spec.clone(), on_demand: c.mode.on_demand() })
                 .collect();
             (self.inner.saves.fetch_add(1, Ordering::SeqCst) + 1, cameras)
         };
@@ -984,7 +1007,7 @@ async fn expire_viewers(inner: std::sync::Weak<Inner>) {
         };
         for change in changes {
             warn!(camera = %change.id, viewers = change.viewers, "viewers expired: their on_stop never came");
-            if change.mode == RunMode::OnDemand && change.viewers == 0 {
+            if change.mode.is_on_demand() && change.viewers == 0 {
                 gateway.schedule_linger_stop(change.id, change.generation);
             }
         }

@@ -58,9 +58,10 @@ pub enum StateError {
 pub struct SavedCamera {
     /// The full spec, credentials included (hence the file's mode).
     pub spec: StreamSpec,
-    /// Started on demand by viewers (SRS hooks) instead of running all the time.
+    /// Started on demand by viewers (SRS hooks) instead of running all the time: `false`, `true` or `"warm"`
+    /// (files written before warm cameras existed hold a plain bool, which still reads).
     #[serde(default)]
-    pub on_demand: bool,
+    pub on_demand: super::desired::OnDemand,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,6 +201,8 @@ mod tests {
 
     fn camera(id: &str, on_demand: bool) -> SavedCamera {
         let spec = StreamSpec::new(id, "rtsp://admin:pw@cam/s", &format!("rtmp://srs/live/{id}")).unwrap();
+        let on_demand =
+            if on_demand { super::super::desired::OnDemand::Cold } else { super::super::desired::OnDemand::Off };
         SavedCamera { spec, on_demand }
     }
 

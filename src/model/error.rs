@@ -67,7 +67,7 @@ pub enum Stage {
 pub enum PipelineError {
     /// An FFmpeg call failed; `source` carries FFmpeg's error code and text, `detail` what FFmpeg logged about
     /// it (an RTSP status line, a codec parser's complaint), which its error codes alone do not say.
-    #[error("camera {camera}: {stage} ({target}) failed: {source}{}", detail_suffix(.detail))]
+    #[error("camera {camera}: {stage} ({target}) failed: {}{source}{}", advice_prefix(.advice), detail_suffix(.detail))]
     Ffmpeg {
         /// The camera.
         camera: CameraId,
@@ -80,6 +80,10 @@ pub enum PipelineError {
         source: ffmpeg_next::Error,
         /// FFmpeg's last error-level log line on the camera's thread, credentials hidden.
         detail: Option<String>,
+        /// The RTSP status the camera answered (401, 404, 461, 503 …), if it answered one.
+        rtsp_status: Option<u16>,
+        /// What the failure means and what to check, when camgate can tell (see `pipeline::diagnosis`).
+        advice: Option<String>,
     },
     /// A blocking open, read or write took longer than its timeout.
     #[error("camera {camera}: {stage} ({target}) timed out after {after:?}")]
@@ -141,6 +145,20 @@ pub enum PipelineError {
         /// What is unsupported.
         reason: String,
     },
+}
+
+impl PipelineError {
+    /// The RTSP status the camera answered, if the failure was one.
+    pub fn rtsp_status(&self) -> Option<u16> {
+        match self {
+            PipelineError::Ffmpeg { rtsp_status, .. } => *rtsp_status,
+            _ => None,
+        }
+    }
+}
+
+fn advice_prefix(advice: &Option<String>) -> String {
+    advice.as_deref().map_or_else(String::new, |a| format!("{a}; FFmpeg: "))
 }
 
 fn detail_suffix(detail: &Option<String>) -> String {

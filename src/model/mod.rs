@@ -30,5 +30,5 @@ pub use report::{AudioFormat, Counters, SessionInfo, Totals, VideoFormat};
 pub use source::{DemoPreset, SourceUrl};
 pub use spec::{
     AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, H264_PROFILES, HARDWARE_ENCODERS, RateControl, RetryPolicy,
-    StreamSpec, Timeouts, VideoEncoding, VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
+    StreamSpec, Timeouts, Transport, VideoEncoding, VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
 };

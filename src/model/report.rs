@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::spec::{AudioMode, VideoMode};
+use super::spec::{AudioMode, Transport, VideoMode};
 
 /// Counters a worker bumps as packets flow. Totals since the worker started (across reconnects).
 #[derive(Debug, Default)]
@@ -120,4 +120,10 @@ pub struct SessionInfo {
     pub audio_out: Option<AudioFormat>,
     /// The audio mode in effect (`auto` resolved; `none` when there is no audio or it failed).
     pub audio_mode: AudioMode,
+    /// How RTP reaches camgate (`tcp`, `udp`, `udp_multicast`, `http`; `None` for the demo camera).
+    #[serde(default)]
+    pub transport: Option<Transport>,
+    /// Why that transport, when `auto` had to fall back (`refused interleaved TCP: … (RTSP 461 …); using UDP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_note: Option<String>,
 }

@@ -17,6 +17,46 @@ use super::id::CameraId;
 use super::output::OutputTarget;
 use super::source::SourceUrl;
 
+/// How RTP reaches camgate from an RTSP camera.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, ToSchema, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Interleaved over the RTSP TCP connection; when the camera refuses that (RTSP 461 Unsupported
+    /// Transport, as some cameras and NVR channels do), UDP; when UDP cannot be set up either, RTSP tunnelled
+    /// over HTTP.
+    #[default]
+    Auto,
+    /// Interleaved over the RTSP TCP connection only: one socket, through NAT and firewalls, no loss.
+    Tcp,
+    /// RTP over UDP (unicast): what cameras that refuse TCP need; loses packets on a lossy network.
+    Udp,
+    /// RTP over UDP multicast, for cameras that stream to a multicast group.
+    UdpMulticast,
+    /// RTSP and RTP tunnelled over HTTP, through proxies that pass only HTTP.
+    Http,
+}
+
+impl Transport {
+    /// The value of FFmpeg's `rtsp_transport` option for this (forced) transport; `Auto` starts with TCP.
+    pub fn ffmpeg_name(self) -> &'static str {
+        match self {
+            Transport::Auto | Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::UdpMulticast => "udp_multicast",
+            Transport::Http => "http",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Auto => "auto",
+            other => other.ffmpeg_name(),
+        })
+    }
+}
+
 /// How the video stream is treated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -272,6 +312,9 @@ pub struct StreamSpec {
     /// Audio handling.
     #[serde(default)]
     pub audio: AudioSpec,
+    /// How RTP reaches camgate from an RTSP camera.
+    #[serde(default)]
+    pub transport: Transport,
     /// Network timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -290,6 +333,7 @@ impl StreamSpec {
             preview: false,
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
+            transport: Transport::default(),
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         })
@@ -346,6 +390,7 @@ impl StreamSpec {
             preview: true,
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
+            transport: Transport::default(),
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         })
@@ -358,6 +403,9 @@ impl StreamSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.output.is_none() && !self.preview {
             return Err(SpecError::new("output", "a camera needs an output, the preview, or both"));
+        }
+        if self.input.scheme() == "rtsps" && !matches!(self.transport, Transport::Auto | Transport::Tcp) {
+            return Err(SpecError::new("transport", "rtsps:// cameras are reached over TLS on TCP: use auto or tcp"));
         }
         let v = &self.video.encoding;
         if !X264_PRESETS.contains(&v.preset.as_str()) {

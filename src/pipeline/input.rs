@@ -1,5 +1,6 @@
-//! Opening a camera: RTSP over TCP through libavformat, with bounded probing, a socket timeout, a protocol
-//! whitelist, and an interrupt callback so a stop or a silent camera ends the open at once.
+//! Opening a camera: RTSP through libavformat over the camera's transport (interleaved TCP by default, UDP
+//! when the camera refuses TCP, an HTTP tunnel when UDP fails too), with bounded probing, a socket timeout, a
+//! protocol whitelist, and an interrupt callback so a stop or a silent camera ends the open at once.
 
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -8,10 +9,11 @@ use std::time::Duration;
 use ffmpeg_next::format::{self, context::Input};
 use ffmpeg_next::{Dictionary, device};
 
+use super::diagnosis::transport_words;
 use super::interrupt::{Interrupter, Interruption};
 use crate::model::host_policy::{HostPolicy, NameVerdict};
 use crate::model::url::UrlHost;
-use crate::model::{DemoPreset, SourceUrl, Timeouts};
+use crate::model::{DemoPreset, SourceUrl, Timeouts, Transport};
 
 /// Why the camera's address could not be settled.
 #[derive(Debug)]
@@ -146,31 +148,104 @@ const ANALYZE_DURATION_US: &str = "1000000";
 /// How many bytes stream probing may read.
 const PROBE_SIZE: &str = "1000000";
 
-/// Connects to the camera at `target` (from [`settle_target`]; `None` for the demo camera) and probes its
-/// streams. The caller arms `interrupter` with the open timeout first.
-pub fn open(
+/// An open camera, and how it is reached.
+pub struct Opened {
+    /// The demuxer, streams probed.
+    pub input: Input,
+    /// The transport in use (`None` for the demo camera).
+    pub transport: Option<Transport>,
+    /// Why that transport, when `auto` had to fall back.
+    pub note: Option<String>,
+}
+
+/// Why [`open_camera`] failed: the last error, the transport it happened on, and what `auto` tried before.
+pub struct OpenFailure {
+    /// FFmpeg's error of the last attempt.
+    pub error: ffmpeg_next::Error,
+    /// The transport of the last attempt.
+    pub transport: Transport,
+    /// Each earlier attempt of `auto`, in words (`interleaved TCP: RTSP 461 …`).
+    pub tried: Vec<String>,
+}
+
+/// Connects to the camera at `target` (from [`settle_target`]; `None` for the demo camera) over `wanted`, and
+/// probes its streams. With [`Transport::Auto`]: interleaved TCP; if the camera refuses it (RTSP 461), UDP;
+/// if UDP cannot be set up either, RTSP tunnelled over HTTP. Each attempt gets the whole open timeout.
+pub fn open_camera(
     url: &SourceUrl,
     target: Option<&str>,
+    wanted: Transport,
+    timeouts: &Timeouts,
+    interrupter: &Arc<Interrupter>,
+) -> Result<Opened, OpenFailure> {
+    let (Some(target), None) = (target, url.demo()) else {
+        let input = url.demo().map_or(Err(ffmpeg_next::Error::Bug), open_demo);
+        return input.map(|input| Opened { input, transport: None, note: None }).map_err(|error| OpenFailure {
+            error,
+            transport: wanted,
+            tried: Vec::new(),
+        });
+    };
+    // RTSPS is TLS on TCP: there is nothing to fall back to.
+    let wanted = if url.scheme() == "rtsps" && wanted == Transport::Auto { Transport::Tcp } else { wanted };
+    if wanted != Transport::Auto {
+        return open(url, target, wanted, timeouts, interrupter)
+            .map(|input| Opened { input, transport: Some(wanted), note: None })
+            .map_err(|error| OpenFailure { error, transport: wanted, tried: Vec::new() });
+    }
+    let mut tried = Vec::new();
+    let error = match open(url, target, Transport::Tcp, timeouts, interrupter) {
+        Ok(input) => return Ok(Opened { input, transport: Some(Transport::Tcp), note: None }),
+        // 461 Unsupported Transport, as FFmpeg reports it; anything else is not about the transport.
+        Err(error @ ffmpeg_next::Error::Other { errno: libc::EPROTONOSUPPORT }) if interrupter.check().is_none() => {
+            error
+        }
+        Err(error) => return Err(OpenFailure { error, transport: Transport::Tcp, tried }),
+    };
+    tried.push(format!("{}: {error} (RTSP 461 Unsupported Transport)", transport_words(Transport::Tcp)));
+    for transport in [Transport::Udp, Transport::Http] {
+        interrupter.arm(timeouts.open());
+        match open(url, target, transport, timeouts, interrupter) {
+            Ok(input) => {
+                let note = format!(
+                    "{}; using {}",
+                    tried.iter().map(|t| format!("refused {t}")).collect::<Vec<_>>().join("; "),
+                    transport_words(transport)
+                );
+                return Ok(Opened { input, transport: Some(transport), note: Some(note) });
+            }
+            Err(error) if interrupter.check().is_some() || transport == Transport::Http => {
+                return Err(OpenFailure { error, transport, tried });
+            }
+            Err(error) => tried.push(format!("{}: {error}", transport_words(transport))),
+        }
+    }
+    unreachable!("the HTTP attempt returns either way")
+}
+
+/// One attempt over a forced transport. The caller arms `interrupter` with the open timeout first.
+fn open(
+    url: &SourceUrl,
+    target: &str,
+    transport: Transport,
     timeouts: &Timeouts,
     interrupter: &Arc<Interrupter>,
 ) -> Result<Input, ffmpeg_next::Error> {
-    let (Some(target), None) = (target, url.demo()) else {
-        return url.demo().map_or(Err(ffmpeg_next::Error::Bug), open_demo);
-    };
     let mut options = Dictionary::new();
-    // Interleaved RTP over the RTSP connection: one TCP socket, works through NAT and firewalls, no UDP loss.
-    options.set("rtsp_transport", "tcp");
+    options.set("rtsp_transport", transport.ffmpeg_name());
     // Socket I/O timeout (FFmpeg ≥ 5 calls it `timeout`, in µs). The interrupt deadline is the real watchdog;
     // this only keeps a read from sitting in poll() forever if the callback were never consulted.
     options.set("timeout", &(timeouts.read().as_micros()).to_string());
     options.set("analyzeduration", ANALYZE_DURATION_US);
     options.set("probesize", PROBE_SIZE);
-    // RTSP over TCP needs `tcp`, RTSPS needs `tls` on top; nothing else, so no URL can read files or reach
-    // other protocols through the demuxer.
+    // What each transport needs and nothing else, so no URL can read files or reach other protocols through
+    // the demuxer: RTSP over TCP needs `tcp`, RTSPS `tls` on top, UDP `rtp` and `udp`, the tunnel `http`.
     options.set(
         "protocol_whitelist",
-        match url.scheme() {
-            "rtsps" => "rtsp,rtsps,tls,tcp",
+        match (url.scheme(), transport) {
+            ("rtsps", _) => "rtsp,rtsps,tls,tcp",
+            (_, Transport::Udp | Transport::UdpMulticast) => "rtsp,tcp,rtp,udp",
+            (_, Transport::Http) => "rtsp,tcp,http",
             _ => "rtsp,tcp",
         },
     );

@@ -10,8 +10,11 @@
 
 mod audio;
 mod channel_layout;
+pub mod diagnosis;
 pub mod fence;
 pub mod ffmpeg_log;
+pub mod gate;
+mod gop_cache;
 mod input;
 pub mod interrupt;
 mod output;
@@ -27,11 +30,13 @@ use tracing::{debug, info, warn};
 
 use self::audio::{AudioPath, AudioSetup};
 use self::fence::Fence;
+use self::gate::OutputGate;
+use self::gop_cache::GopCache;
 use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
-use crate::model::{AudioMode, Counters, HostPolicy, PipelineError, SessionInfo, Stage, StreamSpec};
+use crate::model::{AudioMode, Counters, HostPolicy, PipelineError, SessionInfo, Stage, StreamSpec, Transport};
 use crate::preview::Channel;
 
 /// How long the FLV trailer and encoder flush may take after a stop, all outputs together.
@@ -53,12 +58,27 @@ pub trait Observer {
 #[derive(Debug)]
 pub(crate) enum Halt {
     Stop,
-    Ffmpeg { stage: Stage, source: ffmpeg_next::Error },
-    Timeout { stage: Stage, after: Duration },
+    Ffmpeg {
+        stage: Stage,
+        source: ffmpeg_next::Error,
+    },
+    /// Opening the camera failed on `transport`, after `auto` tried what `tried` says.
+    InputFailed {
+        source: ffmpeg_next::Error,
+        transport: Transport,
+        tried: Vec<String>,
+    },
+    Timeout {
+        stage: Stage,
+        after: Duration,
+    },
     InputEnded,
     NoVideo,
     Unsupported(String),
-    Resolve { host: String, reason: String },
+    Resolve {
+        host: String,
+        reason: String,
+    },
     HostRefused(String),
     Fenced,
 }
@@ -90,15 +110,52 @@ impl Halt {
             }
             _ => spec.input.redacted(),
         };
+        let explain = |stage: Stage, source: &ffmpeg_next::Error, detail: Option<&str>, transport: Transport| {
+            let host_port = spec.input.host_port();
+            let (host, port) =
+                host_port.as_ref().map_or((String::new(), 554), |(h, p)| (h.to_string(), p.unwrap_or(554)));
+            let path = spec.input.path();
+            let camera = diagnosis::CameraAddress { host: &host, port, path: &path };
+            diagnosis::diagnose(stage, source, detail, &camera, transport)
+        };
         Some(match self {
             Halt::Stop => return None,
-            Halt::Ffmpeg { stage, source } => PipelineError::Ffmpeg {
-                camera,
-                stage,
-                target: target(stage),
-                source,
-                detail: ffmpeg_log::take_last_error(),
-            },
+            Halt::Ffmpeg { stage, source } => {
+                let detail = ffmpeg_log::take_last_error();
+                let found = explain(stage, &source, detail.as_deref(), spec.transport);
+                PipelineError::Ffmpeg {
+                    camera,
+                    stage,
+                    target: target(stage),
+                    source,
+                    detail,
+                    rtsp_status: found.rtsp_status,
+                    advice: found.advice,
+                }
+            }
+            Halt::InputFailed { source, transport, tried } => {
+                let detail = ffmpeg_log::take_last_error();
+                let found = explain(Stage::OpenInput, &source, detail.as_deref(), transport);
+                let advice = match (found.advice, tried.is_empty()) {
+                    (advice, true) => advice,
+                    (advice, false) => Some(format!(
+                        "{}; tried before: {}",
+                        advice.unwrap_or_else(|| format!("{} failed", diagnosis::transport_words(transport))),
+                        tried.join("; ")
+                    )),
+                };
+                // A camera that refused TCP and everything after it: 461 is what it answered first.
+                let rtsp_status = found.rtsp_status.or_else(|| (!tried.is_empty()).then_some(461));
+                PipelineError::Ffmpeg {
+                    camera,
+                    stage: Stage::OpenInput,
+                    target: target(Stage::OpenInput),
+                    source,
+                    detail,
+                    rtsp_status,
+                    advice,
+                }
+            }
             Halt::Timeout { stage, after } => PipelineError::Timeout { camera, stage, target: target(stage), after },
             Halt::InputEnded => PipelineError::InputEnded { camera, target: spec.input.redacted() },
             Halt::NoVideo => PipelineError::NoVideo { camera, target: spec.input.redacted() },
@@ -152,14 +209,24 @@ pub fn run(
 pub struct Taps<'a> {
     /// Receives the same FLV as the output: the camera's preview channel and GOP cache.
     pub preview: Option<&'a Arc<Channel>>,
+    /// A warm camera's gate: the RTMP output runs only while it is open (see [`gate`]).
+    pub gate: Option<&'a OutputGate>,
 }
 
 /// One connection to the camera and one to the output, with the paths between them.
 struct Session<'a> {
     spec: &'a StreamSpec,
     // `outputs` are declared before `input` so the muxers are closed first: its trailer must not wait on a camera.
-    /// RTMP/file and/or the preview hub; empty once finished.
+    /// RTMP/file and/or the preview hub; empty once finished. The RTMP/file output, when connected, is first.
     outputs: Vec<FlvOutput>,
+    /// Whether `outputs[0]` is the RTMP/file output (a warm camera's is connected only while its gate is open).
+    main_connected: bool,
+    /// A warm camera's gate, and what it keeps for the moment it opens: everything sent since the last keyframe.
+    gate: Option<(&'a OutputGate, GopCache)>,
+    /// What a warm camera's output, connected later, is interrupted by (each connection gets a fresh
+    /// interrupter: a finished output's finishing deadline must not cut the next one short).
+    stop: Arc<AtomicBool>,
+    fence: Fence,
     output_interrupter: Arc<Interrupter>,
     input: ffmpeg_next::format::context::Input,
     input_interrupter: Arc<Interrupter>,
@@ -193,8 +260,20 @@ impl<'a> Session<'a> {
             TargetError::Resolve { host, reason } => Halt::Resolve { host, reason },
             TargetError::Refused(reason) => Halt::HostRefused(reason),
         })?;
-        let input = input::open(&spec.input, target.as_deref(), &spec.timeouts, &input_interrupter)
-            .map_err(|e| Halt::from_interruptible(Stage::OpenInput, e, &input_interrupter))?;
+        let opened =
+            input::open_camera(&spec.input, target.as_deref(), spec.transport, &spec.timeouts, &input_interrupter)
+                .map_err(|failure| {
+                    match Halt::from_interruptible(Stage::OpenInput, failure.error, &input_interrupter) {
+                        Halt::Ffmpeg { source, .. } => {
+                            Halt::InputFailed { source, transport: failure.transport, tried: failure.tried }
+                        }
+                        other => other,
+                    }
+                })?;
+        let input::Opened { input, transport, note: transport_note } = opened;
+        if let Some(note) = &transport_note {
+            info!(camera = %spec.id, "{note}");
+        }
         if let Some(target) = &target {
             input::check_redirect(&input, target, hosts).map_err(|e| match e {
                 TargetError::Refused(reason) => Halt::HostRefused(reason),
@@ -230,31 +309,19 @@ impl<'a> Session<'a> {
         let output_interrupter = Interrupter::fenced(Arc::clone(stop), fence.clone());
         output_interrupter.arm(spec.timeouts.open());
         let mut outputs = Vec::with_capacity(2);
-        if let Some(target) = &spec.output {
-            outputs.push(
-                FlvOutput::open(target, Arc::clone(&output_interrupter), spec.timeouts.write())
-                    .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, &output_interrupter))?,
-            );
+        let audio_path = audio.as_ref().map(|a| &a.path);
+        // A warm camera with its gate closed connects only to the camera (and the preview).
+        let main_connected = spec.output.is_some() && taps.gate.is_none_or(OutputGate::is_open);
+        if main_connected {
+            outputs.push(open_main(spec, &video.path, audio_path, &output_interrupter)?);
         }
         if let Some(channel) = taps.preview {
-            outputs.push(
+            let mut output =
                 FlvOutput::open_preview(Arc::clone(channel), Arc::clone(&output_interrupter), spec.timeouts.write())
-                    .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?,
-            );
-        }
-        for output in &mut outputs {
-            let mut add =
-                |track, source| output.add_stream(track, source).map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e));
-            match &video.path {
-                VideoPath::Copy { parameters, .. } => add(Track::Video, StreamSource::Copy(parameters))?,
-                VideoPath::Transcode(t) => add(Track::Video, StreamSource::Encoder(t.parameters()))?,
-            }
-            match audio.as_ref().map(|a| &a.path) {
-                Some(AudioPath::Copy { parameters }) => add(Track::Audio, StreamSource::Copy(parameters))?,
-                Some(AudioPath::Transcode(t)) => add(Track::Audio, StreamSource::Encoder(t.parameters()))?,
-                None => {}
-            }
+                    .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?;
+            add_streams(&mut output, &video.path, audio_path)?;
             output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &output_interrupter))?;
+            outputs.push(output);
         }
 
         let info = SessionInfo {
@@ -266,6 +333,8 @@ impl<'a> Session<'a> {
             audio_in: audio.as_ref().map(|a| a.input.clone()),
             audio_out: audio.as_ref().map(|a| a.output.clone()),
             audio_mode: audio.as_ref().map_or(AudioMode::None, |a| a.mode),
+            transport,
+            transport_note,
         };
         info!(camera = %spec.id, video_mode = %info.video_mode, audio_mode = %info.audio_mode,
               video_in = %info.video_in.codec, "session started");
@@ -276,6 +345,10 @@ impl<'a> Session<'a> {
         Ok(Session {
             spec,
             outputs,
+            main_connected,
+            gate: taps.gate.filter(|_| spec.output.is_some()).map(|gate| (gate, GopCache::default())),
+            stop: Arc::clone(stop),
+            fence: fence.clone(),
             output_interrupter,
             input,
             input_interrupter,
@@ -344,6 +417,9 @@ impl<'a> Session<'a> {
                 Err(ffmpeg_next::Error::Eof) => return Err(Halt::InputEnded),
                 Err(e) => return Err(Halt::from_interruptible(Stage::ReadInput, e, &self.input_interrupter)),
             }
+            if self.gate.is_some() {
+                self.follow_gate()?;
+            }
             let index = packet.stream();
             if index == self.video_index {
                 Counters::add(&counters.video_packets_in, 1);
@@ -355,6 +431,42 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Connects a warm camera's RTMP output when its gate has opened — and sends it the cached GOP at once, so
+    /// the first viewer's player gets a keyframe now instead of at the camera's next one — or finishes the
+    /// output when the gate has closed.
+    fn follow_gate(&mut self) -> Result<(), Halt> {
+        let Some((gate, cache)) = &mut self.gate else { return Ok(()) };
+        match (gate.is_open(), self.main_connected) {
+            (true, false) => {
+                let interrupter = Interrupter::fenced(Arc::clone(&self.stop), self.fence.clone());
+                interrupter.arm(self.spec.timeouts.open());
+                let mut output = open_main(self.spec, &self.video, self.audio.as_ref(), &interrupter)?;
+                let replayed = cache.len();
+                let age = cache.age();
+                for (track, packet, time_base) in cache.replay() {
+                    let mut packet = share(packet);
+                    output
+                        .write(track, &mut packet, time_base)
+                        .map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
+                }
+                self.outputs.insert(0, output);
+                self.main_connected = true;
+                info!(camera = %self.spec.id, replayed, gop_age_ms = age.map(|a| a.as_millis() as u64),
+                      "output connected for a viewer, starting from the cached keyframe");
+            }
+            (false, true) => {
+                let output = self.outputs.remove(0);
+                self.main_connected = false;
+                if let Err(e) = output.finish(FINISH_WITHIN) {
+                    debug!(camera = %self.spec.id, "trailer not written: {e:?}");
+                }
+                info!(camera = %self.spec.id, "output disconnected: no viewers; the camera stays connected");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn forward_video(
         &mut self,
         mut packet: Packet,
@@ -364,7 +476,11 @@ impl<'a> Session<'a> {
         let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         let first_frame_sent = &mut self.first_frame_sent;
+        let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
         let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
+            if let Some(cache) = cache.as_deref_mut() {
+                cache.push(Track::Video, packet, time_base);
+            }
             if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
                 *first_frame_sent = true;
                 observer.first_frame();
@@ -400,7 +516,11 @@ impl<'a> Session<'a> {
     ) -> Result<(), Halt> {
         let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
+        let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
         let mut emit = |packet: &mut Packet, time_base: Rational| {
+            if let Some(cache) = cache.as_deref_mut() {
+                cache.push(Track::Audio, packet, time_base);
+            }
             deliver(outputs, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
         };
         let result = match &mut self.audio {
@@ -467,6 +587,10 @@ fn deliver(
         Track::Audio => (&counters.audio_frames_out, &counters.audio_dropped),
     };
     let mut result = Ok(Written::Dropped);
+    if outputs.is_empty() {
+        // A warm camera without viewers and without a preview: kept in its GOP cache only.
+        return Ok(false);
+    }
     if let Some((last, others)) = outputs.split_last_mut() {
         for output in others {
             // The muxer takes ownership of the reference it is given: each output gets its own reference to
@@ -488,6 +612,36 @@ fn deliver(
         }
         Err(e) => Err(write_halt(Stage::WriteOutput, e, interrupter)),
     }
+}
+
+/// Opens the RTMP/file output with the session's streams and writes its header.
+fn open_main(
+    spec: &StreamSpec,
+    video: &VideoPath,
+    audio: Option<&AudioPath>,
+    interrupter: &Arc<Interrupter>,
+) -> Result<FlvOutput, Halt> {
+    let target = spec.output.as_ref().ok_or_else(|| Halt::Unsupported("no output configured".to_owned()))?;
+    let mut output = FlvOutput::open(target, Arc::clone(interrupter), spec.timeouts.write())
+        .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, interrupter))?;
+    add_streams(&mut output, video, audio)?;
+    output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, interrupter))?;
+    Ok(output)
+}
+
+/// Declares the session's video and audio on `output`.
+fn add_streams(output: &mut FlvOutput, video: &VideoPath, audio: Option<&AudioPath>) -> Result<(), Halt> {
+    let mut add = |track, source| output.add_stream(track, source).map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e));
+    match video {
+        VideoPath::Copy { parameters, .. } => add(Track::Video, StreamSource::Copy(parameters))?,
+        VideoPath::Transcode(t) => add(Track::Video, StreamSource::Encoder(t.parameters()))?,
+    }
+    match audio {
+        Some(AudioPath::Copy { parameters }) => add(Track::Audio, StreamSource::Copy(parameters))?,
+        Some(AudioPath::Transcode(t)) => add(Track::Audio, StreamSource::Encoder(t.parameters()))?,
+        None => {}
+    }
+    Ok(())
 }
 
 /// A new reference to `packet`'s data: a pointer and a reference count, not a copy. (ffmpeg-next's `Clone`

@@ -13,12 +13,14 @@
 
 pub mod clock;
 mod cpu;
+mod gates;
 mod stats;
 mod supervisor;
 mod wake;
 mod worker;
 
 pub use crate::pipeline::fence::Fence;
+pub use gates::OutputGates;
 /// Exposed for the benchmark harness only (the supervisor's per-camera tick is measured directly).
 #[doc(hidden)]
 pub use stats::RateWindow;

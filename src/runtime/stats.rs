@@ -143,6 +143,9 @@ pub struct CameraStatus {
     /// The cluster node that runs the camera (`None` on a single box).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The RTSP status the camera last answered with a failure (401, 404, 461, 503 …), alongside `last_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtsp_status: Option<u16>,
     /// In a cluster: the node that ran the camera before this one took it over (failover or drain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<String>,
@@ -174,6 +177,7 @@ impl CameraStatus {
             preview_viewers_dropped: 0,
             cpu_cores: None,
             node: None,
+            rtsp_status: None,
             moved_from: None,
             viewers,
         }

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use super::clock::{Clock, SystemClock};
 use super::cpu::{CpuMeter, thread_name};
+use super::gates::OutputGates;
 use super::stats::{CameraStatus, Event, RateWindow, Rates, RetryStatus, ViewerCounts, WorkerState};
 use super::worker::{Report, WorkerContext, WorkerHandle};
 use crate::model::{CameraId, HostPolicy, StreamSpec, SupervisorError};
@@ -141,6 +142,7 @@ struct Inner {
     commands: Sender<Command>,
     hub: Arc<PreviewHub>,
     viewers: Arc<ViewerCounts>,
+    gates: Arc<OutputGates>,
     statuses: Arc<RwLock<BTreeMap<CameraId, CameraStatus>>>,
     events: broadcast::Sender<Event>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -167,11 +169,13 @@ impl Supervisor {
         let (events, _) = broadcast::channel(1024);
         let hub = Arc::new(PreviewHub::new(config.preview));
         let viewers = Arc::new(ViewerCounts::default());
+        let gates = Arc::new(OutputGates::default());
         let thread = {
             let state = SupervisorThread {
                 config: config.clone(),
                 hub: Arc::clone(&hub),
                 viewers: Arc::clone(&viewers),
+                gates: Arc::clone(&gates),
                 commands: command_rx,
                 reports: crossbeam_channel::unbounded(),
                 cameras: BTreeMap::new(),
@@ -191,6 +195,7 @@ impl Supervisor {
                 commands,
                 hub,
                 viewers,
+                gates,
                 statuses,
                 events,
                 thread: Mutex::new(Some(thread)),
@@ -216,6 +221,11 @@ impl Supervisor {
     /// stats refresh.
     pub fn viewer_counts(&self) -> &Arc<ViewerCounts> {
         &self.inner.viewers
+    }
+
+    /// The output gates of warm on-demand cameras: set a camera's gate before starting it to make it warm.
+    pub fn output_gates(&self) -> &Arc<OutputGates> {
+        &self.inner.gates
     }
 
     /// The configuration it runs with.
@@ -355,6 +365,7 @@ struct SupervisorThread {
     config: SupervisorConfig,
     hub: Arc<PreviewHub>,
     viewers: Arc<ViewerCounts>,
+    gates: Arc<OutputGates>,
     commands: Receiver<Command>,
     reports: (Sender<Report>, Receiver<Report>),
     cameras: BTreeMap<CameraId, Camera>,
@@ -467,6 +478,7 @@ impl SupervisorThread {
             hosts: Arc::clone(&self.config.camera_hosts),
             fence: self.config.fence.clone(),
             faults: self.config.faults.clone(),
+            gate: self.gates.get(&spec.id),
         };
         let worker = WorkerHandle::spawn(spec, context).map_err(|source| {
             self.hub.remove(&id);
@@ -598,6 +610,8 @@ impl SupervisorThread {
                 status.warnings = warnings;
                 status.first_frame_after_ms = None;
                 status.retry = None;
+                // Connected: an RTSP refusal of an earlier attempt is history (`last_error` keeps its words).
+                status.rtsp_status = None;
             }
             Report::FirstFrame { after, .. } => {
                 status.first_frame_after_ms = Some(after.as_millis() as u64);
@@ -611,8 +625,9 @@ impl SupervisorThread {
                     status.warnings.push(message);
                 }
             }
-            Report::Retrying { error, attempt, retry_in, panicked, .. } => {
+            Report::Retrying { error, rtsp_status, attempt, retry_in, panicked, .. } => {
                 status.last_error = Some(error);
+                status.rtsp_status = rtsp_status;
                 status.restarts += 1;
                 if !stopping {
                     // A panic is a bug, not a network hiccup: it shows as failed while the retry is pending.
@@ -620,7 +635,7 @@ impl SupervisorThread {
                     status.retry = Some(RetryStatus { attempt, at_ms: unix_ms(SystemTime::now() + retry_in) });
                 }
             }
-            Report::Exited { error, panicked, .. } => {
+            Report::Exited { error, rtsp_status, panicked, .. } => {
                 if let Some(worker) = camera.worker.take() {
                     status.totals = worker.counters.totals();
                     worker.join();
@@ -631,6 +646,7 @@ impl SupervisorThread {
                     Some(error) if !stopping || panicked => {
                         status.state = WorkerState::Failed;
                         status.last_error = Some(error);
+                        status.rtsp_status = rtsp_status;
                     }
                     _ => status.state = WorkerState::Stopped,
                 }

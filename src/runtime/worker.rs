@@ -45,9 +45,21 @@ pub(crate) enum Report {
     /// Something degraded without stopping the camera.
     Warning { id: CameraId, message: String },
     /// A session failed (or panicked); the worker will try again after `retry_in`.
-    Retrying { id: CameraId, error: String, attempt: u32, retry_in: Duration, panicked: bool },
+    Retrying { id: CameraId, error: String, rtsp_status: Option<u16>, attempt: u32, retry_in: Duration, panicked: bool },
     /// The thread is about to exit; `error` is `None` after a requested stop.
-    Exited { id: CameraId, error: Option<String>, panicked: bool },
+    Exited { id: CameraId, error: Option<String>, rtsp_status: Option<u16>, panicked: bool },
+}
+
+/// Why a session or a worker ended, for its status.
+struct Failure {
+    message: String,
+    rtsp_status: Option<u16>,
+}
+
+impl From<&PipelineError> for Failure {
+    fn from(error: &PipelineError) -> Failure {
+        Failure { message: error.to_string(), rtsp_status: error.rtsp_status() }
+    }
 }
 
 /// What a worker needs besides its spec.
@@ -60,6 +72,8 @@ pub(crate) struct WorkerContext {
     pub hosts: Arc<HostPolicy>,
     /// Until when this node may publish (cluster); checked before every write.
     pub fence: Fence,
+    /// A warm camera's output gate (`None`: the output runs whenever the camera does).
+    pub gate: Option<Arc<crate::pipeline::gate::OutputGate>>,
     pub faults: Faults,
 }
 
@@ -88,15 +102,16 @@ impl WorkerHandle {
                 let reports = context.reports.clone();
                 let worker = Worker { spec, context, stop, counters, commands: command_rx };
                 // The last line of defence: whatever panics on this thread, the supervisor hears of it.
-                let (error, panicked) = match catch_unwind(AssertUnwindSafe(|| worker.run())) {
-                    Ok(error) => (error, false),
+                let (error, rtsp_status, panicked) = match catch_unwind(AssertUnwindSafe(|| worker.run())) {
+                    Ok(Some(failure)) => (Some(failure.message), failure.rtsp_status, false),
+                    Ok(None) => (None, None, false),
                     Err(payload) => {
                         let message = format!("camera thread panicked: {}", panic_message(payload.as_ref()));
                         warn!(camera = %id, "{message}");
-                        (Some(message), true)
+                        (Some(message), None, true)
                     }
                 };
-                let _ = reports.send(Report::Exited { id, error, panicked });
+                let _ = reports.send(Report::Exited { id, error, rtsp_status, panicked });
             })?
         };
         Ok(WorkerHandle { stop, commands, thread: Some(thread), counters })
@@ -149,7 +164,7 @@ enum SessionEnd {
 
 impl Worker {
     /// The thread's body: sessions until a stop, or until the retry policy gives up. Returns the final error.
-    fn run(&self) -> Option<String> {
+    fn run(&self) -> Option<Failure> {
         let id = &self.spec.id;
         pipeline::ffmpeg_log::set_thread_camera(Some(id.clone()));
         pipeline::ffmpeg_log::set_thread_secrets(self.spec.secrets());
@@ -157,24 +172,28 @@ impl Worker {
         let error = self.run_sessions();
         match &error {
             None => info!(camera = %id, "worker stopped"),
-            Some(error) => warn!(camera = %id, "worker failed: {error}"),
+            Some(failure) => warn!(camera = %id, "worker failed: {}", failure.message),
         }
         error
     }
 
-    fn run_sessions(&self) -> Option<String> {
+    fn run_sessions(&self) -> Option<Failure> {
         let policy = &self.spec.retry;
         let mut attempt = 0u32;
         let mut session = 0u32;
         loop {
             let started = Instant::now();
             session += 1;
-            let (error, panicked) = match self.run_session(session) {
+            let (failure, panicked) = match self.run_session(session) {
                 SessionEnd::Stopped => return None,
                 // Not retried: the cluster agent decides whether this node may run the camera again.
-                SessionEnd::Failed { error: error @ PipelineError::Fenced { .. } } => return Some(error.to_string()),
-                SessionEnd::Failed { error } => (error.to_string(), false),
-                SessionEnd::Panicked { message } => (format!("camera thread panicked: {message}"), true),
+                SessionEnd::Failed { error: error @ PipelineError::Fenced { .. } } => {
+                    return Some(Failure::from(&error));
+                }
+                SessionEnd::Failed { error } => (Failure::from(&error), false),
+                SessionEnd::Panicked { message } => {
+                    (Failure { message: format!("camera thread panicked: {message}"), rtsp_status: None }, true)
+                }
             };
             if self.stop.load(Ordering::SeqCst) {
                 return None;
@@ -185,13 +204,15 @@ impl Worker {
             }
             attempt += 1;
             if policy.max_retries.is_some_and(|max| attempt > max) {
-                return Some(error);
+                return Some(failure);
             }
             let retry_in = policy.backoff(attempt, jitter_seed(&self.spec.id, attempt));
-            warn!(camera = %self.spec.id, attempt, retry_in_ms = retry_in.as_millis() as u64, "{error}");
+            warn!(camera = %self.spec.id, attempt, retry_in_ms = retry_in.as_millis() as u64, rtsp_status = ?failure.rtsp_status,
+                  "{}", failure.message);
             let _ = self.context.reports.send(Report::Retrying {
                 id: self.spec.id.clone(),
-                error,
+                error: failure.message,
+                rtsp_status: failure.rtsp_status,
                 attempt,
                 retry_in,
                 panicked,
@@ -219,7 +240,7 @@ impl Worker {
                 &self.stop,
                 &self.counters,
                 &mut observer,
-                Taps { preview: Some(&self.context.channel) },
+                Taps { preview: Some(&self.context.channel), gate: self.context.gate.as_deref() },
             )
         }));
         match outcome {

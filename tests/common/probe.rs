@@ -379,3 +379,52 @@ fn audio_report(input: &ffmpeg::format::context::Input, index: usize) -> Result<
         .map_err(|e| format!("stream #{index}: cannot read audio parameters: {e}"))?;
     Ok(AudioReport { codec, sample_rate: decoder.rate(), channels: decoder.channels(), stats: StreamStats::default() })
 }
+
+/// Waits at `url` (connected before anything is published, as a player waiting at the RTMP server) for the
+/// first video packet, and says when it arrived and whether it was a keyframe. Reads packets straight after
+/// `avformat_open_input`, without stream analysis, which would hold the first packets back.
+pub fn first_video_packet(url: &str, within: Duration) -> Result<(Instant, bool), String> {
+    init_ffmpeg();
+    let deadline = Instant::now() + within;
+    let mut input = open_raw(url, deadline)?;
+    let mut packet = ffmpeg::Packet::empty();
+    loop {
+        match packet.read(&mut input) {
+            Ok(()) => {
+                let video = input.stream(packet.stream()).is_some_and(|s| s.parameters().medium() == Type::Video);
+                if video {
+                    return Ok((Instant::now(), packet.is_key()));
+                }
+            }
+            Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
+                thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(format!("reading {url}: {e}")),
+        }
+    }
+}
+
+/// Opens `url` with a deadline and no stream analysis.
+fn open_raw(url: &str, deadline: Instant) -> Result<ffmpeg::format::context::Input, String> {
+    let c_url = std::ffi::CString::new(url).map_err(|_| "URL with a NUL".to_owned())?;
+    let interrupt = ffmpeg::util::interrupt::new(Box::new(move || Instant::now() >= deadline));
+    let mut options = ffmpeg::Dictionary::new();
+    let micros = deadline.saturating_duration_since(Instant::now()).as_micros().to_string();
+    options.set("rw_timeout", &micros);
+    // SAFETY: as `ffmpeg_next::format::input_with_interrupt_and_dictionary`, minus the stream analysis: the
+    // context is freed by FFmpeg on a failed open; on success `Input` owns it and the interrupt state together.
+    unsafe {
+        let mut ps = ffmpeg::ffi::avformat_alloc_context();
+        if ps.is_null() {
+            return Err("out of memory".into());
+        }
+        (*ps).interrupt_callback = interrupt.interrupt;
+        let mut opts = options.disown();
+        let ret = ffmpeg::ffi::avformat_open_input(&mut ps, c_url.as_ptr(), std::ptr::null(), &mut opts);
+        drop(ffmpeg::Dictionary::own(opts));
+        if ret < 0 {
+            return Err(format!("cannot open {url}: {}", ffmpeg::Error::from(ret)));
+        }
+        Ok(ffmpeg::format::context::Input::wrap_with_interrupt(ps, interrupt.guard))
+    }
+}

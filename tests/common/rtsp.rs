@@ -24,6 +24,33 @@ pub mod mount {
     /// Like [`H264_AAC`], but every new client's PLAY re-seeks the shared
     /// pipeline: clients already playing see their timestamps jump back.
     pub const H264_AAC_SEEKFAULT: &str = "/h264_aac_seekfault";
+    /// Like [`H264_AAC`], but RTP over UDP only: a SETUP asking for
+    /// interleaved TCP (or the HTTP tunnel) gets `461 Unsupported Transport`.
+    pub const H264_UDP_ONLY: &str = "/h264_udp_only";
+    /// Like [`H264`], but a keyframe only every 10 seconds (`fps * 10`
+    /// frames, whatever [`super::RtspOptions::gop`] says): a reader may wait
+    /// that long for its first decodable picture.
+    pub const H264_GOP10: &str = "/h264_gop10";
+    /// Like [`H264_AAC`], SDP with both streams, but no audio RTP for the
+    /// first 3 s of the client's media, then 3 s without audio every 20 s
+    /// (silent 0-3 s, audio 3-20 s, silent 20-23 s, ...), counted from the
+    /// client's DESCRIBE. Audio timestamps stay true across the gaps. Not
+    /// shared: every client gets its own timeline.
+    pub const H264_LATE_AUDIO: &str = "/h264_late_audio";
+    /// Like [`H264`], but the picture size flips every 6 s between the
+    /// configured width x height and half of it (rounded down to even),
+    /// starting full size; each flip starts with an IDR and new SPS/PPS.
+    /// Not shared: every client gets its own timeline.
+    pub const H264_RESIZE: &str = "/h264_resize";
+    /// DESCRIBE answers `503 Service Unavailable` (its media cannot start),
+    /// like a camera out of streaming sessions. With auth, anonymous
+    /// clients get 401 first.
+    pub const BUSY: &str = "/busy";
+    /// Only when the server requires auth ([`super::RtspOptions::auth`]):
+    /// DESCRIBE with the right credentials answers `403 Forbidden`, without
+    /// (or with wrong ones) `401 Unauthorized`. Without auth it is not
+    /// mounted (404).
+    pub const FORBIDDEN: &str = "/forbidden";
 
     /// Every mount whose clients get clean, monotonic timestamps.
     pub const CLEAN: [&str; 4] = [H264_AAC, H264_ALAW, H264, H265];

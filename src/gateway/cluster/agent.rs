@@ -30,7 +30,6 @@ use super::placement::{self, Candidate};
 use super::records::CameraRecord;
 use super::view::View;
 use super::{ClusterNode, etcd, etcd_call_raw, node_record};
-use crate::gateway::RunMode;
 use crate::gateway::cost;
 use crate::model::CameraId;
 
@@ -399,7 +398,7 @@ async fn reconcile(node: &ClusterNode, state: &mut Reconciler) {
 
 async fn start_local(node: &ClusterNode, id: &CameraId, record: &CameraRecord) -> Result<(), String> {
     let spec = node.local.spec_from_request(id.clone(), &record.camera).map_err(|e| e.to_string())?;
-    let mode = if record.camera.on_demand { RunMode::OnDemand } else { RunMode::Always };
+    let mode = record.camera.on_demand.mode();
     node.local.local_put(spec, mode).await.map(|_| ()).map_err(|e| e.to_string())
 }
 

@@ -207,7 +207,7 @@ impl ClusterNode {
         let revision = revision_of(response.header());
         let existed = response.prev_key().is_some();
         let status = self.wait_for_owner_status(id, Duration::from_secs(3)).await;
-        let outcome = if record.camera.on_demand {
+        let outcome = if !record.camera.on_demand.is_off() {
             let stream = self
                 .local
                 .spec_from_request(id.clone(), &record.camera)
@@ -217,6 +217,7 @@ impl ClusterNode {
             PutOutcome::Registered(super::OnDemandCamera {
                 id: id.clone(),
                 on_demand: true,
+                warm: record.camera.on_demand == super::OnDemand::Warm,
                 stream,
                 viewers: 0,
                 published: false,
@@ -247,8 +248,8 @@ impl ClusterNode {
         }
         // Desired already: an on-demand camera becomes always-on, as on a single box.
         let existing = self.view().cameras.get(id).cloned();
-        if let Some(mut record) = existing.filter(|r| r.camera.on_demand) {
-            record.camera.on_demand = false;
+        if let Some(mut record) = existing.filter(|r| !r.camera.on_demand.is_off()) {
+            record.camera.on_demand = super::OnDemand::Off;
             let value = serde_json::to_vec(&record).expect("records serialize");
             etcd_call("writing the camera", client.put(key, value, None)).await?;
         }
@@ -289,7 +290,7 @@ impl ClusterNode {
         id: &CameraId,
         stop_timeout: Duration,
     ) -> Result<Applied<Option<CameraStatus>>, GatewayError> {
-        let on_demand = self.view().cameras.get(id).map(|r| r.camera.on_demand);
+        let on_demand = self.view().cameras.get(id).map(|r| !r.camera.on_demand.is_off());
         match on_demand {
             None => Err(GatewayError::NotFound(id.clone())),
             Some(false) => {

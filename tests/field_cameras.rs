@@ -1,0 +1,300 @@
+//! Cameras as they are in the field, against the fixture RTSP server's misbehaving mounts and nginx-rtmp:
+//! a camera that refuses interleaved TCP (461), RTSP failures that must read as advice (401, 403, 404, 503,
+//! refused), the HTTP tunnel, a warm on-demand camera whose first viewer starts from the cached keyframe of a
+//! 10 s GOP, audio that starts late and goes missing, and a resolution that changes mid-stream. What arrives
+//! at nginx is read back with libavformat.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use camgate::gateway::{Gateway, GatewaySettings, RunMode};
+use camgate::{AudioMode, CameraId, CameraStatus, StreamSpec, Supervisor, Transport, VideoMode, WorkerState};
+use common::{
+    ProbeOptions, RtmpServer, RtspOptions, RtspServer, first_video_packet, free_port, mount, probe, wait_for,
+};
+
+fn id(s: &str) -> CameraId {
+    s.parse().unwrap()
+}
+
+fn supervisor() -> Supervisor {
+    Supervisor::new(common::rig())
+}
+
+fn spec(camera: &str, input: &str, rtmp: &RtmpServer) -> StreamSpec {
+    let mut spec = StreamSpec::new(camera, input, &rtmp.url(&format!("livestream{camera}"))).unwrap();
+    spec.retry.initial_backoff_ms = 200;
+    spec.retry.max_backoff_ms = 1000;
+    spec
+}
+
+/// Waits until the camera's status satisfies `done`.
+fn status_where(
+    supervisor: &Supervisor,
+    camera: &str,
+    what: &str,
+    done: impl Fn(&CameraStatus) -> bool,
+) -> CameraStatus {
+    wait_for(Duration::from_secs(30), what, || supervisor.status(&id(camera)).filter(|s| done(s)))
+}
+
+fn read_back(rtmp: &RtmpServer, camera: &str, seconds: f64) -> common::ProbeReport {
+    probe(
+        &rtmp.url(&format!("livestream{camera}")),
+        ProbeOptions::default().with_media_seconds(seconds).with_deadline(Duration::from_secs(30)),
+    )
+    .unwrap_or_else(|e| panic!("camera {camera} is not readable at nginx: {e}"))
+}
+
+#[test]
+fn auto_transport_falls_back_to_udp_when_the_camera_refuses_tcp_and_says_so() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+
+    // Forced TCP against a camera that allows only UDP: 461, with what to do about it.
+    let mut tcp = spec("tcponly", &rtsp.url(mount::H264_UDP_ONLY), &rtmp);
+    tcp.transport = Transport::Tcp;
+    supervisor.start_blocking(tcp).unwrap();
+    let refused = status_where(&supervisor, "tcponly", "461 reported", |s| s.rtsp_status.is_some());
+    assert_eq!(refused.rtsp_status, Some(461), "{refused:?}");
+    let error = refused.last_error.unwrap();
+    assert!(error.contains("RTSP 461 Unsupported Transport") && error.contains("interleaved TCP"), "{error}");
+    assert!(error.contains("FFmpeg:"), "FFmpeg's own words stay alongside: {error}");
+    assert_eq!(refused.state, WorkerState::Reconnecting);
+
+    // Auto: TCP, refused, then UDP — and the status says which, and why.
+    supervisor.start_blocking(spec("auto", &rtsp.url(mount::H264_UDP_ONLY), &rtmp)).unwrap();
+    let running = status_where(&supervisor, "auto", "running over UDP", |s| s.state == WorkerState::Running);
+    let session = running.session.unwrap();
+    assert_eq!(session.transport, Some(Transport::Udp));
+    let note = session.transport_note.unwrap();
+    assert!(note.contains("461") && note.contains("using UDP"), "{note}");
+    let report = read_back(&rtmp, "auto", 2.0);
+    assert_eq!(report.video.map(|v| v.codec), Some("h264".to_owned()));
+    assert_eq!(report.audio.map(|a| a.codec), Some("aac".to_owned()));
+
+    // A camera that takes TCP stays on TCP, with no note.
+    supervisor.start_blocking(spec("plain", &rtsp.url(mount::H264_AAC), &rtmp)).unwrap();
+    let plain = status_where(&supervisor, "plain", "running", |s| s.state == WorkerState::Running);
+    assert_eq!(plain.session.as_ref().and_then(|s| s.transport), Some(Transport::Tcp));
+    assert_eq!(plain.session.unwrap().transport_note, None);
+
+    // RTSP tunnelled over HTTP, forced.
+    let mut http = spec("tunnel", &rtsp.url(mount::H264_AAC), &rtmp);
+    http.transport = Transport::Http;
+    supervisor.start_blocking(http).unwrap();
+    let tunnel = status_where(&supervisor, "tunnel", "running over HTTP", |s| s.state == WorkerState::Running);
+    assert_eq!(tunnel.session.and_then(|s| s.transport), Some(Transport::Http));
+    assert_eq!(read_back(&rtmp, "tunnel", 1.0).video.map(|v| v.codec), Some("h264".to_owned()));
+}
+
+#[test]
+fn rtsp_failures_read_as_what_to_check_with_the_status_code() {
+    let rtsp = RtspServer::start_with(RtspOptions {
+        auth: Some(("admin".into(), "right-password".into())),
+        ..RtspOptions::default()
+    });
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let port = rtsp.port();
+    let cases: [(&str, String, Option<u16>, &str); 5] = [
+        (
+            "wrongpw",
+            format!("rtsp://admin:wrong@127.0.0.1:{port}{}", mount::H264),
+            Some(401),
+            "wrong user name or password",
+        ),
+        (
+            "nopath",
+            format!("rtsp://admin:right-password@127.0.0.1:{port}/no/such/path"),
+            Some(404),
+            "no stream at /no/such/path",
+        ),
+        ("busy", format!("rtsp://admin:right-password@127.0.0.1:{port}{}", mount::BUSY), Some(503), "busy"),
+        (
+            "forbidden",
+            format!("rtsp://admin:right-password@127.0.0.1:{port}{}", mount::FORBIDDEN),
+            Some(403),
+            "may not watch",
+        ),
+        (
+            "refused",
+            format!("rtsp://127.0.0.1:{}/x", free_port()),
+            None,
+            "connection refused: nothing accepts RTSP at 127.0.0.1",
+        ),
+    ];
+    for (camera, input, _, _) in &cases {
+        supervisor.start_blocking(spec(camera, input, &rtmp)).unwrap();
+    }
+    for (camera, _, status, words) in &cases {
+        let failed = status_where(&supervisor, camera, "a failure reported", |s| s.last_error.is_some());
+        let error = failed.last_error.clone().unwrap();
+        assert_eq!(failed.rtsp_status, *status, "{camera}: {error}");
+        assert!(error.contains(words), "{camera}: {error}");
+        assert!(!error.contains("right-password") && !error.contains("wrong@"), "no credentials in errors: {error}");
+    }
+}
+
+/// When the camera (the RTSP mount) sends its keyframes, as seen by an RTSP client of its own.
+struct KeyframeWatch {
+    stop: Arc<AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<Instant>>>,
+}
+
+impl KeyframeWatch {
+    fn start(url: String) -> KeyframeWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
+        thread::spawn(move || {
+            common::init_ffmpeg();
+            let mut options = ffmpeg_next::Dictionary::new();
+            options.set("rtsp_transport", "tcp");
+            let stop3 = Arc::clone(&stop2);
+            let Ok(mut input) = ffmpeg_next::format::input_with_interrupt_and_dictionary(
+                &url,
+                move || stop3.load(Ordering::Relaxed),
+                options,
+            ) else {
+                return;
+            };
+            let mut packet = ffmpeg_next::Packet::empty();
+            while !stop2.load(Ordering::Relaxed) && packet.read(&mut input).is_ok() {
+                if packet.is_key() {
+                    seen2.lock().unwrap().push(Instant::now());
+                }
+            }
+        });
+        KeyframeWatch { stop, seen }
+    }
+
+    /// The first keyframe the camera sent after `after`.
+    fn next_after(&self, after: Instant) -> Option<Instant> {
+        self.seen.lock().unwrap().iter().copied().find(|at| *at > after)
+    }
+}
+
+impl Drop for KeyframeWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_camera_starts_its_first_viewer_from_the_cached_keyframe() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let settings = GatewaySettings { on_demand_linger: Duration::from_millis(200), ..GatewaySettings::default() };
+    let gateway = Gateway::new(supervisor(), settings, None);
+    let mut warm = spec("w", &rtsp.url(mount::H264_GOP10), &rtmp);
+    warm.video.mode = VideoMode::Copy;
+    warm.audio.mode = AudioMode::None;
+    let watch = KeyframeWatch::start(rtsp.url(mount::H264_GOP10));
+    let registered = gateway.put(warm, RunMode::Warm).await.unwrap();
+    assert!(matches!(registered.outcome, camgate::gateway::PutOutcome::Registered(ref c) if c.warm));
+
+    // Connected without viewers: the camera runs (and is counted as running), nothing reaches nginx.
+    let supervisor = gateway.supervisor().clone();
+    tokio::task::spawn_blocking(move || {
+        status_where(&supervisor, "w", "connected", |s| s.state == WorkerState::Running)
+    })
+    .await
+    .unwrap();
+    // Let a keyframe be cached: the camera's next one after connecting.
+    let connected = Instant::now();
+    let cached = wait_for(Duration::from_secs(25), "a keyframe from the camera", || watch.next_after(connected));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = tokio::task::spawn_blocking({
+        let url = rtmp.url("livestreamw");
+        move || probe(&url, ProbeOptions::default().with_media_seconds(0.5).with_deadline(Duration::from_secs(2)))
+    });
+    assert!(idle.await.unwrap().is_err(), "nothing is published before a viewer arrives");
+    assert!(Instant::now() > cached);
+
+    // A player waits at nginx; the first viewer's hook opens the output.
+    let reader = tokio::task::spawn_blocking({
+        let url = rtmp.url("livestreamw");
+        move || first_video_packet(&url, Duration::from_secs(30))
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hook = Instant::now();
+    gateway.viewer_joined("live", "livestreamw", "player-1").unwrap();
+    let (first_frame, key) = reader.await.unwrap().expect("the warm camera's stream reaches the player");
+    assert!(key, "the player's stream starts with a keyframe");
+    // The picture came from the cache: the player had it before the camera sent its next keyframe after the
+    // hook (a cold start must wait for that one, up to 10 s with this camera's GOP).
+    let next = wait_for(Duration::from_secs(25), "the camera's next keyframe", || watch.next_after(hook));
+    eprintln!(
+        "first frame at the player {:?} after the hook; the camera's next keyframe {:?} after it",
+        first_frame.saturating_duration_since(hook),
+        next.saturating_duration_since(hook)
+    );
+    assert!(first_frame < next, "the first frame waited for the camera's next keyframe");
+    let stream = read_back(&rtmp, "w", 1.0);
+    assert_eq!(stream.video.map(|v| v.codec), Some("h264".to_owned()), "a player joining later reads it too");
+
+    // The last viewer leaves: after the linger the output stops, the camera stays connected.
+    gateway.viewer_left("live", "livestreamw", "player-1").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let gone = tokio::task::spawn_blocking({
+        let url = rtmp.url("livestreamw");
+        move || probe(&url, ProbeOptions::default().with_media_seconds(0.5).with_deadline(Duration::from_secs(2)))
+    });
+    assert!(gone.await.unwrap().is_err(), "the output stopped after the linger");
+    assert_eq!(gateway.status(&id("w")).unwrap().state, WorkerState::Running, "still connected to the camera");
+    gateway.shutdown().await;
+}
+
+#[test]
+fn late_and_missing_audio_never_stall_the_video() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    supervisor.start_blocking(spec("late", &rtsp.url(mount::H264_LATE_AUDIO), &rtmp)).unwrap();
+    status_where(&supervisor, "late", "running", |s| s.state == WorkerState::Running);
+    // The first seconds have no audio at all, later seconds do: the video flows at its rate throughout, and
+    // timestamps only go forward.
+    let report = read_back(&rtmp, "late", 8.0);
+    let video = report.video.expect("video");
+    let span = video.stats.dts_span().unwrap_or(0.0);
+    assert!(span >= 7.0, "8 s of video read, dts span {span}");
+    assert!(video.stats.dts_monotonic(), "{:?}", video.stats.first_dts_violation);
+    let fps = video.fps.unwrap_or(0.0);
+    assert!((22.0..=28.0).contains(&fps), "video at its rate while audio is missing: {fps}");
+    let audio = report.audio.expect("the output announces the audio track");
+    assert!(audio.stats.packets > 0, "audio arrives once the camera sends it");
+}
+
+#[test]
+fn a_resolution_change_mid_stream_keeps_playing_copied_and_transcoded() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let mut copy = spec("rcopy", &rtsp.url(mount::H264_RESIZE), &rtmp);
+    copy.video.mode = VideoMode::Copy;
+    let mut transcode = spec("rtrans", &rtsp.url(mount::H264_RESIZE), &rtmp);
+    transcode.video.mode = VideoMode::Transcode;
+    transcode.video.encoding.preset = "ultrafast".into();
+    supervisor.start_blocking(copy).unwrap();
+    supervisor.start_blocking(transcode).unwrap();
+    for camera in ["rcopy", "rtrans"] {
+        status_where(&supervisor, camera, "running", |s| s.state == WorkerState::Running);
+    }
+    // The fixture switches size every 6 s: 8 s of reading crosses at least one change.
+    for camera in ["rcopy", "rtrans"] {
+        let report = read_back(&rtmp, camera, 8.0);
+        let video = report.video.expect("video");
+        assert!(video.stats.dts_monotonic(), "{camera}: {:?}", video.stats.first_dts_violation);
+        let fps = video.fps.unwrap_or(0.0);
+        assert!((22.0..=28.0).contains(&fps), "{camera}: plays through the change at its rate: {fps}");
+        let status = supervisor.status(&id(camera)).unwrap();
+        assert_eq!(status.state, WorkerState::Running, "{camera}: {:?}", status.last_error);
+        assert_eq!(status.restarts, 0, "{camera}: no reconnect for a size change: {:?}", status.last_error);
+    }
+}
