@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use camgate::gateway::{Gateway, GatewaySettings, RunMode};
 use camgate::{AudioMode, CameraId, CameraStatus, StreamSpec, Supervisor, Transport, VideoMode, WorkerState};
 use common::{
-    ProbeOptions, RtmpServer, RtspOptions, RtspServer, first_video_packet, free_port, mount, probe, wait_for,
+    FreezableRelay, ProbeOptions, RtmpServer, RtspOptions, RtspServer, decode, first_video_packet, free_port, mount,
+    probe, wait_for,
 };
 
 fn id(s: &str) -> CameraId {
@@ -267,8 +268,20 @@ fn late_and_missing_audio_never_stall_the_video() {
     assert!(video.stats.dts_monotonic(), "{:?}", video.stats.first_dts_violation);
     let fps = video.fps.unwrap_or(0.0);
     assert!((22.0..=28.0).contains(&fps), "video at its rate while audio is missing: {fps}");
+    // The output announced audio: it carries audio from the first seconds on (silence until the camera's own
+    // starts), without a hole a player would stall on.
     let audio = report.audio.expect("the output announces the audio track");
-    assert!(audio.stats.packets > 0, "audio arrives once the camera sends it");
+    let (audio_first, video_first) = (audio.stats.first_dts.unwrap(), video.stats.first_dts.unwrap());
+    assert!(audio_first - video_first < 1.5, "audio from the start: video at {video_first}, audio at {audio_first}");
+    let hole = audio.stats.max_dts_step.unwrap_or(f64::MAX);
+    assert!(hole < 1.5, "no hole in the audio: largest step {hole} s");
+    assert!(audio.stats.dts_monotonic(), "{:?}", audio.stats.first_dts_violation);
+    // Past 3 s the camera's own audio takes over (still one continuous track).
+    assert!(audio.stats.last_dts.unwrap() - video_first > 6.0);
+    // And a player decodes all of it, silence and the switch to the camera's audio included.
+    let decoded = decode(&rtmp.url("livestreamlate"), 6.0, Duration::from_secs(30)).unwrap();
+    assert_eq!(decoded.errors, 0, "{decoded:?}");
+    assert!(decoded.audio_frames > 200, "about 47 AAC frames a second at 48 kHz: {decoded:?}");
 }
 
 #[test]
@@ -286,7 +299,15 @@ fn a_resolution_change_mid_stream_keeps_playing_copied_and_transcoded() {
     for camera in ["rcopy", "rtrans"] {
         status_where(&supervisor, camera, "running", |s| s.state == WorkerState::Running);
     }
-    // The fixture switches size every 6 s: 8 s of reading crosses at least one change.
+    // The fixture switches size every 6 s: 8 s of reading crosses at least one change. A player decodes
+    // every frame, the copied stream in both sizes, the transcoded one in the size it was first encoded at.
+    for camera in ["rcopy", "rtrans"] {
+        let decoded = decode(&rtmp.url(&format!("livestream{camera}")), 8.0, Duration::from_secs(30)).unwrap();
+        assert_eq!(decoded.errors, 0, "{camera}: {decoded:?}");
+        let expected = if camera == "rcopy" { 2 } else { 1 };
+        assert_eq!(decoded.sizes.len(), expected, "{camera}: {decoded:?}");
+        assert!(decoded.video_frames > 180, "{camera}: {decoded:?}");
+    }
     for camera in ["rcopy", "rtrans"] {
         let report = read_back(&rtmp, camera, 8.0);
         let video = report.video.expect("video");
@@ -297,4 +318,33 @@ fn a_resolution_change_mid_stream_keeps_playing_copied_and_transcoded() {
         assert_eq!(status.state, WorkerState::Running, "{camera}: {:?}", status.last_error);
         assert_eq!(status.restarts, 0, "{camera}: no reconnect for a size change: {:?}", status.last_error);
     }
+}
+
+#[test]
+fn two_rtmp_outputs_share_one_session_with_the_camera() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let second = RtmpServer::start();
+    // Every connection to the camera passes the relay: it counts the camera's sessions.
+    let camera = FreezableRelay::start(rtsp.port());
+    let mut dual = spec("dual", &format!("rtsp://127.0.0.1:{}{}", camera.port(), mount::H264_AAC), &rtmp);
+    dual.extra_outputs = vec![second.url("livestreamdual").parse().unwrap()];
+    let supervisor = supervisor();
+    supervisor.start_blocking(dual).unwrap();
+    status_where(&supervisor, "dual", "running", |s| s.state == WorkerState::Running);
+    // Both origins carry the camera, audio and video.
+    for origin in [&rtmp, &second] {
+        let report = read_back(origin, "dual", 3.0);
+        assert!(report.video.is_some() && report.audio.is_some(), "{report:?}");
+    }
+    assert_eq!(camera.accepted(), 1, "one RTSP session for two outputs");
+    let status = supervisor.status(&id("dual")).unwrap();
+    assert_eq!(status.restarts, 0, "{:?}", status.last_error);
+
+    // More extra outputs than allowed, or extra outputs without a main one, are refused naming the field.
+    let mut many = spec("many", &rtsp.url(mount::H264), &rtmp);
+    many.extra_outputs =
+        (0..=camgate::model::MAX_EXTRA_OUTPUTS).map(|n| second.url(&format!("extra{n}")).parse().unwrap()).collect();
+    let err = supervisor.start_blocking(many).unwrap_err().to_string();
+    assert!(err.contains("extra_outputs"), "{err}");
 }

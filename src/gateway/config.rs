@@ -444,6 +444,10 @@ pub struct CameraConfig {
     /// `rtmp://` and `rtmps://` are allowed.
     #[serde(default)]
     pub output: Option<String>,
+    /// More RTMP servers to push the same stream to (a second SRS origin …), from the same single session with
+    /// the camera; at most 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_outputs: Vec<String>,
     /// Serve through the built-in preview too; unset uses the configured default.
     #[serde(default)]
     pub preview: Option<bool>,
@@ -490,6 +494,7 @@ impl CameraConfig {
         CameraConfig {
             input: spec.input.expose().to_owned(),
             output: Some(spec.output.as_ref().map_or_else(|| NO_OUTPUT.to_owned(), OutputTarget::expose)),
+            extra_outputs: spec.extra_outputs.iter().map(OutputTarget::expose).collect(),
             preview: Some(spec.preview),
             video: Some(spec.video.clone()),
             audio: Some(spec.audio.clone()),
@@ -520,6 +525,11 @@ impl CameraConfig {
             id,
             input: self.input.parse()?,
             output,
+            extra_outputs: self
+                .extra_outputs
+                .iter()
+                .map(|o| o.parse().map_err(|e: SpecError| SpecError::new("extra_outputs", e.reason())))
+                .collect::<Result<_, _>>()?,
             preview: self.preview.unwrap_or(defaults.preview),
             video: self.video.clone().unwrap_or_else(|| defaults.video.clone()),
             audio: self.audio.clone().unwrap_or_else(|| defaults.audio.clone()),

@@ -29,6 +29,7 @@ pub use redact::redact_url;
 pub use report::{AudioFormat, Counters, SessionInfo, Totals, VideoFormat};
 pub use source::{DemoPreset, SourceUrl};
 pub use spec::{
-    AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, H264_PROFILES, HARDWARE_ENCODERS, RateControl, RetryPolicy,
-    StreamSpec, Timeouts, Transport, VideoEncoding, VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
+    AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, H264_PROFILES, HARDWARE_ENCODERS, MAX_EXTRA_OUTPUTS,
+    RateControl, RetryPolicy, StreamSpec, Timeouts, Transport, VideoEncoding, VideoMode, VideoSpec, X264_PRESETS,
+    X264_TUNES,
 };

@@ -17,6 +17,9 @@ use super::id::CameraId;
 use super::output::OutputTarget;
 use super::source::SourceUrl;
 
+/// Most RTMP servers one camera pushes to besides its `output`.
+pub const MAX_EXTRA_OUTPUTS: usize = 4;
+
 /// How RTP reaches camgate from an RTSP camera.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, ToSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -303,6 +306,10 @@ pub struct StreamSpec {
     /// Where its FLV goes: an RTMP server or a file. `None` when the camera only feeds the preview.
     #[serde(default)]
     pub output: Option<OutputTarget>,
+    /// More RTMP servers to push the same FLV to (a second SRS origin, say), over the same single session with
+    /// the camera: cameras allow few RTSP sessions, so camgate never opens a second one for a second output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_outputs: Vec<OutputTarget>,
     /// Also (or only) serve the FLV through camgate's built-in preview hub.
     #[serde(default)]
     pub preview: bool,
@@ -330,6 +337,7 @@ impl StreamSpec {
             id: id.parse()?,
             input: input.parse()?,
             output: Some(output.parse()?),
+            extra_outputs: Vec::new(),
             preview: false,
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
@@ -341,11 +349,12 @@ impl StreamSpec {
 
     /// Where the FLV goes, for people: the redacted output, `preview`, or both.
     pub fn outputs_redacted(&self) -> String {
-        match (&self.output, self.preview) {
-            (Some(output), true) => format!("{} + preview", output.redacted_for(&self.id)),
-            (Some(output), false) => output.redacted_for(&self.id),
-            (None, _) => "preview".to_owned(),
+        let mut outputs: Vec<String> =
+            self.output.iter().chain(&self.extra_outputs).map(|o| o.redacted_for(&self.id)).collect();
+        if self.preview || outputs.is_empty() {
+            outputs.push("preview".to_owned());
         }
+        outputs.join(" + ")
     }
 
     /// The strings of this spec that must never be shown: the camera's user name and password (as written and
@@ -366,8 +375,10 @@ impl StreamSpec {
             }
         };
         add_url(self.input.expose());
-        if let Some(output) = &self.output {
+        for output in self.output.iter().chain(&self.extra_outputs) {
             add_url(&output.expose());
+        }
+        for output in self.output.iter().chain(&self.extra_outputs) {
             if let Some(stream) = output.stream()
                 && let Some(name) = stream.rsplit('/').next()
                 && !output.redacted_for(&self.id).contains(&format!("/{name}"))
@@ -387,6 +398,7 @@ impl StreamSpec {
             id: id.parse()?,
             input: input.parse()?,
             output: None,
+            extra_outputs: Vec::new(),
             preview: true,
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
@@ -403,6 +415,15 @@ impl StreamSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.output.is_none() && !self.preview {
             return Err(SpecError::new("output", "a camera needs an output, the preview, or both"));
+        }
+        if !self.extra_outputs.is_empty() && self.output.is_none() {
+            return Err(SpecError::new("extra_outputs", "extra outputs need an output"));
+        }
+        if self.extra_outputs.len() > MAX_EXTRA_OUTPUTS {
+            return Err(SpecError::new("extra_outputs", format!("at most {MAX_EXTRA_OUTPUTS}")));
+        }
+        if self.extra_outputs.iter().any(|o| !matches!(o, OutputTarget::Rtmp(_))) {
+            return Err(SpecError::new("extra_outputs", "each must be an rtmp:// or rtmps:// URL"));
         }
         if self.input.scheme() == "rtsps" && !matches!(self.transport, Transport::Auto | Transport::Tcp) {
             return Err(SpecError::new("transport", "rtsps:// cameras are reached over TLS on TCP: use auto or tcp"));

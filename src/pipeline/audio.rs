@@ -34,6 +34,9 @@ pub struct AudioSetup {
     pub input: AudioFormat,
     /// What is sent.
     pub output: AudioFormat,
+    /// Whether silence of the output's format can stand in for missing audio (AAC-LC: what camgate's own
+    /// encoder makes, and what most cameras send; not HE-AAC, whose frames silence of LC would not match).
+    pub silence_fits: bool,
 }
 
 /// Decoder, resampling graph and AAC encoder.
@@ -73,7 +76,14 @@ impl AudioSetup {
             if codec_id != Id::AAC {
                 return Err(format!("audio mode copy needs AAC, the camera sends {}", input.codec));
             }
-            return Ok(AudioSetup { path: AudioPath::Copy { parameters }, mode, output: input.clone(), input });
+            let silence_fits = is_aac_lc(&parameters);
+            return Ok(AudioSetup {
+                path: AudioPath::Copy { parameters },
+                mode,
+                output: input.clone(),
+                input,
+                silence_fits,
+            });
         }
         let rate = settings.sample_rate.unwrap_or_else(|| output_rate(decoder.rate()));
         let layout = channel_layout::for_output(i32::from(decoder.channels()));
@@ -96,6 +106,7 @@ impl AudioSetup {
             mode,
             input,
             output,
+            silence_fits: true,
         })
     }
 }
@@ -224,6 +235,18 @@ impl AudioTranscoder {
             graph.get("out").expect("just added").sink().set_frame_size(frame_size);
         }
         Ok(graph)
+    }
+}
+
+/// Whether the AAC of `parameters` is AAC-LC, by its AudioSpecificConfig (the first 5 bits are the audio
+/// object type, 2 for LC): what the RTSP demuxer fills in, where the profile field often stays unknown.
+fn is_aac_lc(parameters: &codec::Parameters) -> bool {
+    // SAFETY: `parameters` wraps a valid AVCodecParameters; extradata is either null or `extradata_size`
+    // readable bytes, and only the first one is read, after both are checked.
+    unsafe {
+        let par = parameters.as_ptr();
+        let (data, size) = ((*par).extradata, (*par).extradata_size);
+        !data.is_null() && size >= 1 && (*data >> 3) == 2
     }
 }
 

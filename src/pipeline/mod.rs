@@ -18,6 +18,7 @@ mod gop_cache;
 mod input;
 pub mod interrupt;
 mod output;
+mod silence;
 pub mod timestamps;
 mod video;
 
@@ -35,6 +36,7 @@ use self::gop_cache::GopCache;
 use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
+use self::silence::SilenceFiller;
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
 use crate::model::{AudioMode, Counters, HostPolicy, PipelineError, SessionInfo, Stage, StreamSpec, Transport};
 use crate::preview::Channel;
@@ -217,16 +219,19 @@ pub struct Taps<'a> {
 struct Session<'a> {
     spec: &'a StreamSpec,
     // `outputs` are declared before `input` so the muxers are closed first: its trailer must not wait on a camera.
-    /// RTMP/file and/or the preview hub; empty once finished. The RTMP/file output, when connected, is first.
+    /// RTMP/file outputs and/or the preview hub; empty once finished. The RTMP/file outputs (the output and the
+    /// extra outputs), when connected, come first.
     outputs: Vec<FlvOutput>,
-    /// Whether `outputs[0]` is the RTMP/file output (a warm camera's is connected only while its gate is open).
-    main_connected: bool,
+    /// How many of `outputs` are RTMP/file outputs (a warm camera's are connected only while its gate is open).
+    mains: usize,
     /// A warm camera's gate, and what it keeps for the moment it opens: everything sent since the last keyframe.
     gate: Option<(&'a OutputGate, GopCache)>,
     /// What a warm camera's output, connected later, is interrupted by (each connection gets a fresh
     /// interrupter: a finished output's finishing deadline must not cut the next one short).
     stop: Arc<AtomicBool>,
     fence: Fence,
+    /// Silence for the gaps in the camera's audio, when the output carries audio (see [`silence`]).
+    silence: Option<SilenceFiller>,
     output_interrupter: Arc<Interrupter>,
     input: ffmpeg_next::format::context::Input,
     input_interrupter: Arc<Interrupter>,
@@ -311,10 +316,10 @@ impl<'a> Session<'a> {
         let mut outputs = Vec::with_capacity(2);
         let audio_path = audio.as_ref().map(|a| &a.path);
         // A warm camera with its gate closed connects only to the camera (and the preview).
-        let main_connected = spec.output.is_some() && taps.gate.is_none_or(OutputGate::is_open);
-        if main_connected {
-            outputs.push(open_main(spec, &video.path, audio_path, &output_interrupter)?);
+        if taps.gate.is_none_or(OutputGate::is_open) {
+            outputs = open_mains(spec, &video.path, audio_path, &output_interrupter)?;
         }
+        let mains = outputs.len();
         if let Some(channel) = taps.preview {
             let mut output =
                 FlvOutput::open_preview(Arc::clone(channel), Arc::clone(&output_interrupter), spec.timeouts.write())
@@ -324,6 +329,16 @@ impl<'a> Session<'a> {
             outputs.push(output);
         }
 
+        let silence = match audio.as_ref().filter(|a| a.silence_fits) {
+            Some(audio) => match SilenceFiller::new(audio.output.sample_rate, audio.output.channels) {
+                Ok(filler) => Some(filler),
+                Err(e) => {
+                    warnings.push(format!("gaps in the audio will not be filled with silence: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
         let info = SessionInfo {
             video_in: video.input,
             video_out: video.output,
@@ -345,10 +360,11 @@ impl<'a> Session<'a> {
         Ok(Session {
             spec,
             outputs,
-            main_connected,
+            mains,
             gate: taps.gate.filter(|_| spec.output.is_some()).map(|gate| (gate, GopCache::default())),
             stop: Arc::clone(stop),
             fence: fence.clone(),
+            silence,
             output_interrupter,
             input,
             input_interrupter,
@@ -436,30 +452,33 @@ impl<'a> Session<'a> {
     /// output when the gate has closed.
     fn follow_gate(&mut self) -> Result<(), Halt> {
         let Some((gate, cache)) = &mut self.gate else { return Ok(()) };
-        match (gate.is_open(), self.main_connected) {
+        match (gate.is_open(), self.mains > 0) {
             (true, false) => {
                 let interrupter = Interrupter::fenced(Arc::clone(&self.stop), self.fence.clone());
                 interrupter.arm(self.spec.timeouts.open());
-                let mut output = open_main(self.spec, &self.video, self.audio.as_ref(), &interrupter)?;
+                let mut mains = open_mains(self.spec, &self.video, self.audio.as_ref(), &interrupter)?;
                 let replayed = cache.len();
                 let age = cache.age();
-                for (track, packet, time_base) in cache.replay() {
-                    let mut packet = share(packet);
-                    output
-                        .write(track, &mut packet, time_base)
-                        .map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
+                for output in &mut mains {
+                    for (track, packet, time_base) in cache.replay() {
+                        let mut packet = share(packet);
+                        output
+                            .write(track, &mut packet, time_base)
+                            .map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
+                    }
                 }
-                self.outputs.insert(0, output);
-                self.main_connected = true;
+                self.mains = mains.len();
+                self.outputs.splice(0..0, mains);
                 info!(camera = %self.spec.id, replayed, gop_age_ms = age.map(|a| a.as_millis() as u64),
                       "output connected for a viewer, starting from the cached keyframe");
             }
             (false, true) => {
-                let output = self.outputs.remove(0);
-                self.main_connected = false;
-                if let Err(e) = output.finish(FINISH_WITHIN) {
-                    debug!(camera = %self.spec.id, "trailer not written: {e:?}");
+                for output in self.outputs.drain(..self.mains) {
+                    if let Err(e) = output.finish(FINISH_WITHIN) {
+                        debug!(camera = %self.spec.id, "trailer not written: {e:?}");
+                    }
                 }
+                self.mains = 0;
                 info!(camera = %self.spec.id, "output disconnected: no viewers; the camera stays connected");
             }
             _ => {}
@@ -477,13 +496,24 @@ impl<'a> Session<'a> {
         let interrupter = &self.output_interrupter;
         let first_frame_sent = &mut self.first_frame_sent;
         let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
+        let mut silence = self.silence.as_mut();
         let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
+            // Taken before delivery, which rescales the packet to the output's time base.
+            let at = packet.dts().or(packet.pts()).map(|t| t as f64 * f64::from(time_base));
             if let Some(cache) = cache.as_deref_mut() {
                 cache.push(Track::Video, packet, time_base);
             }
             if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
                 *first_frame_sent = true;
                 observer.first_frame();
+            }
+            if let (Some(filler), Some(at)) = (silence.as_deref_mut(), at) {
+                filler.fill_to(at, &mut |packet, time_base| {
+                    if let Some(cache) = cache.as_deref_mut() {
+                        cache.push(Track::Audio, packet, time_base);
+                    }
+                    deliver(outputs, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
+                })?;
             }
             Ok(())
         };
@@ -517,7 +547,18 @@ impl<'a> Session<'a> {
         let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
+        let mut silence = self.silence.as_mut();
         let mut emit = |packet: &mut Packet, time_base: Rational| {
+            if let (Some(filler), Some(pts)) = (silence.as_deref_mut(), packet.pts().or(packet.dts())) {
+                let seconds = f64::from(time_base);
+                let duration =
+                    if packet.duration() > 0 { packet.duration() as f64 * seconds } else { filler.frame_secs() };
+                if !filler.admit(pts as f64 * seconds, duration) {
+                    // Silence already covers this moment.
+                    Counters::add(&counters.audio_dropped, 1);
+                    return Ok(());
+                }
+            }
             if let Some(cache) = cache.as_deref_mut() {
                 cache.push(Track::Audio, packet, time_base);
             }
@@ -614,19 +655,22 @@ fn deliver(
     }
 }
 
-/// Opens the RTMP/file output with the session's streams and writes its header.
-fn open_main(
+/// Opens the RTMP/file output and the extra outputs with the session's streams and writes their headers.
+fn open_mains(
     spec: &StreamSpec,
     video: &VideoPath,
     audio: Option<&AudioPath>,
     interrupter: &Arc<Interrupter>,
-) -> Result<FlvOutput, Halt> {
-    let target = spec.output.as_ref().ok_or_else(|| Halt::Unsupported("no output configured".to_owned()))?;
-    let mut output = FlvOutput::open(target, Arc::clone(interrupter), spec.timeouts.write())
-        .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, interrupter))?;
-    add_streams(&mut output, video, audio)?;
-    output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, interrupter))?;
-    Ok(output)
+) -> Result<Vec<FlvOutput>, Halt> {
+    let mut outputs = Vec::with_capacity(1 + spec.extra_outputs.len());
+    for target in spec.output.iter().chain(&spec.extra_outputs) {
+        let mut output = FlvOutput::open(target, Arc::clone(interrupter), spec.timeouts.write())
+            .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, interrupter))?;
+        add_streams(&mut output, video, audio)?;
+        output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, interrupter))?;
+        outputs.push(output);
+    }
+    Ok(outputs)
 }
 
 /// Declares the session's video and audio on `output`.

@@ -28,8 +28,8 @@ pub use etcd::Etcd;
 pub use net::{FreezableRelay, SilentServer, free_port, wait_for_port};
 pub use poll::wait_for;
 pub use probe::{
-    AudioReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, first_video_packet,
-    init_ffmpeg, probe,
+    AudioReport, DecodeReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, decode,
+    first_video_packet, init_ffmpeg, probe,
 };
 pub use process::{ChildGuard, cpu_time, rss_bytes};
 pub use rtmp::RtmpServer;

@@ -149,6 +149,7 @@ pub struct FreezableRelay {
     port: u16,
     frozen: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl FreezableRelay {
@@ -161,14 +162,16 @@ impl FreezableRelay {
         listener.set_nonblocking(true).expect("cannot make the listener non-blocking");
         let frozen = Arc::new(AtomicBool::new(false));
         let closed = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
         {
-            let (frozen, closed) = (Arc::clone(&frozen), Arc::clone(&closed));
+            let (frozen, closed, accepted) = (Arc::clone(&frozen), Arc::clone(&closed), Arc::clone(&accepted));
             thread::Builder::new()
                 .name(format!("relay-{port}"))
                 .spawn(move || {
                     while !closed.load(Ordering::Relaxed) {
                         match listener.accept() {
                             Ok((client, _)) => {
+                                accepted.fetch_add(1, Ordering::SeqCst);
                                 let _ = client.set_nonblocking(false);
                                 // Set on the connection itself too: that also stops the kernel from growing
                                 // the buffer (Linux would let it reach tens of megabytes on loopback).
@@ -183,11 +186,16 @@ impl FreezableRelay {
                 })
                 .expect("cannot start the relay thread");
         }
-        FreezableRelay { port, frozen, closed }
+        FreezableRelay { port, frozen, closed, accepted }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many connections clients opened through the relay so far (in front of a camera: its sessions).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// From now on nothing passes in either direction; the sockets stay open and unread.

@@ -108,6 +108,8 @@ pub struct StreamStats {
     pub packets_without_dts: usize,
     /// `None` means the dts strictly increased over the whole read.
     pub first_dts_violation: Option<DtsViolation>,
+    /// The largest step between two consecutive dts, in seconds (a hole in the stream).
+    pub max_dts_step: Option<f64>,
 }
 
 impl StreamStats {
@@ -137,6 +139,9 @@ impl StreamStats {
         }
         match dts {
             Some(dts) => {
+                if let Some(prev) = self.last_dts {
+                    self.max_dts_step = Some(self.max_dts_step.map_or(dts - prev, |m| m.max(dts - prev)));
+                }
                 if let Some(prev) = self.last_dts
                     && dts <= prev
                     && self.first_dts_violation.is_none()
@@ -427,4 +432,83 @@ fn open_raw(url: &str, deadline: Instant) -> Result<ffmpeg::format::context::Inp
         }
         Ok(ffmpeg::format::context::Input::wrap_with_interrupt(ps, interrupt.guard))
     }
+}
+
+/// What a player decoding a stream got: frames, the picture sizes it saw, and decoding errors.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeReport {
+    pub video_frames: usize,
+    pub audio_frames: usize,
+    /// Every picture size decoded, in order of first appearance.
+    pub sizes: Vec<(u32, u32)>,
+    /// Packets the decoders refused, and frames they could not produce.
+    pub errors: usize,
+}
+
+/// Reads `url` for `media_seconds` of video (within `deadline`) and decodes every packet of its video and
+/// audio, as a player would.
+pub fn decode(url: &str, media_seconds: f64, deadline: Duration) -> Result<DecodeReport, String> {
+    init_ffmpeg();
+    let until = Instant::now() + deadline;
+    let mut input = ffmpeg::format::input_with_interrupt_and_dictionary(url, move || Instant::now() >= until, {
+        let mut d = ffmpeg::Dictionary::new();
+        d.set("rw_timeout", &deadline.as_micros().to_string());
+        d
+    })
+    .map_err(|e| format!("cannot open {url}: {e}"))?;
+    let video = input.streams().best(Type::Video).ok_or("no video stream")?;
+    let (video_index, video_tb) = (video.index(), f64::from(video.time_base()));
+    let mut video_decoder = ffmpeg::codec::context::Context::from_parameters(video.parameters())
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| format!("video decoder: {e}"))?;
+    let audio = input.streams().best(Type::Audio).map(|s| (s.index(), s.parameters()));
+    let mut audio_decoder = match audio {
+        Some((index, parameters)) => Some((
+            index,
+            ffmpeg::codec::context::Context::from_parameters(parameters)
+                .and_then(|c| c.decoder().audio())
+                .map_err(|e| format!("audio decoder: {e}"))?,
+        )),
+        None => None,
+    };
+    let mut report = DecodeReport::default();
+    let (mut picture, mut sound) = (ffmpeg::frame::Video::empty(), ffmpeg::frame::Audio::empty());
+    let mut first_dts = None;
+    let mut packet = ffmpeg::Packet::empty();
+    while Instant::now() < until {
+        match packet.read(&mut input) {
+            Ok(()) => {}
+            Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => continue,
+            Err(_) => break,
+        }
+        if packet.stream() == video_index {
+            let dts = packet.dts().unwrap_or(0) as f64 * video_tb;
+            if dts - *first_dts.get_or_insert(dts) >= media_seconds {
+                break;
+            }
+            if video_decoder.send_packet(&packet).is_err() {
+                report.errors += 1;
+            }
+            while video_decoder.receive_frame(&mut picture).is_ok() {
+                report.video_frames += 1;
+                let size = (picture.width(), picture.height());
+                if !report.sizes.contains(&size) {
+                    report.sizes.push(size);
+                }
+            }
+        } else if let Some((index, decoder)) = audio_decoder.as_mut()
+            && packet.stream() == *index
+        {
+            if decoder.send_packet(&packet).is_err() {
+                report.errors += 1;
+            }
+            while decoder.receive_frame(&mut sound).is_ok() {
+                report.audio_frames += 1;
+            }
+        }
+    }
+    if first_dts.is_none() {
+        return Err(format!("no video read from {url}"));
+    }
+    Ok(report)
 }

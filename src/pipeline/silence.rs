@@ -1,0 +1,156 @@
+//! Silence where the camera's audio is missing. An FLV stream that announced an audio track and then carries
+//! none — a camera whose audio starts seconds after its video, or stops for a while — makes browser players
+//! (flv.js, mpegts.js) wait for audio and stall the picture. So while the video runs ahead of the last audio
+//! by more than [`GAP`], silent AAC frames in the output's exact format fill the hole, and the camera's own
+//! audio takes over again when it returns (its packets that would overlap the silence already sent are
+//! dropped, so audio timestamps only go forward).
+//!
+//! The silent frame is encoded once, by FFmpeg's AAC encoder with the output's sample rate and channels, and
+//! repeated with advancing timestamps: AAC-LC frames of silence decode on their own.
+
+use ffmpeg_next::codec::{self, Id};
+use ffmpeg_next::format::{Sample, sample};
+use ffmpeg_next::{ChannelLayout, Packet, Rational, encoder, frame};
+
+use super::channel_layout;
+
+/// How far the video may run ahead of the last audio before silence fills the gap. Larger than the usual
+/// interleaving distance of a camera's two streams, so ordinary jitter never triggers it.
+pub const GAP: f64 = 1.0;
+/// How far behind the video the filled audio stays, so real audio arriving a little late still fits.
+const BEHIND: f64 = 0.2;
+/// AAC's frame size.
+const SAMPLES: i64 = 1024;
+
+/// Fills gaps in one session's audio with silence.
+pub struct SilenceFiller {
+    frame: Packet,
+    rate: i64,
+    /// Where the audio sent so far ends, in seconds of the session's timeline; `None` before the first video.
+    end: Option<f64>,
+    /// Silent frames sent.
+    pub filled: u64,
+}
+
+impl SilenceFiller {
+    /// A filler producing AAC-LC at `rate` Hz with `channels` channels.
+    pub fn new(rate: u32, channels: u16) -> Result<SilenceFiller, ffmpeg_next::Error> {
+        let layout = channel_layout::for_output(i32::from(channels));
+        let frame = silent_frame(rate, layout)?;
+        Ok(SilenceFiller { frame, rate: i64::from(rate.max(1)), end: None, filled: 0 })
+    }
+
+    /// How long one AAC frame lasts, in seconds.
+    pub fn frame_secs(&self) -> f64 {
+        SAMPLES as f64 / self.rate as f64
+    }
+
+    /// The time base of the packets it emits.
+    pub fn time_base(&self) -> Rational {
+        Rational(1, self.rate as i32)
+    }
+
+    /// The camera's own audio packet at `pts` (seconds) lasting `duration` seconds: `false` if it overlaps the
+    /// silence already sent and must be dropped.
+    pub fn admit(&mut self, pts: f64, duration: f64) -> bool {
+        if let Some(end) = self.end
+            && self.filled > 0
+            && pts + 1e-3 < end
+        {
+            return false;
+        }
+        self.end = Some(self.end.map_or(pts + duration, |end| end.max(pts + duration)));
+        true
+    }
+
+    /// The video has reached `video` (seconds): emits silent frames until the audio is [`BEHIND`] it, if it
+    /// fell more than [`GAP`] behind.
+    pub fn fill_to(
+        &mut self,
+        video: f64,
+        emit: &mut dyn FnMut(&mut Packet, Rational) -> Result<(), super::Halt>,
+    ) -> Result<(), super::Halt> {
+        let Some(end) = self.end else {
+            // The first video frame: audio is measured from here.
+            self.end = Some(video);
+            return Ok(());
+        };
+        if video - end <= GAP {
+            return Ok(());
+        }
+        let time_base = self.time_base();
+        let mut pts = (end * self.rate as f64).round() as i64;
+        let until = ((video - BEHIND) * self.rate as f64).round() as i64;
+        while pts + SAMPLES <= until {
+            let mut packet = super::share(&self.frame);
+            packet.set_pts(Some(pts));
+            packet.set_dts(Some(pts));
+            packet.set_duration(SAMPLES);
+            emit(&mut packet, time_base)?;
+            pts += SAMPLES;
+            self.filled += 1;
+        }
+        self.end = Some(pts as f64 / self.rate as f64);
+        Ok(())
+    }
+}
+
+/// One AAC frame of silence, encoded with the output's settings.
+fn silent_frame(rate: u32, layout: ChannelLayout) -> Result<Packet, ffmpeg_next::Error> {
+    let codec = encoder::find(Id::AAC).ok_or(ffmpeg_next::Error::EncoderNotFound)?;
+    let mut enc = codec::context::Context::new_with_codec(codec).encoder().audio()?;
+    enc.set_rate(rate as i32);
+    channel_layout::set_on_encoder(&mut enc, layout);
+    enc.set_format(Sample::F32(sample::Type::Planar));
+    enc.set_time_base(Rational(1, rate as i32));
+    enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    let mut enc = enc.open_as(codec)?;
+    let mut silence = frame::Audio::new(Sample::F32(sample::Type::Planar), SAMPLES as usize, layout);
+    silence.set_rate(rate);
+    for plane in 0..silence.planes() {
+        silence.data_mut(plane).fill(0);
+    }
+    let mut packet = Packet::empty();
+    // The encoder holds the first frames back (priming): feed silence until a frame of it comes out.
+    for n in 0..8 {
+        silence.set_pts(Some(n * SAMPLES));
+        enc.send_frame(&silence)?;
+        match enc.receive_packet(&mut packet) {
+            Ok(()) => return Ok(packet),
+            Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    enc.send_eof()?;
+    enc.receive_packet(&mut packet)?;
+    Ok(packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_only_real_gaps_and_never_overlaps() {
+        crate::pipeline::init();
+        let mut filler = SilenceFiller::new(48_000, 1).expect("FFmpeg's AAC encoder");
+        let mut sent = Vec::new();
+        let mut emit = |p: &mut Packet, tb: Rational| {
+            sent.push(p.pts().unwrap() as f64 * f64::from(tb));
+            Ok(())
+        };
+        filler.fill_to(10.0, &mut emit).unwrap();
+        assert!(filler.admit(10.0, 0.02), "audio right after the first video");
+        filler.fill_to(10.5, &mut emit).unwrap();
+        assert_eq!(filler.filled, 0, "half a second of lag is jitter, not a gap");
+        // Audio stops; the video runs on for three seconds.
+        filler.fill_to(13.0, &mut emit).unwrap();
+        assert!(filler.filled > 0);
+        let last = *sent.last().unwrap();
+        assert!(last > 12.5 && last < 13.0, "filled to just behind the video: {last}");
+        assert!(sent.windows(2).all(|w| w[1] > w[0]), "timestamps go forward");
+        // The camera's audio comes back: packets inside the silence already sent are dropped, later ones pass.
+        assert!(!filler.admit(12.0, 0.02));
+        assert!(filler.admit(13.0, 0.02));
+    }
+}
