@@ -348,3 +348,61 @@ fn two_rtmp_outputs_share_one_session_with_the_camera() {
     let err = supervisor.start_blocking(many).unwrap_err().to_string();
     assert!(err.contains("extra_outputs"), "{err}");
 }
+
+#[test]
+fn the_offline_slate_keeps_players_attached_while_the_camera_is_away() {
+    let rtsp = RtspServer::start();
+    let port = rtsp.port();
+    // nginx drops a publisher silent for 3 s, as SRS does after 5 s: the slate must really be sending.
+    let rtmp = RtmpServer::start_dropping_idle(Duration::from_secs(3));
+    let supervisor = supervisor();
+    // The same camera copied and transcoded (AAC-LC audio either way, which the slate's silence matches).
+    let cameras = ["away", "awayt"];
+    for camera in cameras {
+        let mut slate = spec(camera, &rtsp.url(mount::H264_AAC), &rtmp);
+        slate.offline_slate = true;
+        if camera == "awayt" {
+            slate.video.mode = VideoMode::Transcode;
+            slate.video.encoding.preset = "ultrafast".into();
+        }
+        supervisor.start_blocking(slate).unwrap();
+    }
+    for camera in cameras {
+        status_where(&supervisor, camera, "running", |s| s.state == WorkerState::Running);
+    }
+
+    // Players attached before the camera goes away read on through the slate and the camera's return.
+    let players: Vec<_> = cameras
+        .iter()
+        .map(|camera| {
+            let url = rtmp.url(&format!("livestream{camera}"));
+            let _ = first_video_packet(&url, Duration::from_secs(20));
+            thread::spawn(move || decode(&url, 16.0, Duration::from_secs(90)))
+        })
+        .collect();
+    drop(rtsp);
+    for camera in cameras {
+        let away = status_where(&supervisor, camera, "the slate", |s| s.offline_slate_since_ms.is_some());
+        assert!(away.last_error.is_some(), "the reason the camera is away stays visible: {away:?}");
+    }
+    // Away for twice as long as nginx waits for a silent publisher, the player seeing the slate meanwhile.
+    thread::sleep(Duration::from_secs(6));
+    let _rtsp = RtspServer::start_on(port, RtspOptions::default());
+    for camera in cameras {
+        let back = status_where(&supervisor, camera, "the camera back", |s| {
+            s.offline_slate_since_ms.is_none() && s.state == WorkerState::Running
+        });
+        assert!(back.restarts >= 1, "{back:?}");
+    }
+
+    for (camera, player) in cameras.iter().zip(players) {
+        let played = player.join().unwrap().expect("the player kept reading");
+        // The stream never ended: one play session read 16 s of media across both switches.
+        assert!(played.video_seconds >= 15.0, "{camera}: the stream ended early: {played:?}");
+        assert_eq!(played.errors, 0, "{camera}: decodes without errors across the switches: {played:?}");
+        assert_eq!(played.dts_not_increasing, 0, "{camera}: timestamps only go forward: {played:?}");
+        assert!(played.max_video_step < 1.0, "{camera}: no hole in the video: {played:?}");
+        assert!(played.max_audio_step < 1.0, "{camera}: no hole in the audio: {played:?}");
+        assert_eq!(played.sizes, vec![(640, 360)], "{camera}: the slate keeps the picture size: {played:?}");
+    }
+}

@@ -414,6 +414,8 @@ pub struct CameraDefaults {
     pub audio: AudioSpec,
     /// How RTP reaches camgate from RTSP cameras: `auto`, `tcp`, `udp`, `udp_multicast` or `http`.
     pub transport: Transport,
+    /// Keep each camera's stream published with a "camera offline" picture while the camera is away.
+    pub offline_slate: bool,
     /// Network timeouts.
     pub timeouts: Timeouts,
     /// Reconnect policy.
@@ -427,6 +429,7 @@ impl Default for CameraDefaults {
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
             transport: Transport::default(),
+            offline_slate: false,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         }
@@ -461,6 +464,11 @@ pub struct CameraConfig {
     /// default (`auto`: TCP, then UDP when the camera refuses TCP, then HTTP).
     #[serde(default)]
     pub transport: Option<Transport>,
+    /// While the camera is away, keep its RTMP stream (and preview) published with a generated "camera
+    /// offline" picture and silence, so players stay attached and resume when it returns; unset uses the
+    /// configured default (off). Applies once the camera has been seen: before that nothing is published.
+    #[serde(default)]
+    pub offline_slate: Option<bool>,
     /// Network timeouts; unset uses the configured defaults.
     #[serde(default)]
     pub timeouts: Option<Timeouts>,
@@ -499,6 +507,7 @@ impl CameraConfig {
             video: Some(spec.video.clone()),
             audio: Some(spec.audio.clone()),
             transport: Some(spec.transport),
+            offline_slate: Some(spec.offline_slate),
             timeouts: Some(spec.timeouts),
             retry: Some(spec.retry),
             on_demand: mode.on_demand(),
@@ -534,6 +543,7 @@ impl CameraConfig {
             video: self.video.clone().unwrap_or_else(|| defaults.video.clone()),
             audio: self.audio.clone().unwrap_or_else(|| defaults.audio.clone()),
             transport: self.transport.unwrap_or(defaults.transport),
+            offline_slate: self.offline_slate.unwrap_or(defaults.offline_slate),
             timeouts: self.timeouts.unwrap_or(defaults.timeouts),
             retry: self.retry.unwrap_or(defaults.retry),
         };

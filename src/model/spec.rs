@@ -322,6 +322,10 @@ pub struct StreamSpec {
     /// How RTP reaches camgate from an RTSP camera.
     #[serde(default)]
     pub transport: Transport,
+    /// While the camera is away, keep its outputs published with a generated "camera offline" picture and
+    /// silence, and switch back to the camera when it returns (see `pipeline::slate`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline_slate: bool,
     /// Network timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -342,6 +346,7 @@ impl StreamSpec {
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
             transport: Transport::default(),
+            offline_slate: false,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         })
@@ -403,6 +408,7 @@ impl StreamSpec {
             video: VideoSpec::default(),
             audio: AudioSpec::default(),
             transport: Transport::default(),
+            offline_slate: false,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         })

@@ -19,6 +19,8 @@ mod input;
 pub mod interrupt;
 mod output;
 mod silence;
+pub mod slate;
+mod slate_picture;
 pub mod timestamps;
 mod video;
 
@@ -37,6 +39,7 @@ use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
 use self::silence::SilenceFiller;
+use self::slate::{HeldAudio, HeldOutputs, Slate};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
 use crate::model::{AudioMode, Counters, HostPolicy, PipelineError, SessionInfo, Stage, StreamSpec, Transport};
 use crate::preview::Channel;
@@ -54,6 +57,8 @@ pub trait Observer {
     fn first_frame(&mut self);
     /// Something degraded without stopping the camera (audio dropped, …).
     fn warning(&mut self, message: String);
+    /// The camera went away and the offline slate stands in for it on the outputs.
+    fn offline_slate(&mut self);
 }
 
 /// Why the loop stopped, before it is given the camera's name.
@@ -183,7 +188,10 @@ pub fn init() {
 /// Moves `spec`'s camera to its output until `stop` is raised (`Ok`) or something fails (`Err`).
 ///
 /// One call is one session: one connection to the camera and one to the output. Retrying is the caller's
-/// business.
+/// business. With `spec.offline_slate`, a session that loses its camera leaves its outputs showing the slate in
+/// `slate`, and the next session (given the same `slate`) takes them back: the caller keeps it between calls
+/// and drops it to end the slate.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     spec: &StreamSpec,
     hosts: &HostPolicy,
@@ -192,11 +200,12 @@ pub fn run(
     counters: &Counters,
     observer: &mut dyn Observer,
     taps: Taps<'_>,
+    slate: &mut Option<Slate>,
 ) -> Result<(), PipelineError> {
     init();
     ffmpeg_log::clear_last_error();
-    match Session::open(spec, hosts, fence, stop, observer, taps)
-        .and_then(|mut session| session.pump(counters, observer))
+    match Session::open(spec, hosts, fence, stop, observer, taps, slate)
+        .and_then(|mut session| session.pump(counters, observer, slate))
     {
         Ok(()) => Ok(()),
         Err(halt) => match halt.into_error(spec) {
@@ -243,6 +252,13 @@ struct Session<'a> {
     audio: Option<AudioPath>,
     audio_auto: bool,
     first_frame_sent: bool,
+    /// SPS/PPS to attach to the next video packet as new extradata: the outputs were taken over from the
+    /// offline slate, whose sequence header the players have now.
+    announce: Option<Vec<u8>>,
+    /// Whether this session's outputs go to the offline slate when the camera goes away.
+    slate_on_loss: bool,
+    /// The output's audio, as the slate must match it (`None`: no audio track).
+    held_audio: Option<HeldAudio>,
 }
 
 impl<'a> Session<'a> {
@@ -253,6 +269,7 @@ impl<'a> Session<'a> {
         stop: &Arc<AtomicBool>,
         observer: &mut dyn Observer,
         taps: Taps<'a>,
+        slate: &mut Option<Slate>,
     ) -> Result<Self, Halt> {
         if !fence.is_open() {
             return Err(Halt::Fenced);
@@ -311,16 +328,50 @@ impl<'a> Session<'a> {
             Some(Err(reason)) => return Err(Halt::Unsupported(reason)),
         };
 
-        let output_interrupter = Interrupter::fenced(Arc::clone(stop), fence.clone());
-        output_interrupter.arm(spec.timeouts.open());
-        let mut outputs = Vec::with_capacity(2);
         let audio_path = audio.as_ref().map(|a| &a.path);
-        // A warm camera with its gate closed connects only to the camera (and the preview).
-        if taps.gate.is_none_or(OutputGate::is_open) {
-            outputs = open_mains(spec, &video.path, audio_path, &output_interrupter)?;
-        }
-        let mains = outputs.len();
-        if let Some(channel) = taps.preview {
+        // The slate can stand in only with the output's exact audio format: silent AAC-LC.
+        let held_audio = match &audio {
+            Some(a) if a.silence_fits => Some(HeldAudio {
+                rate: a.output.sample_rate,
+                channels: a.output.channels,
+                extradata: extradata(&audio_parameters(&a.path)),
+            }),
+            _ => None,
+        };
+        let slate_on_loss = spec.offline_slate && taps.gate.is_none() && (audio.is_none() || held_audio.is_some());
+        // Outputs the offline slate kept connected carry on with this session, if its streams fit them.
+        let (mut outputs, output_interrupter, announce, held_mains) = match slate.take().and_then(Slate::take) {
+            Some(held) if held.audio == held_audio && audio.is_some() == held.audio.is_some() => {
+                let held_mains = held.mains;
+                let mut outputs = held.outputs;
+                for output in &mut outputs {
+                    output.rejoin();
+                }
+                info!(camera = %spec.id, "camera back: its outputs leave the offline slate");
+                let interrupter = outputs.first().map(|o| Arc::clone(o.interrupter()));
+                let interrupter = interrupter.unwrap_or_else(|| Interrupter::fenced(Arc::clone(stop), fence.clone()));
+                (outputs, interrupter, Some(extradata(&video_parameters(&video.path))), held_mains)
+            }
+            other => {
+                if let Some(held) = other {
+                    info!(camera = %spec.id, "camera back with another audio format: its outputs reconnect");
+                    held.finish(&spec.id);
+                }
+                (Vec::with_capacity(2), Interrupter::fenced(Arc::clone(stop), fence.clone()), None, 0)
+            }
+        };
+        let reused = announce.is_some();
+        let mains = if reused {
+            held_mains
+        } else {
+            output_interrupter.arm(spec.timeouts.open());
+            // A warm camera with its gate closed connects only to the camera (and the preview).
+            if taps.gate.is_none_or(OutputGate::is_open) {
+                outputs = open_mains(spec, &video.path, audio_path, &output_interrupter)?;
+            }
+            outputs.len()
+        };
+        if let Some(channel) = taps.preview.filter(|_| !reused) {
             let mut output =
                 FlvOutput::open_preview(Arc::clone(channel), Arc::clone(&output_interrupter), spec.timeouts.write())
                     .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?;
@@ -376,12 +427,43 @@ impl<'a> Session<'a> {
             audio: audio.map(|a| a.path),
             audio_auto: spec.audio.mode == AudioMode::Auto,
             first_frame_sent: false,
+            announce,
+            slate_on_loss,
+            held_audio,
         })
     }
 
     /// Reads and forwards packets until a stop or an error, then closes the output as cleanly as it can.
-    fn pump(&mut self, counters: &Counters, observer: &mut dyn Observer) -> Result<(), Halt> {
+    fn pump(
+        &mut self,
+        counters: &Counters,
+        observer: &mut dyn Observer,
+        slate: &mut Option<Slate>,
+    ) -> Result<(), Halt> {
         let result = self.pump_packets(counters, observer);
+        let camera_lost = matches!(
+            result,
+            Err(Halt::InputEnded
+                | Halt::Timeout { stage: Stage::ReadInput, .. }
+                | Halt::Ffmpeg { stage: Stage::ReadInput, .. })
+        );
+        if camera_lost && self.slate_on_loss && self.mains > 0 && self.first_frame_sent {
+            let size = self.output_size();
+            let held = HeldOutputs {
+                outputs: std::mem::take(&mut self.outputs),
+                mains: self.mains,
+                size,
+                audio: self.held_audio.clone(),
+            };
+            match Slate::start(&self.spec.id, held, self.spec.secrets()) {
+                Ok(started) => {
+                    *slate = Some(started);
+                    observer.offline_slate();
+                }
+                Err(e) => warn!(camera = %self.spec.id, "the offline slate could not start: {e}"),
+            }
+            return result;
+        }
         // A broken output cannot be finished; a fenced one must not be: another node may own the stream now.
         let output_broken = matches!(
             result,
@@ -497,7 +579,11 @@ impl<'a> Session<'a> {
         let first_frame_sent = &mut self.first_frame_sent;
         let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
         let mut silence = self.silence.as_mut();
+        let announce = &mut self.announce;
         let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
+            if let Some(extradata) = announce.take() {
+                attach_new_extradata(packet, &extradata);
+            }
             // Taken before delivery, which rescales the packet to the output's time base.
             let at = packet.dts().or(packet.pts()).map(|t| t as f64 * f64::from(time_base));
             if let Some(cache) = cache.as_deref_mut() {
@@ -595,6 +681,11 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The picture size the outputs announced.
+    fn output_size(&self) -> (u32, u32) {
+        self.outputs.first().map_or((0, 0), FlvOutput::video_size)
+    }
+
     /// Pushes out what the encoders still hold, after a stop.
     fn flush(&mut self, counters: &Counters) -> Result<(), Halt> {
         let outputs = &mut self.outputs;
@@ -686,6 +777,55 @@ fn add_streams(output: &mut FlvOutput, video: &VideoPath, audio: Option<&AudioPa
         None => {}
     }
     Ok(())
+}
+
+/// The codec parameters the output declares for the session's video.
+fn video_parameters(video: &VideoPath) -> ffmpeg_next::codec::Parameters {
+    match video {
+        VideoPath::Copy { parameters, .. } => parameters.clone(),
+        VideoPath::Transcode(t) => t.parameters(),
+    }
+}
+
+/// The codec parameters the output declares for the session's audio.
+fn audio_parameters(audio: &AudioPath) -> ffmpeg_next::codec::Parameters {
+    match audio {
+        AudioPath::Copy { parameters } => parameters.clone(),
+        AudioPath::Transcode(t) => t.parameters(),
+    }
+}
+
+/// A stream's extradata (H.264: SPS/PPS; AAC: AudioSpecificConfig); empty if it has none.
+fn extradata(parameters: &ffmpeg_next::codec::Parameters) -> Vec<u8> {
+    // SAFETY: the parameters are valid; `extradata` points to `extradata_size` readable bytes when non-null.
+    unsafe {
+        let par = &*parameters.as_ptr();
+        if par.extradata.is_null() || par.extradata_size <= 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(par.extradata, par.extradata_size as usize).to_vec()
+    }
+}
+
+/// Marks `packet` as the first of a source with new codec configuration: the FLV muxer then writes a new
+/// sequence header with `extradata` before it, so players reconfigure their decoder.
+fn attach_new_extradata(packet: &mut Packet, extradata: &[u8]) {
+    use ffmpeg_next::packet::Mut;
+    if extradata.is_empty() {
+        return;
+    }
+    // SAFETY: the packet is a valid AVPacket; av_packet_new_side_data allocates `len` bytes owned by the packet
+    // (freed with it) and returns null on failure, checked before the copy of exactly `len` bytes.
+    unsafe {
+        let side = ffmpeg_next::ffi::av_packet_new_side_data(
+            packet.as_mut_ptr(),
+            ffmpeg_next::ffi::AVPacketSideDataType::AV_PKT_DATA_NEW_EXTRADATA,
+            extradata.len(),
+        );
+        if !side.is_null() {
+            std::ptr::copy_nonoverlapping(extradata.as_ptr(), side, extradata.len());
+        }
+    }
 }
 
 /// A new reference to `packet`'s data: a pointer and a reference count, not a copy. (ffmpeg-next's `Clone`

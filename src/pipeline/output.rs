@@ -239,6 +239,30 @@ impl FlvOutput {
         Ok(Written::Yes(size))
     }
 
+    /// The next packets come from a new source (the offline slate, or the camera back after it) whose
+    /// timestamps start anywhere: they continue one step after the last ones written, so the stream's
+    /// timestamps only go forward.
+    pub fn rejoin(&mut self) {
+        // The next video packet sets a new start; the guards see its timestamps jump back and re-base them
+        // onto the timeline written so far.
+        self.start = None;
+    }
+
+    /// What interrupts this output's blocking writes.
+    pub fn interrupter(&self) -> &Arc<Interrupter> {
+        &self.interrupter
+    }
+
+    /// The picture size of the video stream (0×0 before it is declared).
+    pub fn video_size(&self) -> (u32, u32) {
+        let Some(video) = &self.video else { return (0, 0) };
+        self.ctx.stream(video.index).map_or((0, 0), |stream| {
+            // SAFETY: the stream belongs to this open context; codecpar is allocated for every stream.
+            let par = unsafe { &*stream.parameters().as_ptr() };
+            (par.width.max(0) as u32, par.height.max(0) as u32)
+        })
+    }
+
     /// Flushes interleaving buffers and writes the trailer, with a short deadline of its own that a stop does
     /// not cut short: a recording must stay playable, and an RTMP server should see a clean unpublish.
     pub fn finish(mut self, within: Duration) -> Result<(), WriteError> {

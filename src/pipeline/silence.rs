@@ -70,17 +70,37 @@ impl SilenceFiller {
         video: f64,
         emit: &mut dyn FnMut(&mut Packet, Rational) -> Result<(), super::Halt>,
     ) -> Result<(), super::Halt> {
+        self.fill(video, GAP, BEHIND, emit)
+    }
+
+    /// Silence is all there is (the offline slate): emits silent frames up to `video` (seconds), however
+    /// small the gap.
+    pub fn fill_all_to(
+        &mut self,
+        video: f64,
+        emit: &mut dyn FnMut(&mut Packet, Rational) -> Result<(), super::Halt>,
+    ) -> Result<(), super::Halt> {
+        self.fill(video, 0.0, 0.0, emit)
+    }
+
+    fn fill(
+        &mut self,
+        video: f64,
+        gap: f64,
+        behind: f64,
+        emit: &mut dyn FnMut(&mut Packet, Rational) -> Result<(), super::Halt>,
+    ) -> Result<(), super::Halt> {
         let Some(end) = self.end else {
             // The first video frame: audio is measured from here.
             self.end = Some(video);
             return Ok(());
         };
-        if video - end <= GAP {
+        if video - end <= gap {
             return Ok(());
         }
         let time_base = self.time_base();
         let mut pts = (end * self.rate as f64).round() as i64;
-        let until = ((video - BEHIND) * self.rate as f64).round() as i64;
+        let until = ((video - behind) * self.rate as f64).round() as i64;
         while pts + SAMPLES <= until {
             let mut packet = super::share(&self.frame);
             packet.set_pts(Some(pts));

@@ -146,6 +146,9 @@ pub struct CameraStatus {
     /// The RTSP status the camera last answered with a failure (401, 404, 461, 503 …), alongside `last_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtsp_status: Option<u16>,
+    /// While the camera is away and its outputs show the offline slate: since when (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_slate_since_ms: Option<u64>,
     /// In a cluster: the node that ran the camera before this one took it over (failover or drain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<String>,
@@ -178,6 +181,7 @@ impl CameraStatus {
             cpu_cores: None,
             node: None,
             rtsp_status: None,
+            offline_slate_since_ms: None,
             moved_from: None,
             viewers,
         }

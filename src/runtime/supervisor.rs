@@ -598,6 +598,7 @@ impl SupervisorThread {
             Report::Session { id, .. }
             | Report::FirstFrame { id, .. }
             | Report::Warning { id, .. }
+            | Report::Slate { id }
             | Report::Retrying { id, .. }
             | Report::Exited { id, .. } => id.clone(),
         };
@@ -612,7 +613,9 @@ impl SupervisorThread {
                 status.retry = None;
                 // Connected: an RTSP refusal of an earlier attempt is history (`last_error` keeps its words).
                 status.rtsp_status = None;
+                status.offline_slate_since_ms = None;
             }
+            Report::Slate { .. } => status.offline_slate_since_ms = Some(unix_ms(SystemTime::now())),
             Report::FirstFrame { after, .. } => {
                 status.first_frame_after_ms = Some(after.as_millis() as u64);
                 if !stopping {
@@ -641,6 +644,7 @@ impl SupervisorThread {
                     worker.join();
                 }
                 status.retry = None;
+                status.offline_slate_since_ms = None;
                 status.rates = Rates::default();
                 match error {
                     Some(error) if !stopping || panicked => {

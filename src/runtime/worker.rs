@@ -44,6 +44,8 @@ pub(crate) enum Report {
     FirstFrame { id: CameraId, after: Duration },
     /// Something degraded without stopping the camera.
     Warning { id: CameraId, message: String },
+    /// The camera went away and the offline slate now stands in for it on its outputs.
+    Slate { id: CameraId },
     /// A session failed (or panicked); the worker will try again after `retry_in`.
     Retrying { id: CameraId, error: String, rtsp_status: Option<u16>, attempt: u32, retry_in: Duration, panicked: bool },
     /// The thread is about to exit; `error` is `None` after a requested stop.
@@ -181,10 +183,13 @@ impl Worker {
         let policy = &self.spec.retry;
         let mut attempt = 0u32;
         let mut session = 0u32;
+        // The offline slate between sessions, if one stands in for the camera; dropped (its outputs finished)
+        // when the worker exits.
+        let mut slate = None;
         loop {
             let started = Instant::now();
             session += 1;
-            let (failure, panicked) = match self.run_session(session) {
+            let (failure, panicked) = match self.run_session(session, &mut slate) {
                 SessionEnd::Stopped => return None,
                 // Not retried: the cluster agent decides whether this node may run the camera again.
                 SessionEnd::Failed { error: error @ PipelineError::Fenced { .. } } => {
@@ -226,7 +231,7 @@ impl Worker {
     }
 
     /// One session, with a panic in it caught and turned into a failure like any other.
-    fn run_session(&self, session: u32) -> SessionEnd {
+    fn run_session(&self, session: u32, slate: &mut Option<pipeline::slate::Slate>) -> SessionEnd {
         let mut observer =
             ReportingObserver { id: &self.spec.id, reports: &self.context.reports, started: Instant::now() };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -241,6 +246,7 @@ impl Worker {
                 &self.counters,
                 &mut observer,
                 Taps { preview: Some(&self.context.channel), gate: self.context.gate.as_deref() },
+                slate,
             )
         }));
         match outcome {
@@ -274,5 +280,9 @@ impl Observer for ReportingObserver<'_> {
 
     fn warning(&mut self, message: String) {
         let _ = self.reports.send(Report::Warning { id: self.id.clone(), message });
+    }
+
+    fn offline_slate(&mut self) {
+        let _ = self.reports.send(Report::Slate { id: self.id.clone() });
     }
 }

@@ -443,6 +443,13 @@ pub struct DecodeReport {
     pub sizes: Vec<(u32, u32)>,
     /// Packets the decoders refused, and frames they could not produce.
     pub errors: usize,
+    /// Seconds of video read (last DTS minus first).
+    pub video_seconds: f64,
+    /// The largest step between consecutive video DTS, and between consecutive audio DTS (seconds).
+    pub max_video_step: f64,
+    pub max_audio_step: f64,
+    /// Packets whose DTS did not increase over the previous one of their stream.
+    pub dts_not_increasing: usize,
 }
 
 /// Reads `url` for `media_seconds` of video (within `deadline`) and decodes every packet of its video and
@@ -462,6 +469,7 @@ pub fn decode(url: &str, media_seconds: f64, deadline: Duration) -> Result<Decod
         .and_then(|c| c.decoder().video())
         .map_err(|e| format!("video decoder: {e}"))?;
     let audio = input.streams().best(Type::Audio).map(|s| (s.index(), s.parameters()));
+    let audio_tb = input.streams().best(Type::Audio).map_or(0.0, |s| f64::from(s.time_base()));
     let mut audio_decoder = match audio {
         Some((index, parameters)) => Some((
             index,
@@ -474,6 +482,16 @@ pub fn decode(url: &str, media_seconds: f64, deadline: Duration) -> Result<Decod
     let mut report = DecodeReport::default();
     let (mut picture, mut sound) = (ffmpeg::frame::Video::empty(), ffmpeg::frame::Audio::empty());
     let mut first_dts = None;
+    let (mut last_video, mut last_audio) = (None::<f64>, None::<f64>);
+    let step = |last: &mut Option<f64>, dts: f64, max: &mut f64, backwards: &mut usize| {
+        if let Some(last) = *last {
+            *max = max.max(dts - last);
+            if dts <= last {
+                *backwards += 1;
+            }
+        }
+        *last = Some(dts);
+    };
     let mut packet = ffmpeg::Packet::empty();
     while Instant::now() < until {
         match packet.read(&mut input) {
@@ -486,6 +504,8 @@ pub fn decode(url: &str, media_seconds: f64, deadline: Duration) -> Result<Decod
             if dts - *first_dts.get_or_insert(dts) >= media_seconds {
                 break;
             }
+            report.video_seconds = dts - first_dts.unwrap_or(dts);
+            step(&mut last_video, dts, &mut report.max_video_step, &mut report.dts_not_increasing);
             if video_decoder.send_packet(&packet).is_err() {
                 report.errors += 1;
             }
@@ -499,6 +519,8 @@ pub fn decode(url: &str, media_seconds: f64, deadline: Duration) -> Result<Decod
         } else if let Some((index, decoder)) = audio_decoder.as_mut()
             && packet.stream() == *index
         {
+            let dts = packet.dts().unwrap_or(0) as f64 * audio_tb;
+            step(&mut last_audio, dts, &mut report.max_audio_step, &mut report.dts_not_increasing);
             if decoder.send_packet(&packet).is_err() {
                 report.errors += 1;
             }
