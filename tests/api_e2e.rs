@@ -125,8 +125,23 @@ async fn play_stream_stats_stop() {
     assert_eq!(camera["session"]["audio_out"]["codec"], "aac");
     assert!(camera["totals"]["bytes_out"].as_u64() > Some(0));
 
+    // Latency through camgate, in the status over the rate window and in /metrics as a histogram since start.
+    let p50 = camera["rates"]["latency_p50_ms"].as_f64().expect("latency measured");
+    let p99 = camera["rates"]["latency_p99_ms"].as_f64().expect("latency measured");
+    assert!(p50 > 0.0 && p50 <= p99, "p50 {p50} p99 {p99}\n{camera}");
     let (_, metrics) = gateway.get("/metrics", None).await;
     assert!(metrics.contains("camgate_camera_state{camera=\"e2e\",state=\"running\"} 1"), "{metrics}");
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("camgate_camera_packet_latency_seconds_count{camera=\"e2e\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a latency histogram for the camera");
+    let all = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("camgate_camera_packet_latency_seconds_bucket{camera=\"e2e\",le=\"+Inf\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(all, Some(count), "the +Inf bucket holds every packet");
+    assert!(count > 100, "every video packet written is counted: {count}");
 
     let (status, body) = gateway.form("/stop_camera", &[("id", "e2e")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");

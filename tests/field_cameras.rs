@@ -317,6 +317,12 @@ fn a_resolution_change_mid_stream_keeps_playing_copied_and_transcoded() {
         let status = supervisor.status(&id(camera)).unwrap();
         assert_eq!(status.state, WorkerState::Running, "{camera}: {:?}", status.last_error);
         assert_eq!(status.restarts, 0, "{camera}: no reconnect for a size change: {:?}", status.last_error);
+        // camgate chose the transcoder's threads (`threads = 0`): at least one each, none for a copy.
+        let threads = status.session.as_ref().and_then(|s| s.video_threads);
+        match camera {
+            "rtrans" => assert!(threads.is_some_and(|t| t.decoder >= 1 && t.encoder >= 1), "{threads:?}"),
+            _ => assert_eq!(threads, None),
+        }
     }
 }
 

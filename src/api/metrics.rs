@@ -13,6 +13,7 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::model::latency::BOUNDS_US;
 use crate::runtime::{CameraStatus, WorkerState};
 
 use super::state::AppState;
@@ -129,6 +130,27 @@ fn write_cameras(out: &mut String, cameras: &[CameraStatus], max: usize) {
         for camera in cameras {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", camera.id, value(camera));
         }
+    }
+    write_latency(out, cameras);
+}
+
+/// Per camera, the histogram of video packet latency through camgate since the camera started.
+fn write_latency(out: &mut String, cameras: &[CameraStatus]) {
+    const NAME: &str = "camgate_camera_packet_latency_seconds";
+    header(out, NAME, "histogram", "Video packets from read at the camera to written at the outputs.");
+    // Cameras of other cluster nodes carry no counts here: their own node exports them.
+    for camera in cameras.iter().filter(|c| c.totals.latency.count() > 0) {
+        let counts = &camera.totals.latency;
+        let mut cumulative = 0;
+        for (n, bound) in BOUNDS_US.iter().enumerate() {
+            cumulative += counts.buckets[n];
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{NAME}_bucket{{camera=\"{}\",le=\"{le}\"}} {cumulative}", camera.id);
+        }
+        let count = counts.count();
+        let _ = writeln!(out, "{NAME}_bucket{{camera=\"{}\",le=\"+Inf\"}} {count}", camera.id);
+        let _ = writeln!(out, "{NAME}_sum{{camera=\"{}\"}} {}", camera.id, counts.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{NAME}_count{{camera=\"{}\"}} {count}", camera.id);
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod host_policy;
 pub mod id;
+pub mod latency;
 pub mod output;
 pub mod redact;
 pub mod report;
@@ -26,7 +27,7 @@ pub use host_policy::HostPolicy;
 pub use id::CameraId;
 pub use output::OutputTarget;
 pub use redact::redact_url;
-pub use report::{AudioFormat, Counters, SessionInfo, Totals, VideoFormat};
+pub use report::{AudioFormat, Counters, SessionInfo, Totals, VideoFormat, VideoThreads};
 pub use source::{DemoPreset, SourceUrl};
 pub use spec::{
     AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, H264_PROFILES, HARDWARE_ENCODERS, MAX_EXTRA_OUTPUTS,

@@ -30,6 +30,8 @@ pub struct Counters {
     pub audio_dropped: AtomicU64,
     /// Payload bytes written to the output.
     pub bytes_out: AtomicU64,
+    /// Video packet latency through camgate (read from the camera → written to the outputs).
+    pub latency: super::latency::LatencyHistogram,
 }
 
 impl Counters {
@@ -52,6 +54,7 @@ impl Counters {
             video_dropped: get(&self.video_dropped),
             audio_dropped: get(&self.audio_dropped),
             bytes_out: get(&self.bytes_out),
+            latency: self.latency.snapshot(),
         }
     }
 }
@@ -77,6 +80,10 @@ pub struct Totals {
     pub audio_dropped: u64,
     /// Bytes written to the output.
     pub bytes_out: u64,
+    /// Video packet latency counts (exported by `/metrics`; the status shows p50/p99 in `rates`).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub latency: super::latency::LatencyCounts,
 }
 
 /// A picture's codec and size.
@@ -126,4 +133,15 @@ pub struct SessionInfo {
     /// Why that transport, when `auto` had to fall back (`refused interleaved TCP: … (RTSP 461 …); using UDP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport_note: Option<String>,
+    /// Threads of the video decoder and encoder when transcoding (0: FFmpeg's choice); with `threads = 0` in
+    /// the settings camgate chose them from the cores and the transcoding cameras running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_threads: Option<VideoThreads>,
+}
+
+/// Threads of one transcoding camera's video decoder and encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VideoThreads {
+    pub decoder: u32,
+    pub encoder: u32,
 }

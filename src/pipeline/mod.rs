@@ -21,12 +21,14 @@ mod output;
 mod silence;
 pub mod slate;
 mod slate_picture;
+pub mod threading;
 pub mod timestamps;
 mod video;
 
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ffmpeg_next::{Packet, Rational, media};
 use tracing::{debug, info, warn};
@@ -46,6 +48,9 @@ use crate::preview::Channel;
 
 /// How long the FLV trailer and encoder flush may take after a stop, all outputs together.
 const FINISH_WITHIN: Duration = Duration::from_millis(1000);
+/// Most video packets whose read time is remembered while they are inside the video path (decoder and
+/// encoder delays are a few frames; more means reads whose packets never came out).
+const MAX_VIDEO_READS: usize = 64;
 /// How long to wait before reading again when a demuxer has nothing yet (`EAGAIN`).
 const EAGAIN_WAIT: Duration = Duration::from_millis(5);
 
@@ -259,6 +264,9 @@ struct Session<'a> {
     slate_on_loss: bool,
     /// The output's audio, as the slate must match it (`None`: no audio track).
     held_audio: Option<HeldAudio>,
+    /// When each video packet still inside the video path was read (oldest first): a transcoder hands out its
+    /// packets later, in order, so the latency of each is measured from the read of the oldest.
+    video_reads: VecDeque<Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -401,6 +409,9 @@ impl<'a> Session<'a> {
             audio_mode: audio.as_ref().map_or(AudioMode::None, |a| a.mode),
             transport,
             transport_note,
+            video_threads: video
+                .threads
+                .map(|t| crate::model::VideoThreads { decoder: t.decoder as u32, encoder: t.encoder as u32 }),
         };
         info!(camera = %spec.id, video_mode = %info.video_mode, audio_mode = %info.audio_mode,
               video_in = %info.video_in.codec, "session started");
@@ -430,6 +441,7 @@ impl<'a> Session<'a> {
             announce,
             slate_on_loss,
             held_audio,
+            video_reads: VecDeque::with_capacity(MAX_VIDEO_READS),
         })
     }
 
@@ -521,6 +533,11 @@ impl<'a> Session<'a> {
             let index = packet.stream();
             if index == self.video_index {
                 Counters::add(&counters.video_packets_in, 1);
+                if self.video_reads.len() == MAX_VIDEO_READS {
+                    // Packets that never came out (decoder errors): their reads are stale.
+                    self.video_reads.pop_front();
+                }
+                self.video_reads.push_back(Instant::now());
                 self.forward_video(packet, counters, observer)?;
             } else if Some(index) == self.audio_index {
                 Counters::add(&counters.audio_packets_in, 1);
@@ -580,7 +597,9 @@ impl<'a> Session<'a> {
         let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
         let mut silence = self.silence.as_mut();
         let announce = &mut self.announce;
+        let reads = &mut self.video_reads;
         let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
+            let read = reads.pop_front();
             if let Some(extradata) = announce.take() {
                 attach_new_extradata(packet, &extradata);
             }
@@ -589,9 +608,14 @@ impl<'a> Session<'a> {
             if let Some(cache) = cache.as_deref_mut() {
                 cache.push(Track::Video, packet, time_base);
             }
-            if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? && !*first_frame_sent {
-                *first_frame_sent = true;
-                observer.first_frame();
+            if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? {
+                if let Some(read) = read {
+                    counters.latency.record(read.elapsed());
+                }
+                if !*first_frame_sent {
+                    *first_frame_sent = true;
+                    observer.first_frame();
+                }
             }
             if let (Some(filler), Some(at)) = (silence.as_deref_mut(), at) {
                 filler.fill_to(at, &mut |packet, time_base| {
@@ -603,14 +627,17 @@ impl<'a> Session<'a> {
             }
             Ok(())
         };
-        match &mut self.video {
+        // Whether the packet left the video path without an output packet (its read is not waited for).
+        let dropped = match &mut self.video {
             VideoPath::Copy { seen_keyframe, .. } => {
                 if !*seen_keyframe && !packet.is_key() {
                     Counters::add(&counters.video_dropped, 1);
-                    return Ok(());
+                    true
+                } else {
+                    *seen_keyframe = true;
+                    emit(&mut packet, self.video_time_base)?;
+                    false
                 }
-                *seen_keyframe = true;
-                emit(&mut packet, self.video_time_base)
             }
             VideoPath::Transcode(transcoder) => {
                 let time_base = transcoder.time_base();
@@ -619,9 +646,13 @@ impl<'a> Session<'a> {
                 if outcome.rejected {
                     Counters::add(&counters.video_dropped, 1);
                 }
-                Ok(())
+                outcome.rejected
             }
+        };
+        if dropped {
+            self.video_reads.pop_back();
         }
+        Ok(())
     }
 
     fn forward_audio(

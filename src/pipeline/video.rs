@@ -6,6 +6,7 @@ use ffmpeg_next::format::{Pixel, stream::Stream};
 use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, decoder, encoder, frame, picture};
 
+use super::threading::{Threads, TranscodingSlot};
 use super::timestamps::TimestampGuard;
 use crate::model::{RateControl, Stage, VideoEncoding, VideoFormat, VideoMode};
 
@@ -38,6 +39,8 @@ pub struct Transcoder {
     decoded: frame::Video,
     scaled: frame::Video,
     encoded: Packet,
+    /// Counts this camera among the transcoding ones while it runs (see [`threading`](super::threading)).
+    _slot: TranscodingSlot,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,8 @@ pub struct VideoSetup {
     pub source_fps: Option<f64>,
     /// Things that did not go as asked.
     pub warnings: Vec<String>,
+    /// The decoder's and encoder's threads, when transcoding.
+    pub threads: Option<Threads>,
 }
 
 /// Why the video leg could not be set up.
@@ -97,10 +102,10 @@ impl VideoSetup {
         };
         let mut context = codec::context::Context::from_parameters(parameters.clone())
             .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
-        if mode == VideoMode::Transcode {
-            // Threads must be chosen before the decoder opens; as many as the machine offers, as the ffmpeg
-            // CLI does (H.265 at 1080p needs them to keep up).
-            context.set_threading(codec::threading::Config::count(0));
+        // Threads must be chosen before the decoder opens.
+        let slot = (mode == VideoMode::Transcode).then(|| TranscodingSlot::take(settings.threads));
+        if let Some((_, threads)) = &slot {
+            context.set_threading(codec::threading::Config::count(threads.decoder));
         }
         // In copy mode the decoder only tells the picture size; it is dropped right after.
         let decoder = context.decoder().video().map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
@@ -119,12 +124,15 @@ impl VideoSetup {
                 encoder_name: None,
                 source_fps,
                 warnings,
+                threads: None,
             });
         }
         let (width, height) = output_size(decoder.width(), decoder.height(), settings.width, settings.height);
         let fps = source_fps.map_or(FALLBACK_FPS, |f| Rational::from(f).reduce());
-        let (encoder, encoder_name) = open_encoder(stream.time_base(), fps, width, height, settings, &mut warnings)
-            .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::EncodeVideo))?;
+        let Some((slot, threads)) = slot else { unreachable!("transcoding sessions took a slot above") };
+        let (encoder, encoder_name) =
+            open_encoder(stream.time_base(), fps, width, height, settings, threads.encoder, &mut warnings)
+                .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::EncodeVideo))?;
         let time_base = stream.time_base();
         let per_second = i64::from(time_base.denominator()) / i64::from(time_base.numerator().max(1));
         Ok(VideoSetup {
@@ -137,6 +145,7 @@ impl VideoSetup {
                 decoded: frame::Video::empty(),
                 scaled: frame::Video::empty(),
                 encoded: Packet::empty(),
+                _slot: slot,
             })),
             mode,
             input,
@@ -144,6 +153,7 @@ impl VideoSetup {
             encoder_name: Some(encoder_name),
             source_fps,
             warnings,
+            threads: Some(threads),
         })
     }
 }
@@ -291,15 +301,16 @@ fn open_encoder(
     width: u32,
     height: u32,
     settings: &VideoEncoding,
+    threads: usize,
     warnings: &mut Vec<String>,
 ) -> Result<(encoder::video::Encoder, String), ffmpeg_next::Error> {
     if let Some(name) = settings.encoder.as_deref().filter(|n| *n != "libx264") {
-        match configure(name, time_base, fps, width, height, settings) {
+        match configure(name, time_base, fps, width, height, settings, threads) {
             Ok(opened) => return Ok((opened, name.to_owned())),
             Err(e) => warnings.push(format!("encoder {name} could not be opened ({e}); using libx264")),
         }
     }
-    Ok((configure("libx264", time_base, fps, width, height, settings)?, "libx264".to_owned()))
+    Ok((configure("libx264", time_base, fps, width, height, settings, threads)?, "libx264".to_owned()))
 }
 
 fn configure(
@@ -309,10 +320,11 @@ fn configure(
     width: u32,
     height: u32,
     settings: &VideoEncoding,
+    threads: usize,
 ) -> Result<encoder::video::Encoder, ffmpeg_next::Error> {
     let codec = encoder::find_by_name(name).ok_or(ffmpeg_next::Error::EncoderNotFound)?;
     let mut ctx = codec::context::Context::new_with_codec(codec);
-    ctx.set_threading(codec::threading::Config::count(settings.threads as usize));
+    ctx.set_threading(codec::threading::Config::count(threads));
     let mut enc = ctx.encoder().video()?;
     enc.set_width(width);
     enc.set_height(height);

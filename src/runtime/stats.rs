@@ -22,6 +22,13 @@ pub struct Rates {
     pub fps_out: f64,
     /// Output bitrate in kbit/s.
     pub bitrate_kbps: f64,
+    /// Median latency of video packets through camgate (read from the camera → written to the outputs), in
+    /// milliseconds; `None` without packets in the window.
+    #[serde(default)]
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile of the same.
+    #[serde(default)]
+    pub latency_p99_ms: Option<f64>,
 }
 
 /// Turns periodic [`Totals`] samples into [`Rates`] over the last `window`.
@@ -57,10 +64,13 @@ impl RateWindow {
             return Rates::default();
         }
         let per_sec = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+        let latency = b.latency.since(&a.latency);
         Rates {
             fps_in: per_sec(a.video_packets_in, b.video_packets_in),
             fps_out: per_sec(a.video_frames_out, b.video_frames_out),
             bitrate_kbps: per_sec(a.bytes_out, b.bytes_out) * 8.0 / 1000.0,
+            latency_p50_ms: latency.quantile_ms(0.5),
+            latency_p99_ms: latency.quantile_ms(0.99),
         }
     }
 }
