@@ -37,7 +37,7 @@ RUNTIME_PACKAGES=(
 TEST_PACKAGES=(
     gir1.2-gst-rtsp-server-1.0 python3-gi
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
-    gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools
+    gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
     nginx libnginx-mod-rtmp
     etcd-server
     ffmpeg curl

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const USAGE: &str = "\
 usage: bench [options]
   --cameras LIST      camera counts to run, e.g. 1,2,4 (default 1)
-  --source SRC        RES-CODEC-AUDIO: RES 360p|720p|1080p, CODEC h264|h265, AUDIO aac|alaw|none
-                      (h265 only with aac); default 720p-h264-aac
+  --source SRC        RES-CODEC-AUDIO[-busy]: RES 360p|720p|1080p, CODEC h264|h265, AUDIO aac|alaw|none
+                      (h265 only with aac); -busy: moving detail, noise and text instead of a moving
+                      ball (as hard to encode as a real scene); default 720p-h264-aac
   --mode MODE         camgate's video mode: auto (its default), copy or transcode (default auto)
   --systems LIST      what to run: camgate, ffmpeg-same (ffmpeg CLI with camgate's settings),
                       ffmpeg-old (the old service's command); default camgate,ffmpeg-same,ffmpeg-old
@@ -35,6 +36,9 @@ pub struct Source {
     pub fps: u32,
     pub video: String,
     pub audio: String,
+    /// The busy picture (moving detail, noise, text) instead of the moving ball.
+    #[serde(default)]
+    pub busy: bool,
 }
 
 impl Source {
@@ -52,8 +56,14 @@ impl Source {
 impl FromStr for Source {
     type Err = String;
     fn from_str(s: &str) -> Result<Source, String> {
-        let parts: Vec<&str> = s.split('-').collect();
-        let [res, video, audio] = parts[..] else { return Err(format!("source {s:?}: expected RES-CODEC-AUDIO")) };
+        let (base, busy) = match s.strip_suffix("-busy") {
+            Some(base) => (base, true),
+            None => (s, false),
+        };
+        let parts: Vec<&str> = base.split('-').collect();
+        let [res, video, audio] = parts[..] else {
+            return Err(format!("source {s:?}: expected RES-CODEC-AUDIO[-busy]"));
+        };
         let (width, height) = match res {
             "360p" => (640, 360),
             "720p" => (1280, 720),
@@ -64,7 +74,7 @@ impl FromStr for Source {
             ("h264", "aac" | "alaw" | "none") | ("h265", "aac") => {}
             _ => return Err(format!("source {s:?}: the fixture serves h264 with aac/alaw/none, and h265 with aac")),
         }
-        Ok(Source { name: s.to_owned(), width, height, fps: 25, video: video.into(), audio: audio.into() })
+        Ok(Source { name: s.to_owned(), width, height, fps: 25, video: video.into(), audio: audio.into(), busy })
     }
 }
 

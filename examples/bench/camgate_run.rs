@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use camgate::model::latency::LatencyCounts;
 use camgate::{CameraId, StreamSpec, Supervisor, SupervisorConfig, VideoMode, WorkerState};
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +59,13 @@ pub struct ChildResult {
     pub control_calls: usize,
     /// camgate's own view of its start-to-first-frame time (from `CameraStatus::first_frame_after_ms`).
     pub first_frame_after_ms: Vec<f64>,
-    /// What the cameras' sessions decided (`copy`/`transcode`, encoder).
+    /// What the cameras' sessions decided (`copy`/`transcode`, encoder, threads).
     pub session: Option<String>,
+    /// Video packet latency through camgate over the window, all cameras together (ms).
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    /// Context switches of the whole process over the window.
+    pub context_switches: u64,
     pub errors: Vec<String>,
 }
 
@@ -132,8 +138,9 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
     result.first_frame_after_ms = snapshot.iter().filter_map(|s| s.first_frame_after_ms).map(|ms| ms as f64).collect();
     result.errors = snapshot.iter().filter_map(|s| s.last_error.clone()).take(5).collect();
     result.session = snapshot.iter().find_map(|s| s.session.as_ref()).map(|s| {
+        let threads = s.video_threads.map_or(String::new(), |t| format!(", threads {}+{}", t.decoder, t.encoder));
         format!(
-            "video {} ({}), audio {}",
+            "video {} ({}{threads}), audio {}",
             s.video_mode,
             s.video_encoder.as_deref().unwrap_or("no encoder"),
             s.audio_mode
@@ -158,6 +165,16 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
             .map(|i| supervisor.status(&id(i)).map_or((0, 0.0), |s| (s.totals.video_frames_out, s.uptime_secs)))
             .collect()
     };
+    let latency = || {
+        supervisor.snapshot().iter().fold(LatencyCounts::default(), |mut all, s| {
+            for (sum, n) in all.buckets.iter_mut().zip(s.totals.latency.buckets) {
+                *sum += n;
+            }
+            all.sum_us += s.totals.latency.sum_us;
+            all
+        })
+    };
+    let (latency0, switches0) = (latency(), sys::context_switches(None));
     let (frames0, cpu0, threads0) = (sample(), sys::process_cpu_secs(None), sys::threads_cpu_secs("cam-"));
     let t0 = Instant::now();
     say("WINDOW_START");
@@ -188,6 +205,10 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
     thread::sleep(Duration::from_secs_f64(config.seconds));
     let (frames1, cpu1, threads1) = (sample(), sys::process_cpu_secs(None), sys::threads_cpu_secs("cam-"));
     result.window_secs = t0.elapsed().as_secs_f64();
+    result.context_switches = sys::context_switches(None).saturating_sub(switches0);
+    let window_latency = latency().since(&latency0);
+    result.latency_p50_ms = window_latency.quantile_ms(0.5);
+    result.latency_p99_ms = window_latency.quantile_ms(0.99);
     say("WINDOW_END");
     stop_polling.store(true, Ordering::Relaxed);
     let latencies = poller.join().unwrap_or_default();

@@ -102,6 +102,7 @@ fn run(args: &Args) -> Result<(), String> {
         fps: args.source.fps,
         gop: args.source_gop,
         auth: None,
+        busy: args.source.busy,
     };
     let servers = Servers {
         rtsp: (0..args.rtsp_servers).map(|_| RtspServer::start_with(opts.clone())).collect(),
@@ -231,6 +232,9 @@ fn run_camgate(args: &Args, servers: &Servers, n: usize) -> Result<Row, String> 
         row.worker_cpu_ms_per_frame = Some(result.cpu_workers_secs * 1000.0 / result.frames_out as f64);
     }
     row.worker_threads = Some(result.worker_threads);
+    row.latency_p50_ms = result.latency_p50_ms;
+    row.latency_p99_ms = result.latency_p99_ms;
+    row.switches_per_camera_s = Some(result.context_switches as f64 / n as f64 / result.window_secs.max(1e-9));
     row.rss_mb_per_camera = result.rss_after.saturating_sub(result.rss_before) as f64 / n as f64 / 1e6;
     row.process_rss_mb = Some(result.rss_after as f64 / 1e6);
     row.set_stops(&result.stop_ms);
@@ -322,12 +326,15 @@ fn run_ffmpeg(args: &Args, servers: &Servers, system: System, n: usize) -> Resul
 
     watchers.stop_monitors();
     let t0 = Instant::now();
+    let switches = || procs.iter().map(|p| sys::context_switches(Some(p.pid()))).sum::<u64>();
+    let switches0 = switches();
     let (cpu0, servers0): (Vec<f64>, _) = (procs.iter().map(FfmpegProcess::cpu_secs).collect(), servers.cpu());
     let progress0: Vec<_> = procs.iter().map(FfmpegProcess::progress).collect();
     thread::sleep(Duration::from_secs_f64(args.seconds));
     let (cpu1, servers1): (Vec<f64>, _) = (procs.iter().map(FfmpegProcess::cpu_secs).collect(), servers.cpu());
     let progress1: Vec<_> = procs.iter().map(FfmpegProcess::progress).collect();
     row.window_secs = t0.elapsed().as_secs_f64();
+    row.switches_per_camera_s = Some(switches().saturating_sub(switches0) as f64 / n as f64 / row.window_secs);
     let rss: Vec<u64> = procs.iter().map(|p| sys::rss_bytes(Some(p.pid())).unwrap_or(0)).collect();
     let pss: Vec<u64> = procs.iter().map(|p| sys::pss_bytes(p.pid()).unwrap_or(0)).collect();
 

@@ -103,6 +103,12 @@ pub struct Row {
     pub camgate_first_frame_ms: Option<Summary>,
     pub stop_ms: Summary,
     pub stop_failures: usize,
+    /// Video packet latency through camgate (read from the camera → written to the outputs) over the window,
+    /// all cameras together, in ms (camgate only: ffmpeg does not report it).
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    /// Context switches (wake-ups and preemptions) per camera per second, all threads of the process(es).
+    pub switches_per_camera_s: Option<f64>,
     /// Latency of `snapshot()`/`status()` during the window (camgate only).
     pub control_ms: Option<Summary>,
     /// Cores used by the camera server(s) during the window: the synthetic cameras' encoders; not part of
@@ -403,7 +409,7 @@ impl Report {
     }
 }
 
-const HEADER: &str = "system       cams mode      rt/run  fps-min  cores %core/cam ms/frame wrk-ms/fr  rss/cam  pss/cam  ttff-p50  ttff-max next-kf+  stop-p50 stop-p99 ctl-p99 src-cores";
+const HEADER: &str = "system       cams mode      rt/run  fps-min  cores %core/cam ms/frame wrk-ms/fr  rss/cam  pss/cam  ttff-p50  ttff-max next-kf+  stop-p50 stop-p99 ctl-p99 src-cores lat-p50 lat-p99 csw/cam/s";
 
 fn opt(x: Option<f64>) -> String {
     x.map_or("-".to_owned(), |x| format!("{x:.0}"))
@@ -414,7 +420,7 @@ pub fn row_line(r: &Row) -> String {
     let f2 = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2}"));
     let ctl = r.control_ms.as_ref().and_then(|c| c.p99).map_or("-".to_owned(), |x| format!("{x:.3}"));
     format!(
-        "{:<12} {:>4} {:<9} {:>3}/{:<3} {:>7.1} {:>6.2} {:>9.2} {:>8.3} {:>9} {:>7.1}M {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7} {:>9.2}",
+        "{:<12} {:>4} {:<9} {:>3}/{:<3} {:>7.1} {:>6.2} {:>9.2} {:>8.3} {:>9} {:>7.1}M {:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7} {:>9.2} {:>7} {:>7} {:>9}",
         r.system,
         r.cameras,
         r.mode,
@@ -434,5 +440,8 @@ pub fn row_line(r: &Row) -> String {
         opt(r.stop_ms.p99),
         ctl,
         r.source_cores,
+        r.latency_p50_ms.map_or("-".to_owned(), |x| format!("{x:.3}")),
+        r.latency_p99_ms.map_or("-".to_owned(), |x| format!("{x:.3}")),
+        r.switches_per_camera_s.map_or("-".to_owned(), |x| format!("{x:.0}")),
     )
 }

@@ -76,6 +76,26 @@ pub fn threads_delta(start: &[(u32, String, f64)], end: &[(u32, String, f64)]) -
     end.iter().map(|(tid, _, secs)| secs - start.iter().find(|(t, _, _)| t == tid).map_or(0.0, |(_, _, s)| *s)).sum()
 }
 
+/// Context switches (voluntary and involuntary) of every thread of process `pid` so far (`None`: this
+/// process): each is a wake-up or a preemption.
+pub fn context_switches(pid: Option<u32>) -> u64 {
+    let who = pid.map_or("self".to_owned(), |p| p.to_string());
+    let Ok(tasks) = fs::read_dir(format!("/proc/{who}/task")) else { return 0 };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = fs::read_to_string(task.path().join("status")) else { continue };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 /// The 1-minute load average and the running/total task counts, as /proc/loadavg shows them.
 pub fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_owned()).unwrap_or_default()

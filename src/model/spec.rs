@@ -147,8 +147,10 @@ pub struct VideoEncoding {
     pub width: Option<u32>,
     /// Output height.
     pub height: Option<u32>,
-    /// Encoder threads; 0 lets the encoder choose (one per core and more). Many cameras on few cores do
-    /// better with 1–2 each.
+    /// Encoder threads. 0 (the default): camgate chooses the decoder's and the encoder's threads per camera
+    /// from the cores and the transcoding cameras running — one each once they reach the core count, where
+    /// more threads only add wake-ups, latency and memory (see `pipeline::threading`). N: the encoder gets N
+    /// and the decoder FFmpeg's default.
     pub threads: u32,
     /// A hardware encoder to try first (`h264_nvenc`, `h264_vaapi`, `h264_qsv`); falls back to libx264.
     pub encoder: Option<String>,

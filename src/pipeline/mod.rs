@@ -25,7 +25,6 @@ pub mod threading;
 pub mod timestamps;
 mod video;
 
-use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -48,9 +47,6 @@ use crate::preview::Channel;
 
 /// How long the FLV trailer and encoder flush may take after a stop, all outputs together.
 const FINISH_WITHIN: Duration = Duration::from_millis(1000);
-/// Most video packets whose read time is remembered while they are inside the video path (decoder and
-/// encoder delays are a few frames; more means reads whose packets never came out).
-const MAX_VIDEO_READS: usize = 64;
 /// How long to wait before reading again when a demuxer has nothing yet (`EAGAIN`).
 const EAGAIN_WAIT: Duration = Duration::from_millis(5);
 
@@ -264,9 +260,8 @@ struct Session<'a> {
     slate_on_loss: bool,
     /// The output's audio, as the slate must match it (`None`: no audio track).
     held_audio: Option<HeldAudio>,
-    /// When each video packet still inside the video path was read (oldest first): a transcoder hands out its
-    /// packets later, in order, so the latency of each is measured from the read of the oldest.
-    video_reads: VecDeque<Instant>,
+    /// When the last video packet was read from the camera, for its latency through camgate.
+    video_read_at: Instant,
 }
 
 impl<'a> Session<'a> {
@@ -441,7 +436,7 @@ impl<'a> Session<'a> {
             announce,
             slate_on_loss,
             held_audio,
-            video_reads: VecDeque::with_capacity(MAX_VIDEO_READS),
+            video_read_at: Instant::now(),
         })
     }
 
@@ -533,11 +528,7 @@ impl<'a> Session<'a> {
             let index = packet.stream();
             if index == self.video_index {
                 Counters::add(&counters.video_packets_in, 1);
-                if self.video_reads.len() == MAX_VIDEO_READS {
-                    // Packets that never came out (decoder errors): their reads are stale.
-                    self.video_reads.pop_front();
-                }
-                self.video_reads.push_back(Instant::now());
+                self.video_read_at = Instant::now();
                 self.forward_video(packet, counters, observer)?;
             } else if Some(index) == self.audio_index {
                 Counters::add(&counters.audio_packets_in, 1);
@@ -597,9 +588,9 @@ impl<'a> Session<'a> {
         let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
         let mut silence = self.silence.as_mut();
         let announce = &mut self.announce;
-        let reads = &mut self.video_reads;
-        let mut emit = |packet: &mut Packet, time_base: Rational| -> Result<(), Halt> {
-            let read = reads.pop_front();
+        // `read`: when the camera's packet this one comes from was read (a transcoder's output may come from
+        // an earlier packet than the one just read; `None` when it cannot tell).
+        let mut emit = |packet: &mut Packet, time_base: Rational, read: Option<Instant>| -> Result<(), Halt> {
             if let Some(extradata) = announce.take() {
                 attach_new_extradata(packet, &extradata);
             }
@@ -627,32 +618,26 @@ impl<'a> Session<'a> {
             }
             Ok(())
         };
-        // Whether the packet left the video path without an output packet (its read is not waited for).
-        let dropped = match &mut self.video {
+        let read_at = self.video_read_at;
+        match &mut self.video {
             VideoPath::Copy { seen_keyframe, .. } => {
                 if !*seen_keyframe && !packet.is_key() {
                     Counters::add(&counters.video_dropped, 1);
-                    true
-                } else {
-                    *seen_keyframe = true;
-                    emit(&mut packet, self.video_time_base)?;
-                    false
+                    return Ok(());
                 }
+                *seen_keyframe = true;
+                emit(&mut packet, self.video_time_base, Some(read_at))
             }
             VideoPath::Transcode(transcoder) => {
                 let time_base = transcoder.time_base();
-                let outcome = transcoder.decode(&packet, &mut |p| emit(p, time_base))?;
+                let outcome = transcoder.decode(&packet, read_at, &mut |p, read| emit(p, time_base, read))?;
                 Counters::add(&counters.video_frames_decoded, outcome.frames);
                 if outcome.rejected {
                     Counters::add(&counters.video_dropped, 1);
                 }
-                outcome.rejected
+                Ok(())
             }
-        };
-        if dropped {
-            self.video_reads.pop_back();
         }
-        Ok(())
     }
 
     fn forward_audio(
@@ -724,7 +709,7 @@ impl<'a> Session<'a> {
         if let VideoPath::Transcode(transcoder) = &mut self.video {
             let time_base = transcoder.time_base();
             transcoder
-                .flush(&mut |p| deliver(outputs, interrupter, counters, Track::Video, p, time_base).map(|_| ()))?;
+                .flush(&mut |p, _| deliver(outputs, interrupter, counters, Track::Video, p, time_base).map(|_| ()))?;
         }
         if let Some(AudioPath::Transcode(transcoder)) = &mut self.audio {
             let time_base = transcoder.time_base();

@@ -51,6 +51,9 @@ pub struct FlvOutput {
     /// starts at zero, and audio from before it is dropped.
     start: Option<i64>,
     header_written: bool,
+    /// Through libavformat's interleaving queue (the path before packets went straight to the muxer; kept to
+    /// compare the two on recorded input).
+    interleave: bool,
     /// The clock live timestamps are checked against.
     opened: Instant,
 }
@@ -134,6 +137,7 @@ impl FlvOutput {
             audio: None,
             start: None,
             header_written: false,
+            interleave: false,
             opened: Instant::now(),
         }
     }
@@ -174,8 +178,8 @@ impl FlvOutput {
     /// Writes the FLV header (and, for RTMP, the metadata and codec headers). Must precede any packet.
     pub fn write_header(&mut self) -> Result<(), WriteError> {
         let mut options = Dictionary::new();
-        // Interleaving waits for a packet of every stream; bound that so a silent audio track cannot hold
-        // video back for more than half a second.
+        // Only for the interleaved path (tests of the previous behaviour): interleaving waits for a packet of
+        // every stream; bound that so a silent audio track cannot hold video back for more than half a second.
         options.set("max_interleave_delta", "500000");
         // Each packet leaves at once, for RTMP and the preview alike: latency matters more than syscalls.
         options.set("flush_packets", "1");
@@ -235,7 +239,14 @@ impl FlvOutput {
         packet.set_position(-1);
         let size = packet.size();
         self.interrupter.arm(self.write_timeout);
-        packet.write_interleaved(&mut self.ctx).map_err(map_write_error)?;
+        if self.interleave {
+            packet.write_interleaved(&mut self.ctx).map_err(map_write_error)?;
+        } else {
+            // Straight to the muxer, in the order the camera sent: its packets arrive interleaved already and
+            // every stream's timestamps only go forward (the guards above), so libavformat's interleaving
+            // queue would only add an allocation, a reference and a delay per packet.
+            packet.write(&mut self.ctx).map_err(map_write_error)?;
+        }
         Ok(Written::Yes(size))
     }
 
@@ -287,5 +298,88 @@ fn map_write_error(e: ffmpeg_next::Error) -> WriteError {
     match e {
         ffmpeg_next::Error::Exit => WriteError::Interrupted,
         other => WriteError::Ffmpeg(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use ffmpeg_next::media;
+
+    use super::*;
+
+    /// One packet as it reads back: stream kind, timestamps, keyframe flag and payload.
+    type Seen = (media::Type, Option<i64>, Option<i64>, bool, Vec<u8>);
+
+    fn recording() -> String {
+        format!("{}/tests/fixtures/recorded/h264_aac_4s.flv", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn read_all(path: &str) -> Vec<Seen> {
+        let mut input = ffmpeg_next::format::input(path).expect("readable FLV");
+        let kinds: Vec<media::Type> = input.streams().map(|s| s.parameters().medium()).collect();
+        input
+            .packets()
+            .map(|(s, p)| (kinds[s.index()], p.pts(), p.dts(), p.is_key(), p.data().unwrap_or_default().to_vec()))
+            .collect()
+    }
+
+    /// Copies the recording through an `FlvOutput` into `to`, interleaved (the previous path) or not.
+    fn copy_through(to: &std::path::Path, interleave: bool) {
+        let mut input = ffmpeg_next::format::input(&recording()).expect("the recording");
+        let target: OutputTarget = to.to_str().unwrap().parse().unwrap();
+        let interrupter = Interrupter::new(Arc::new(AtomicBool::new(false)));
+        let mut output = FlvOutput::open(&target, interrupter, Duration::from_secs(5)).unwrap();
+        output.interleave = interleave;
+        let mut tracks = Vec::new();
+        for stream in input.streams() {
+            let track = match stream.parameters().medium() {
+                media::Type::Video => Track::Video,
+                _ => Track::Audio,
+            };
+            output.add_stream(track, StreamSource::Copy(&stream.parameters())).unwrap();
+            tracks.push((track, stream.time_base()));
+        }
+        output.write_header().unwrap();
+        for (stream, mut packet) in input.packets() {
+            let (track, time_base) = tracks[stream.index()];
+            output.write(track, &mut packet, time_base).unwrap();
+        }
+        output.finish(Duration::from_secs(5)).unwrap();
+    }
+
+    fn of_kind(packets: &[Seen], kind: media::Type) -> Vec<&Seen> {
+        packets.iter().filter(|p| p.0 == kind).collect()
+    }
+
+    #[test]
+    fn writing_straight_to_the_muxer_gives_the_same_packets_as_the_interleaved_path() {
+        crate::pipeline::init();
+        let dir = tempfile::tempdir().unwrap();
+        let (direct, interleaved) = (dir.path().join("direct.flv"), dir.path().join("interleaved.flv"));
+        copy_through(&direct, false);
+        copy_through(&interleaved, true);
+        let (direct, interleaved, original) =
+            (read_all(direct.to_str().unwrap()), read_all(interleaved.to_str().unwrap()), read_all(&recording()));
+        for kind in [media::Type::Video, media::Type::Audio] {
+            let (a, b, source) = (of_kind(&direct, kind), of_kind(&interleaved, kind), of_kind(&original, kind));
+            assert!(source.len() > 50, "{kind:?}: the recording has packets");
+            // Packet for packet: the same payloads, flags and timestamps, in the same order per stream.
+            assert_eq!(a.len(), b.len(), "{kind:?}");
+            for (n, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(x, y, "{kind:?} packet {n} differs between the two paths");
+            }
+            // And the payloads are the camera's: copy mode changes timestamps (re-based to 0), never data.
+            let payloads = |p: &[&Seen]| p.iter().map(|s| s.4.clone()).collect::<Vec<_>>();
+            let source_payloads = payloads(&source);
+            let written = payloads(&a);
+            assert!(
+                source_payloads.ends_with(&written) || written == source_payloads,
+                "{kind:?}: payloads are the recording's ({} read, {} written)",
+                source_payloads.len(),
+                written.len()
+            );
+        }
     }
 }

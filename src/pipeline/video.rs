@@ -6,6 +6,9 @@ use ffmpeg_next::format::{Pixel, stream::Stream};
 use ffmpeg_next::software::scaling;
 use ffmpeg_next::{Dictionary, Packet, Rational, decoder, encoder, frame, picture};
 
+use std::collections::VecDeque;
+use std::time::Instant;
+
 use super::threading::{Threads, TranscodingSlot};
 use super::timestamps::TimestampGuard;
 use crate::model::{RateControl, Stage, VideoEncoding, VideoFormat, VideoMode};
@@ -26,6 +29,9 @@ pub enum VideoPath {
     Transcode(Box<Transcoder>),
 }
 
+/// Where a transcoder hands its encoded packets, with when the camera packet each comes from was read.
+pub type Emit<'a> = &'a mut dyn FnMut(&mut Packet, Option<Instant>) -> Result<(), super::Halt>;
+
 /// Decoder, scaler and encoder for one camera.
 pub struct Transcoder {
     decoder: decoder::Video,
@@ -41,6 +47,29 @@ pub struct Transcoder {
     encoded: Packet,
     /// Counts this camera among the transcoding ones while it runs (see [`threading`](super::threading)).
     _slot: TranscodingSlot,
+    /// When the packets inside the decoder were read, by their PTS; then the same for the frames inside the
+    /// encoder, by the PTS they were given: each output packet's latency is measured from the read of the
+    /// camera packet it comes from, across the codecs' delays and reordering.
+    in_decoder: VecDeque<(Option<i64>, Instant)>,
+    in_encoder: VecDeque<(Option<i64>, Instant)>,
+}
+
+/// Most read times remembered per codec: more than any decoder's or encoder's delay in frames; older entries
+/// belong to packets that produced nothing (before the first keyframe, broken ones).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Remembers that what has `pts` was read at `read`.
+fn enter(queue: &mut VecDeque<(Option<i64>, Instant)>, pts: Option<i64>, read: Instant) {
+    if queue.len() == MAX_IN_FLIGHT {
+        queue.pop_front();
+    }
+    queue.push_back((pts, read));
+}
+
+/// When what has `pts` was read, forgetting it; `None` if it is not known.
+fn leave(queue: &mut VecDeque<(Option<i64>, Instant)>, pts: Option<i64>) -> Option<Instant> {
+    let at = queue.iter().position(|(p, _)| pts.is_some() && *p == pts)?;
+    queue.remove(at).map(|(_, read)| read)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -146,6 +175,8 @@ impl VideoSetup {
                 scaled: frame::Video::empty(),
                 encoded: Packet::empty(),
                 _slot: slot,
+                in_decoder: VecDeque::with_capacity(MAX_IN_FLIGHT),
+                in_encoder: VecDeque::with_capacity(MAX_IN_FLIGHT),
             })),
             mode,
             input,
@@ -169,31 +200,26 @@ impl Transcoder {
         codec::Parameters::from(&self.encoder)
     }
 
-    /// Feeds one packet to the decoder. Returns how many frames were decoded; encoded packets go to `emit`.
-    /// A packet the decoder rejects is not fatal (cameras send broken ones); the caller counts it as dropped.
-    pub fn decode(
-        &mut self,
-        packet: &Packet,
-        emit: &mut dyn FnMut(&mut Packet) -> Result<(), super::Halt>,
-    ) -> Result<DecodeOutcome, super::Halt> {
+    /// Feeds one packet, read from the camera at `read`, to the decoder. Returns how many frames were decoded;
+    /// encoded packets go to `emit`, with when the camera packet each comes from was read. A packet the decoder
+    /// rejects is not fatal (cameras send broken ones); the caller counts it as dropped.
+    pub fn decode(&mut self, packet: &Packet, read: Instant, emit: Emit<'_>) -> Result<DecodeOutcome, super::Halt> {
         if self.decoder.send_packet(packet).is_err() {
             return Ok(DecodeOutcome { frames: 0, rejected: true });
         }
+        enter(&mut self.in_decoder, packet.pts(), read);
         self.drain_decoder(emit)
     }
 
     /// Drains decoder and encoder at the end of a session.
-    pub fn flush(&mut self, emit: &mut dyn FnMut(&mut Packet) -> Result<(), super::Halt>) -> Result<(), super::Halt> {
+    pub fn flush(&mut self, emit: Emit<'_>) -> Result<(), super::Halt> {
         let _ = self.decoder.send_eof();
         self.drain_decoder(emit)?;
         let _ = self.encoder.send_eof();
         self.drain_encoder(emit)
     }
 
-    fn drain_decoder(
-        &mut self,
-        emit: &mut dyn FnMut(&mut Packet) -> Result<(), super::Halt>,
-    ) -> Result<DecodeOutcome, super::Halt> {
+    fn drain_decoder(&mut self, emit: Emit<'_>) -> Result<DecodeOutcome, super::Halt> {
         let mut frames = 0;
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
@@ -206,16 +232,16 @@ impl Transcoder {
             }
             frames += 1;
             let pts = self.decoded.timestamp().or(self.decoded.pts());
+            let read = leave(&mut self.in_decoder, self.decoded.pts().or(pts));
             let pts = self.frame_guard.repair(pts, pts, 0).pts;
+            if let Some(read) = read {
+                enter(&mut self.in_encoder, Some(pts), read);
+            }
             self.encode_decoded(pts, emit)?;
         }
     }
 
-    fn encode_decoded(
-        &mut self,
-        pts: i64,
-        emit: &mut dyn FnMut(&mut Packet) -> Result<(), super::Halt>,
-    ) -> Result<(), super::Halt> {
+    fn encode_decoded(&mut self, pts: i64, emit: Emit<'_>) -> Result<(), super::Halt> {
         let want = ScalerKey { format: Pixel::YUV420P, width: self.encoder.width(), height: self.encoder.height() };
         let have =
             ScalerKey { format: self.decoded.format(), width: self.decoded.width(), height: self.decoded.height() };
@@ -247,13 +273,13 @@ impl Transcoder {
         self.drain_encoder(emit)
     }
 
-    fn drain_encoder(
-        &mut self,
-        emit: &mut dyn FnMut(&mut Packet) -> Result<(), super::Halt>,
-    ) -> Result<(), super::Halt> {
+    fn drain_encoder(&mut self, emit: Emit<'_>) -> Result<(), super::Halt> {
         loop {
             match self.encoder.receive_packet(&mut self.encoded) {
-                Ok(()) => emit(&mut self.encoded)?,
+                Ok(()) => {
+                    let read = leave(&mut self.in_encoder, self.encoded.pts());
+                    emit(&mut self.encoded, read)?
+                }
                 Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) | Err(ffmpeg_next::Error::Eof) => {
                     return Ok(());
                 }

@@ -71,11 +71,14 @@ pub struct RtspOptions {
     pub gop: u32,
     /// Require HTTP Basic auth with (user, password) on every mount.
     pub auth: Option<(String, String)>,
+    /// The picture: a moving ball (cheap to encode), or with `busy` moving fine detail, noise and text, as
+    /// hard for an encoder as a real camera's scene (benchmarks).
+    pub busy: bool,
 }
 
 impl Default for RtspOptions {
     fn default() -> Self {
-        RtspOptions { width: 640, height: 360, fps: 25, gop: 25, auth: None }
+        RtspOptions { width: 640, height: 360, fps: 25, gop: 25, auth: None, busy: false }
     }
 }
 
@@ -126,6 +129,7 @@ impl RtspServer {
             .args(["--height", &opts.height.to_string()])
             .args(["--fps", &opts.fps.to_string()])
             .args(["--gop", &opts.gop.to_string()])
+            .args(["--pattern", if opts.busy { "busy" } else { "ball" }])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
