@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The published benchmark run (BENCHMARKS.md): camgate against one ffmpeg CLI process per camera, on
-# synthetic 25 fps cameras served on loopback. Takes about 12 minutes on 2 cores. Writes JSON and the printed
+# synthetic 25 fps cameras served on loopback. Takes about 20 minutes on 2 cores. Writes JSON and the printed
 # tables to target/bench/ and the plots to docs/. Run it on a quiet machine: check `uptime` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +33,15 @@ bench transcode-1080p --source 1080p-h264-aac --mode transcode --cameras 1,2 --s
 bench alaw-720p --source 720p-h264-alaw --mode auto --cameras 4 --seconds 8 --warmup 2
 # H.265 cameras (camgate's defaults transcode them) against the old service.
 bench h265-720p --source 720p-h265-aac --mode auto --cameras 1,2,4 --systems camgate,ffmpeg-old --hung-stop 10 \
+    --seconds 8 --warmup 2
+# Round 2 (issue 13): the binary's defaults (preview on) against ffmpeg -c copy, with a warm-up long enough for
+# 100 ffmpeg processes to settle; the copy curve; transcoding with threads = 0 on the ball and the busy scene.
+bench copy-100-preview --source 720p-h264-aac --mode auto --cameras 100 --systems camgate,ffmpeg-same \
+    --preview on --seconds 10 --warmup 10
+bench copy-curve --source 720p-h264-aac --mode auto --cameras 1,50,100,150,200,250,300 --rtsp-servers 2 \
+    --systems camgate --preview on --seconds 8 --warmup 2 --plot docs/bench-copy-curve.svg
+bench transcode-adaptive --source 720p-h264-aac --mode transcode --cameras 4,8 --systems camgate,ffmpeg-same \
+    --seconds 8 --warmup 2
+bench transcode-busy --source 720p-h264-aac-busy --mode transcode --cameras 2,4 --systems camgate,ffmpeg-same \
     --seconds 8 --warmup 2
 uptime | tee -a "$out/uptime.txt"

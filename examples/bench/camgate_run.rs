@@ -80,6 +80,8 @@ fn id(i: usize) -> CameraId {
 }
 
 pub fn run(config: ChildConfig) -> Result<(), String> {
+    // As the binary does.
+    camgate::runtime::allocator::tune_for_many_threads();
     camgate::init_ffmpeg();
     // camgate keeps FFmpeg's errors; in a benchmark of hundreds of cameras joining mid-GOP they are noise.
     ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);

@@ -262,6 +262,7 @@ fn main() -> anyhow::Result<()> {
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     init_logging(config.log_format);
+    camgate::runtime::allocator::tune_for_many_threads();
     camgate::init_ffmpeg();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 //!   stats sampling, events.
 //! - `worker` (private): one camera's thread — sessions, retry with backoff, panics caught and reported.
 //! - `stats`: rates from the workers' counters, and the [`CameraStatus`] the supervisor publishes.
+//! - `allocator`: glibc's allocator settings for a process with hundreds of camera threads.
 //! - `clock`: the [`Clock`](clock::Clock) backoffs and lingers wait on, replaceable in tests.
 //! - `cpu` (private): the CPU each camera's threads use, from `/proc`.
 //! - `wake` (private): interrupting a camera thread's blocking socket wait when it is stopped.
@@ -11,6 +12,7 @@
 //! Nothing here knows about HTTP or the gateway's policy; commands come in over channels and statuses go out
 //! through a shared map and a broadcast channel.
 
+pub mod allocator;
 pub mod clock;
 mod cpu;
 mod gates;

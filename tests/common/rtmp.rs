@@ -134,8 +134,10 @@ daemon off;
 master_process off;
 pid {p}/nginx.pid;
 error_log {p}/error.log info;
+# The benchmark publishes hundreds of cameras at once (each a connection, plus its players).
+worker_rlimit_nofile 8192;
 events {{
-    worker_connections 256;
+    worker_connections 4096;
 }}
 rtmp {{
     access_log {p}/access.log;
