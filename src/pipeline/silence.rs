@@ -21,6 +21,10 @@ pub const GAP: f64 = 1.0;
 const BEHIND: f64 = 0.2;
 /// AAC's frame size.
 const SAMPLES: i64 = 1024;
+/// Video this far behind the last video seen is the camera's clock jumping back (a reboot, a re-seek).
+const JUMP_BACK: f64 = 1.0;
+/// Video this far ahead of the audio is not a gap to fill but the two streams' clocks disagreeing.
+const MAX_FILL: f64 = 10.0;
 
 /// Fills gaps in one session's audio with silence.
 pub struct SilenceFiller {
@@ -28,6 +32,12 @@ pub struct SilenceFiller {
     rate: i64,
     /// Where the audio sent so far ends, in seconds of the session's timeline; `None` before the first video.
     end: Option<f64>,
+    /// The last video time seen.
+    last_video: Option<f64>,
+    /// Set for good once the camera's clock has jumped: audio and video timelines may then disagree, and
+    /// silence placed by the video's clock would land in the middle of the camera's own audio. The output's
+    /// timestamp guards repair such a session; the filler stays out of it.
+    off: bool,
     /// Silent frames sent.
     pub filled: u64,
 }
@@ -37,7 +47,7 @@ impl SilenceFiller {
     pub fn new(rate: u32, channels: u16) -> Result<SilenceFiller, ffmpeg_next::Error> {
         let layout = channel_layout::for_output(i32::from(channels));
         let frame = silent_frame(rate, layout)?;
-        Ok(SilenceFiller { frame, rate: i64::from(rate.max(1)), end: None, filled: 0 })
+        Ok(SilenceFiller { frame, rate: i64::from(rate.max(1)), end: None, last_video: None, off: false, filled: 0 })
     }
 
     /// How long one AAC frame lasts, in seconds.
@@ -53,6 +63,9 @@ impl SilenceFiller {
     /// The camera's own audio packet at `pts` (seconds) lasting `duration` seconds: `false` if it overlaps the
     /// silence already sent and must be dropped.
     pub fn admit(&mut self, pts: f64, duration: f64) -> bool {
+        if self.off {
+            return true;
+        }
         if let Some(end) = self.end
             && self.filled > 0
             && pts + 1e-3 < end
@@ -90,6 +103,14 @@ impl SilenceFiller {
         behind: f64,
         emit: &mut dyn FnMut(&mut Packet, Rational) -> Result<(), super::Halt>,
     ) -> Result<(), super::Halt> {
+        let jumped = self.last_video.is_some_and(|last| video < last - JUMP_BACK);
+        self.last_video = Some(video);
+        if jumped || self.end.is_some_and(|end| video - end > MAX_FILL) {
+            self.off = true;
+        }
+        if self.off {
+            return Ok(());
+        }
         let Some(end) = self.end else {
             // The first video frame: audio is measured from here.
             self.end = Some(video);
@@ -172,5 +193,26 @@ mod tests {
         // The camera's audio comes back: packets inside the silence already sent are dropped, later ones pass.
         assert!(!filler.admit(12.0, 0.02));
         assert!(filler.admit(13.0, 0.02));
+    }
+
+    #[test]
+    fn a_camera_clock_jump_turns_the_filler_off_for_the_session() {
+        crate::pipeline::init();
+        let mut filler = SilenceFiller::new(48_000, 1).expect("FFmpeg's AAC encoder");
+        let mut emit = |_: &mut Packet, _: Rational| Ok(());
+        filler.fill_to(0.0, &mut emit).unwrap();
+        filler.fill_to(5.0, &mut emit).unwrap();
+        let filled = filler.filled;
+        assert!(filled > 0, "a 5 s gap was filled");
+        // The camera re-seeks to 0: its audio there is admitted, and no more silence is made.
+        filler.fill_to(0.2, &mut emit).unwrap();
+        assert!(filler.admit(0.1, 0.02));
+        filler.fill_to(4.0, &mut emit).unwrap();
+        assert_eq!(filler.filled, filled);
+        // Nor for video a minute ahead of the audio in another session: clocks disagreeing, not a gap.
+        let mut other = SilenceFiller::new(48_000, 1).expect("FFmpeg's AAC encoder");
+        other.fill_to(0.0, &mut emit).unwrap();
+        other.fill_to(60.0, &mut emit).unwrap();
+        assert_eq!(other.filled, 0);
     }
 }
