@@ -388,8 +388,11 @@ fn the_offline_slate_keeps_players_attached_while_the_camera_is_away() {
         .collect();
     drop(rtsp);
     for camera in cameras {
-        let away = status_where(&supervisor, camera, "the slate", |s| s.offline_slate_since_ms.is_some());
-        assert!(away.last_error.is_some(), "the reason the camera is away stays visible: {away:?}");
+        // The slate starts as the session ends; the failure that ended it follows in the same breath.
+        let away = status_where(&supervisor, camera, "the slate, and why", |s| {
+            s.offline_slate_since_ms.is_some() && s.last_error.is_some()
+        });
+        assert_eq!(away.state, WorkerState::Reconnecting, "{away:?}");
     }
     // Away for twice as long as nginx waits for a silent publisher, the player seeing the slate meanwhile.
     thread::sleep(Duration::from_secs(6));
