@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Etcd, ProbeOptions, RtmpServer, RtspServer, free_port, mount, probe, wait_for_port};
+use common::{ChildGuard, Etcd, ProbeOptions, RtmpServer, RtspServer, free_port, mount, probe};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "cluster-bench-token-0123456789";
@@ -85,11 +85,7 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(log);
         let mut child = ChildGuard::spawn("camgate", cmd).unwrap();
-        wait_for_port(port, Duration::from_secs(30), || match child.try_exit_status() {
-            Some(status) => Err(format!("camgate exited with {status}")),
-            None => Ok(()),
-        })
-        .unwrap_or_else(|e| panic!("node {name}: {e}"));
+        child.wait_listening(port, Duration::from_secs(30)).unwrap_or_else(|e| panic!("node {name}: {e}"));
         Node { name: name.to_owned(), base, child: Some(child), _dir: dir }
     }
 }
@@ -258,35 +254,6 @@ async fn main() {
             break killed.elapsed();
         }
         assert!(killed.elapsed() < Duration::from_secs(300), "no convergence: {owned:?} {pending}");
-        if std::env::var_os("CLUSTER_BENCH_DEBUG").is_some() {
-            eprintln!("{:?}: {owned:?} pending {pending}", killed.elapsed());
-            if pending > 0 && killed.elapsed() > Duration::from_secs(15) {
-                for node in nodes.iter().filter(|n| n.child.is_some()) {
-                    let all: Value = http
-                        .get(format!("{}/api/v1/cameras", node.base))
-                        .bearer_auth(TOKEN)
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
-                    for c in all.as_array().unwrap().iter().filter(|c| c["state"] == "pending") {
-                        eprintln!("  {} sees {} pending: {}", node.name, c["id"], c["last_error"]);
-                    }
-                    let local: Value = http
-                        .get(format!("{}/api/v1/cluster/local/cameras", node.base))
-                        .bearer_auth(TOKEN)
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
-                    eprintln!("  {} runs {}", node.name, local.as_array().unwrap().len());
-                }
-            }
-        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // The live cameras: when their new node wrote their first frame to nginx again (its own account, from

@@ -18,15 +18,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::ffi::CString;
-use std::ptr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use camgate::gateway::{Gateway, GatewaySettings, RunMode};
 use camgate::{AudioMode, StreamSpec, Supervisor, VideoMode};
 use common::{RtmpServer, RtspOptions, RtspServer, mount};
-use ffmpeg_next::{Dictionary, Packet, ffi, media};
+use ffmpeg_next::{Dictionary, Packet};
 
 const FPS: u32 = 25;
 
@@ -164,48 +162,7 @@ fn mode_tag(mode: RunMode) -> &'static str {
 
 /// A player of `url` that returns when its first video packet arrived (or fails after 30 s).
 fn start_reader(url: String) -> thread::JoinHandle<Result<Instant, String>> {
-    thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut input = open_raw(&url, deadline)?;
-        let mut packet = Packet::empty();
-        loop {
-            match packet.read(&mut input) {
-                Ok(()) => {
-                    let video =
-                        input.stream(packet.stream()).is_some_and(|s| s.parameters().medium() == media::Type::Video);
-                    if video {
-                        return Ok(Instant::now());
-                    }
-                }
-                Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {}
-                Err(e) => return Err(format!("reading {url}: {e}")),
-            }
-        }
-    })
-}
-
-/// Opens `url` without stream analysis (which would hold the first packets back), with a deadline.
-fn open_raw(url: &str, deadline: Instant) -> Result<ffmpeg_next::format::context::Input, String> {
-    let c_url = CString::new(url).map_err(|_| "URL with a NUL".to_owned())?;
-    let interrupt = ffmpeg_next::util::interrupt::new(Box::new(move || Instant::now() >= deadline));
-    let mut options = Dictionary::new();
-    options.set("rw_timeout", "30000000");
-    // SAFETY: as `ffmpeg_next::format::input_with_interrupt_and_dictionary`, minus the stream analysis. The
-    // context is freed by FFmpeg on a failed open; on success `Input` owns it and the interrupt state together.
-    unsafe {
-        let mut ps = ffi::avformat_alloc_context();
-        if ps.is_null() {
-            return Err("out of memory".into());
-        }
-        (*ps).interrupt_callback = interrupt.interrupt;
-        let mut opts = options.disown();
-        let ret = ffi::avformat_open_input(&mut ps, c_url.as_ptr(), ptr::null(), &mut opts);
-        drop(Dictionary::own(opts));
-        if ret < 0 {
-            return Err(format!("cannot open {url}: {}", ffmpeg_next::Error::from(ret)));
-        }
-        Ok(ffmpeg_next::format::context::Input::wrap_with_interrupt(ps, interrupt.guard))
-    }
+    thread::spawn(move || common::first_video_packet(&url, Duration::from_secs(30)).map(|(at, _)| at))
 }
 
 fn summary(times: &[f64]) -> (f64, f64) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, free_port, wait_for_port};
+use common::{ChildGuard, free_port};
 
 const TOKEN: &str = "browser-token-0123456789";
 
@@ -43,10 +43,7 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = ChildGuard::spawn(name, cmd).unwrap();
-        let up = wait_for_port(port, Duration::from_secs(20), || match child.try_exit_status() {
-            Some(status) => Err(format!("camgate exited with {status}")),
-            None => Ok(()),
-        });
+        let up = child.wait_listening(port, Duration::from_secs(20));
         let gateway = Gateway { _child: child, url: format!("http://127.0.0.1:{port}"), log };
         if let Err(why) = up {
             panic!("{why}; log:\n{}", gateway.log());

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Etcd, ProbeOptions, RtmpServer, RtspServer, free_port, mount, probe, wait_for_port};
+use common::{ChildGuard, Etcd, ProbeOptions, RtmpServer, RtspServer, free_port, mount, probe};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -80,10 +80,7 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(log);
         let mut child = ChildGuard::spawn("camgate", cmd).unwrap();
-        let up = wait_for_port(port, Duration::from_secs(20), || match child.try_exit_status() {
-            Some(status) => Err(format!("camgate exited with {status}")),
-            None => Ok(()),
-        });
+        let up = child.wait_listening(port, Duration::from_secs(20));
         let node = Node { name: name.to_owned(), child: Some(child), base, dir, http: reqwest::Client::new() };
         if let Err(why) = up {
             panic!("{why}; log:\n{}", node.log());

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, ProbeOptions, RtmpServer, RtspOptions, RtspServer, free_port, mount, probe, wait_for_port};
+use common::{ChildGuard, ProbeOptions, RtmpServer, RtspOptions, RtspServer, free_port, mount, probe};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -40,10 +40,7 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = ChildGuard::spawn("camgate", cmd).unwrap();
-        let up = wait_for_port(port, Duration::from_secs(20), || match child.try_exit_status() {
-            Some(status) => Err(format!("camgate exited with {status}")),
-            None => Ok(()),
-        });
+        let up = child.wait_listening(port, Duration::from_secs(20));
         let gateway = Gateway { child, base: format!("http://127.0.0.1:{port}"), log, http: reqwest::Client::new() };
         if let Err(why) = up {
             panic!("{why}; log:\n{}", gateway.log());

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, RtmpServer, RtspOptions, RtspServer, free_port, mount, wait_for_port};
+use common::{ChildGuard, RtmpServer, RtspOptions, RtspServer, free_port, mount};
 use serde_json::{Value, json};
 
 const OPERATOR: &str = "op-secret-token-7c1f9a2b4d";
@@ -43,11 +43,7 @@ async fn no_secret_reaches_an_answer_or_the_log() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap());
     let mut child = ChildGuard::spawn("camgate", cmd).unwrap();
-    wait_for_port(port, Duration::from_secs(20), || match child.try_exit_status() {
-        Some(status) => Err(format!("camgate exited with {status}")),
-        None => Ok(()),
-    })
-    .unwrap();
+    child.wait_listening(port, Duration::from_secs(20)).unwrap();
 
     let http = reqwest::Client::new();
     let mut answers = Vec::<String>::new();

@@ -241,13 +241,7 @@ impl AudioTranscoder {
 /// Whether the AAC of `parameters` is AAC-LC, by its AudioSpecificConfig (the first 5 bits are the audio
 /// object type, 2 for LC): what the RTSP demuxer fills in, where the profile field often stays unknown.
 fn is_aac_lc(parameters: &codec::Parameters) -> bool {
-    // SAFETY: `parameters` wraps a valid AVCodecParameters; extradata is either null or `extradata_size`
-    // readable bytes, and only the first one is read, after both are checked.
-    unsafe {
-        let par = parameters.as_ptr();
-        let (data, size) = ((*par).extradata, (*par).extradata_size);
-        !data.is_null() && size >= 1 && (*data >> 3) == 2
-    }
+    super::extradata(parameters).first().is_some_and(|config| config >> 3 == 2)
 }
 
 /// Keeps rates AAC and browsers handle well; G.711's 8 kHz (and other low or odd rates) become 16 kHz.

@@ -337,7 +337,7 @@ impl<'a> Session<'a> {
             Some(a) if a.silence_fits => Some(HeldAudio {
                 rate: a.output.sample_rate,
                 channels: a.output.channels,
-                extradata: extradata(&audio_parameters(&a.path)),
+                extradata: extradata(&audio_parameters(&a.path)).to_vec(),
             }),
             _ => None,
         };
@@ -353,7 +353,7 @@ impl<'a> Session<'a> {
                 info!(camera = %spec.id, "camera back: its outputs leave the offline slate");
                 let interrupter = outputs.first().map(|o| Arc::clone(o.interrupter()));
                 let interrupter = interrupter.unwrap_or_else(|| Interrupter::fenced(Arc::clone(stop), fence.clone()));
-                (outputs, interrupter, Some(extradata(&video_parameters(&video.path))), held_mains)
+                (outputs, interrupter, Some(extradata(&video_parameters(&video.path)).to_vec()), held_mains)
             }
             other => {
                 if let Some(held) = other {
@@ -812,14 +812,15 @@ fn audio_parameters(audio: &AudioPath) -> ffmpeg_next::codec::Parameters {
 }
 
 /// A stream's extradata (H.264: SPS/PPS; AAC: AudioSpecificConfig); empty if it has none.
-fn extradata(parameters: &ffmpeg_next::codec::Parameters) -> Vec<u8> {
-    // SAFETY: the parameters are valid; `extradata` points to `extradata_size` readable bytes when non-null.
+fn extradata(parameters: &ffmpeg_next::codec::Parameters) -> &[u8] {
+    // SAFETY: the parameters are valid; `extradata` points to `extradata_size` readable bytes when non-null,
+    // owned by the parameters, which the returned slice borrows.
     unsafe {
         let par = &*parameters.as_ptr();
         if par.extradata.is_null() || par.extradata_size <= 0 {
-            return Vec::new();
+            return &[];
         }
-        std::slice::from_raw_parts(par.extradata, par.extradata_size as usize).to_vec()
+        std::slice::from_raw_parts(par.extradata, par.extradata_size as usize)
     }
 }
 

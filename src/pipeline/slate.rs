@@ -19,7 +19,6 @@
 //! Outputs are only held when the next session can keep them: an output whose audio is not AAC-LC (which the
 //! silence cannot match) or a warm camera's (connected only for viewers) is closed as before.
 
-use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -178,8 +177,8 @@ fn show(camera: &CameraId, mut held: HeldOutputs, stop: &Receiver<()>) -> Option
 fn write_all(outputs: &mut [FlvOutput], track: Track, packet: &mut Packet, time_base: Rational) -> Result<(), Halt> {
     for output in outputs {
         let mut copy = share(packet);
-        let interrupter = Arc::clone(output.interrupter());
-        output.write(track, &mut copy, time_base).map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
+        let written = output.write(track, &mut copy, time_base);
+        written.map_err(|e| write_halt(Stage::WriteOutput, e, output.interrupter()))?;
     }
     Ok(())
 }

@@ -56,7 +56,7 @@ impl SlateEncoder {
 
     /// The encoder's SPS/PPS, for the output's new sequence header.
     pub fn extradata(&self) -> Vec<u8> {
-        super::extradata(&codec::Parameters::from(&self.encoder))
+        super::extradata(&codec::Parameters::from(&self.encoder)).to_vec()
     }
 
     /// Encodes one frame showing `lines` at `at_ms` (milliseconds, increasing) and hands out what the encoder

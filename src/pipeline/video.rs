@@ -158,7 +158,7 @@ impl VideoSetup {
         }
         let (width, height) = output_size(decoder.width(), decoder.height(), settings.width, settings.height);
         let fps = source_fps.map_or(FALLBACK_FPS, |f| Rational::from(f).reduce());
-        let Some((slot, threads)) = slot else { unreachable!("transcoding sessions took a slot above") };
+        let (slot, threads) = slot.unwrap_or_else(|| TranscodingSlot::take(settings.threads));
         let (encoder, encoder_name) =
             open_encoder(stream.time_base(), fps, width, height, settings, threads.encoder, &mut warnings)
                 .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::EncodeVideo))?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::net::{free_port, wait_for_port};
+use super::net::free_port;
 use super::process::ChildGuard;
 
 const ETCD: &str = "/usr/bin/etcd";
@@ -67,10 +67,7 @@ impl Etcd {
             .stdout(Stdio::null())
             .stderr(log);
         let mut child = ChildGuard::spawn("etcd", cmd).map_err(|e| format!("cannot run {ETCD}: {e}"))?;
-        let up = wait_for_port(self.client_port, START_TIMEOUT, || match child.try_exit_status() {
-            Some(status) => Err(format!("etcd exited with {status}")),
-            None => Ok(()),
-        });
+        let up = child.wait_listening(self.client_port, START_TIMEOUT);
         self.child = Some(child);
         up.map_err(|why| format!("{why}; log:\n{}", self.log()))
     }

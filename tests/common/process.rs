@@ -85,6 +85,16 @@ impl ChildGuard {
     }
 
     /// `Some(status)` once the child has exited (reaping it), `None` while it runs.
+    /// Waits until something accepts connections on 127.0.0.1:`port`: an error naming the process if it exits
+    /// first or nothing listens within `within`.
+    pub fn wait_listening(&mut self, port: u16, within: Duration) -> Result<(), String> {
+        let name = self.name.clone();
+        super::net::wait_for_port(port, within, || match self.try_exit_status() {
+            Some(status) => Err(format!("{name} exited with {status}")),
+            None => Ok(()),
+        })
+    }
+
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }

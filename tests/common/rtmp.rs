@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::net::{start_on_free_port, wait_for_port};
+use super::net::start_on_free_port;
 use super::process::ChildGuard;
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -73,10 +73,7 @@ impl RtmpServer {
             .stderr(Stdio::null());
         let mut child = ChildGuard::spawn("nginx", cmd).map_err(|e| (format!("cannot run {NGINX}: {e}"), false))?;
 
-        let waited = wait_for_port(port, START_TIMEOUT, || match child.try_exit_status() {
-            Some(status) => Err(format!("nginx exited with {status}")),
-            None => Ok(()),
-        });
+        let waited = child.wait_listening(port, START_TIMEOUT);
         match waited {
             Ok(()) => Ok(RtmpServer { child, port, dir }),
             Err(why) => {
