@@ -106,7 +106,7 @@ fn hub_fan_out(c: &mut Criterion) {
     };
     let frame = flv_tag(4_000);
     let mut group = c.benchmark_group("hub");
-    // The muxer's bytes cut back into tags (what every preview camera pays per packet, viewers or not).
+    // The muxer's bytes cut back into tags (what a camera pays per packet while its preview is watched).
     group.throughput(Throughput::Bytes(frame.len() as u64));
     group.bench_function("split_4k_tag", |b| {
         let mut splitter = TagSplitter::default();

@@ -403,6 +403,52 @@ fn demo_camera_plays_through_the_built_in_preview() {
 }
 
 #[test]
+fn the_preview_muxer_runs_only_while_someone_watches() {
+    let rtsp = RtspServer::start();
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::preview_only("lazy", &rtsp.url("h264_aac")).unwrap();
+    spec.video.mode = VideoMode::Copy;
+    supervisor.start_blocking(spec).unwrap();
+    wait_running(&supervisor, "lazy");
+    let totals = |s: &camgate::runtime::Supervisor| s.status(&id("lazy")).unwrap().totals;
+    // Frames flow through the pipeline into the GOP cache (a snapshot decodes it); nothing is muxed.
+    wait_for(Duration::from_secs(10), "a picture", || supervisor.jpeg(&id("lazy"), None).ok());
+    let frames = totals(&supervisor).video_frames_out;
+    wait_for(Duration::from_secs(10), "a second of frames", || {
+        (totals(&supervisor).video_frames_out > frames + 25).then_some(())
+    });
+    assert_eq!(totals(&supervisor).bytes_out, 0, "no viewer, no muxer");
+
+    // A viewer starts the muxer from the cached GOP: its stream starts with a keyframe.
+    let dir = tempfile::tempdir().unwrap();
+    let check = |path: &std::path::Path| {
+        let report = probe(path.to_str().unwrap(), ProbeOptions::default().until_eof()).expect("the preview reads");
+        let video = report.video.expect("video");
+        assert_eq!(video.codec, "h264");
+        assert!(video.stats.first_is_key, "{} starts at a keyframe", path.display());
+        assert!(video.stats.dts_monotonic());
+    };
+    let first = dir.path().join("first.flv");
+    record_viewer(supervisor.preview().subscribe(&id("lazy")).unwrap(), &first, 100_000, Duration::from_secs(10));
+    check(&first);
+    assert!(totals(&supervisor).bytes_out > 0, "muxed while watched");
+
+    // The viewer left: after the linger the muxer stops (bytes out stand still while frames go on).
+    wait_for(Duration::from_secs(30), "the muxer to stop", || {
+        let before = totals(&supervisor);
+        wait_for(Duration::from_secs(5), "a second of frames", || {
+            (totals(&supervisor).video_frames_out > before.video_frames_out + 25).then_some(())
+        });
+        (totals(&supervisor).bytes_out == before.bytes_out).then_some(())
+    });
+    // And the next viewer starts it again, from a keyframe.
+    let second = dir.path().join("second.flv");
+    record_viewer(supervisor.preview().subscribe(&id("lazy")).unwrap(), &second, 100_000, Duration::from_secs(10));
+    check(&second);
+    supervisor.stop_blocking(&id("lazy")).unwrap();
+}
+
+#[test]
 fn rtmp_and_preview_at_once() {
     let rtsp = RtspServer::start();
     let rtmp = RtmpServer::start();

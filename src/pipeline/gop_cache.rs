@@ -1,6 +1,8 @@
-//! A warm camera's memory of its current GOP: every packet sent since the last video keyframe (video and
-//! audio, as references to the same buffers, not copies), so an output connected now can start with a
-//! picture at once instead of waiting up to a whole GOP for the camera's next keyframe.
+//! A camera's memory of its current GOP: every packet sent since the last video keyframe (video and audio, as
+//! references to the same buffers, not copies), so an output connected now — a warm camera's RTMP output, the
+//! preview's muxer — can start with a picture at once instead of waiting up to a whole GOP for the camera's
+//! next keyframe, and a snapshot has something to decode. It lives in the camera's preview channel
+//! (`crate::preview::Channel`), which other threads read.
 //!
 //! Bounded: a camera that sends no keyframe for a long time (or a huge GOP) stops being cached until its next
 //! keyframe — a late keyframe then costs the viewer a wait, never the process its memory.
@@ -50,9 +52,15 @@ impl GopCache {
         self.packets.push((track, share(packet), time_base));
     }
 
-    /// The cached packets, keyframe first.
-    pub fn replay(&self) -> impl Iterator<Item = (Track, &Packet, Rational)> {
-        self.packets.iter().map(|(track, packet, time_base)| (*track, packet, *time_base))
+    /// New references to the cached packets, keyframe first (pointers, so they can be written after the
+    /// cache's lock is released).
+    pub fn shared(&self) -> Vec<(Track, Packet, Rational)> {
+        self.packets.iter().map(|(track, packet, time_base)| (*track, share(packet), *time_base)).collect()
+    }
+
+    /// New references to the cached video packets, keyframe first.
+    pub fn shared_video(&self) -> Vec<Packet> {
+        self.packets.iter().filter(|(track, ..)| *track == Track::Video).map(|(_, packet, _)| share(packet)).collect()
     }
 
     /// How many packets are cached.
@@ -89,7 +97,7 @@ mod tests {
         cache.push(Track::Audio, &packet(10, false), tb);
         cache.push(Track::Video, &packet(100, false), tb);
         assert_eq!(cache.len(), 3);
-        assert!(cache.replay().next().is_some_and(|(track, p, _)| track == Track::Video && p.is_key()));
+        assert!(cache.shared().first().is_some_and(|(track, p, _)| *track == Track::Video && p.is_key()));
         cache.push(Track::Video, &packet(100, true), tb);
         assert_eq!(cache.len(), 1, "a keyframe starts over");
         cache.push(Track::Video, &packet(MAX_BYTES, false), tb);

@@ -35,10 +35,11 @@ use tracing::{debug, info, warn};
 use self::audio::{AudioPath, AudioSetup};
 use self::fence::Fence;
 use self::gate::OutputGate;
-use self::gop_cache::GopCache;
+pub(crate) use self::gop_cache::GopCache;
 use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
-use self::output::{FlvOutput, StreamSource, Track, WriteError, Written};
+pub(crate) use self::output::Track;
+use self::output::{FlvOutput, StreamSource, WriteError, Written};
 use self::silence::SilenceFiller;
 use self::slate::{HeldAudio, HeldOutputs, Slate};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
@@ -49,6 +50,8 @@ use crate::preview::Channel;
 const FINISH_WITHIN: Duration = Duration::from_millis(1000);
 /// How long to wait before reading again when a demuxer has nothing yet (`EAGAIN`).
 const EAGAIN_WAIT: Duration = Duration::from_millis(5);
+/// How long the preview's muxer keeps running after its last viewer left (a page reload comes back within it).
+const PREVIEW_LINGER: Duration = Duration::from_secs(5);
 
 /// What a running pipeline tells its owner.
 pub trait Observer {
@@ -219,7 +222,8 @@ pub fn run(
 /// Where, besides the output, a session's video goes.
 #[derive(Clone, Copy, Default)]
 pub struct Taps<'a> {
-    /// Receives the same FLV as the output: the camera's preview channel and GOP cache.
+    /// The camera's preview channel: its GOP cache (for snapshots and warm starts) and, while someone watches,
+    /// the same FLV as the output.
     pub preview: Option<&'a Arc<Channel>>,
     /// A warm camera's gate: the RTMP output runs only while it is open (see [`gate`]).
     pub gate: Option<&'a OutputGate>,
@@ -229,13 +233,20 @@ pub struct Taps<'a> {
 struct Session<'a> {
     spec: &'a StreamSpec,
     // `outputs` are declared before `input` so the muxers are closed first: its trailer must not wait on a camera.
-    /// RTMP/file outputs and/or the preview hub; empty once finished. The RTMP/file outputs (the output and the
-    /// extra outputs), when connected, come first.
+    /// RTMP/file outputs and/or the preview's muxer; empty once finished. The RTMP/file outputs (the output
+    /// and the extra outputs), when connected, come first; the preview's, while it runs, last.
     outputs: Vec<FlvOutput>,
     /// How many of `outputs` are RTMP/file outputs (a warm camera's are connected only while its gate is open).
     mains: usize,
-    /// A warm camera's gate, and what it keeps for the moment it opens: everything sent since the last keyframe.
-    gate: Option<(&'a OutputGate, GopCache)>,
+    /// Whether the last of `outputs` is the preview's muxer (it runs only while someone watches).
+    preview_running: bool,
+    /// Since when the running preview has had no viewer.
+    unwatched_since: Option<Instant>,
+    /// A warm camera's gate.
+    gate: Option<&'a OutputGate>,
+    /// Where the session's GOP is kept (see [`gop_cache`]) and its preview viewers are: the camera's preview
+    /// channel, or a private one for a warm camera run without a preview. `None`: no GOP is needed.
+    channel: Option<Arc<Channel>>,
     /// What a warm camera's output, connected later, is interrupted by (each connection gets a fresh
     /// interrupter: a finished output's finishing deadline must not cut the next one short).
     stop: Arc<AtomicBool>,
@@ -374,13 +385,17 @@ impl<'a> Session<'a> {
             }
             outputs.len()
         };
-        if let Some(channel) = taps.preview.filter(|_| !reused) {
-            let mut output =
-                FlvOutput::open_preview(Arc::clone(channel), Arc::clone(&output_interrupter), spec.timeouts.write())
-                    .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?;
-            add_streams(&mut output, &video.path, audio_path)?;
-            output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &output_interrupter))?;
-            outputs.push(output);
+        // The preview's muxer starts when someone watches (`follow_viewers`); one the offline slate kept running
+        // for its viewers carries on.
+        let preview_running = reused && outputs.len() > mains;
+        let gate = taps.gate.filter(|_| spec.output.is_some());
+        let channel = taps.preview.cloned().or_else(|| gate.map(|_| Arc::new(Channel::default())));
+        if let Some(channel) = &channel {
+            if !preview_running {
+                // Viewers of an earlier session's muxer: their stream ended with it.
+                channel.end_flv();
+            }
+            channel.restart_gop(extradata(&video_parameters(&video.path)).to_vec());
         }
 
         let silence = match audio.as_ref().filter(|a| a.silence_fits) {
@@ -418,7 +433,10 @@ impl<'a> Session<'a> {
             spec,
             outputs,
             mains,
-            gate: taps.gate.filter(|_| spec.output.is_some()).map(|gate| (gate, GopCache::default())),
+            preview_running,
+            unwatched_since: None,
+            gate,
+            channel,
             stop: Arc::clone(stop),
             fence: fence.clone(),
             silence,
@@ -491,6 +509,9 @@ impl<'a> Session<'a> {
                 }
             }
         }
+        if let Some(channel) = self.channel.as_ref().filter(|_| self.preview_running) {
+            channel.end_flv();
+        }
         result
     }
 
@@ -525,6 +546,7 @@ impl<'a> Session<'a> {
             if self.gate.is_some() {
                 self.follow_gate()?;
             }
+            self.follow_viewers()?;
             let index = packet.stream();
             if index == self.video_index {
                 Counters::add(&counters.video_packets_in, 1);
@@ -541,19 +563,19 @@ impl<'a> Session<'a> {
     /// the first viewer's player gets a keyframe now instead of at the camera's next one — or finishes the
     /// output when the gate has closed.
     fn follow_gate(&mut self) -> Result<(), Halt> {
-        let Some((gate, cache)) = &mut self.gate else { return Ok(()) };
+        let Some(gate) = self.gate else { return Ok(()) };
         match (gate.is_open(), self.mains > 0) {
             (true, false) => {
                 let interrupter = Interrupter::fenced(Arc::clone(&self.stop), self.fence.clone());
                 interrupter.arm(self.spec.timeouts.open());
                 let mut mains = open_mains(self.spec, &self.video, self.audio.as_ref(), &interrupter)?;
-                let replayed = cache.len();
-                let age = cache.age();
+                let (cached, age) = self.channel.as_ref().map(|c| c.gop_packets()).unwrap_or_default();
+                let replayed = cached.len();
                 for output in &mut mains {
-                    for (track, packet, time_base) in cache.replay() {
+                    for (track, packet, time_base) in &cached {
                         let mut packet = share(packet);
                         output
-                            .write(track, &mut packet, time_base)
+                            .write(*track, &mut packet, *time_base)
                             .map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
                     }
                 }
@@ -576,6 +598,48 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Runs the preview's muxer while someone watches: started for the first viewer — from the cached GOP, so
+    /// the viewer's first frame is a keyframe at once — and finished once the last has been gone for
+    /// [`PREVIEW_LINGER`]. A camera nobody watches pays for no muxer.
+    fn follow_viewers(&mut self) -> Result<(), Halt> {
+        let Some(channel) = &self.channel else { return Ok(()) };
+        // While no muxer runs, nothing prunes viewers that left: count them (under the lock) before starting.
+        if channel.watched() && (self.preview_running || channel.viewers() > 0) {
+            self.unwatched_since = None;
+            if self.preview_running {
+                return Ok(());
+            }
+            let interrupter = &self.output_interrupter;
+            let mut output =
+                FlvOutput::open_preview(Arc::clone(channel), Arc::clone(interrupter), self.spec.timeouts.write())
+                    .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?;
+            add_streams(&mut output, &self.video, self.audio.as_ref())?;
+            output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, interrupter))?;
+            let (cached, _) = channel.gop_packets();
+            for (track, mut packet, time_base) in cached {
+                output
+                    .write(track, &mut packet, time_base)
+                    .map_err(|e| write_halt(Stage::WriteOutput, e, interrupter))?;
+            }
+            self.outputs.push(output);
+            self.preview_running = true;
+            debug!(camera = %self.spec.id, "preview muxer started for a viewer");
+        } else if self.preview_running {
+            let since = *self.unwatched_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= PREVIEW_LINGER && channel.end_flv_if_unwatched() {
+                if let Some(output) = self.outputs.pop() {
+                    if let Err(e) = output.finish(FINISH_WITHIN) {
+                        debug!(camera = %self.spec.id, "preview trailer not written: {e:?}");
+                    }
+                }
+                self.preview_running = false;
+                self.unwatched_since = None;
+                debug!(camera = %self.spec.id, "preview muxer stopped: no viewers");
+            }
+        }
+        Ok(())
+    }
+
     fn forward_video(
         &mut self,
         mut packet: Packet,
@@ -585,7 +649,7 @@ impl<'a> Session<'a> {
         let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
         let first_frame_sent = &mut self.first_frame_sent;
-        let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
+        let channel = self.channel.as_deref();
         let mut silence = self.silence.as_mut();
         let announce = &mut self.announce;
         // `read`: when the camera's packet this one comes from was read (a transcoder's output may come from
@@ -596,11 +660,12 @@ impl<'a> Session<'a> {
             }
             // Taken before delivery, which rescales the packet to the output's time base.
             let at = packet.dts().or(packet.pts()).map(|t| t as f64 * f64::from(time_base));
-            if let Some(cache) = cache.as_deref_mut() {
-                cache.push(Track::Video, packet, time_base);
+            if let Some(channel) = channel {
+                channel.remember(Track::Video, packet, time_base);
             }
-            if deliver(outputs, interrupter, counters, Track::Video, packet, time_base)? {
-                if let Some(read) = read {
+            let delivery = deliver(outputs, interrupter, counters, Track::Video, packet, time_base)?;
+            if delivery != Delivery::Dropped {
+                if let (Delivery::Written, Some(read)) = (delivery, read) {
                     counters.latency.record(read.elapsed());
                 }
                 if !*first_frame_sent {
@@ -610,8 +675,8 @@ impl<'a> Session<'a> {
             }
             if let (Some(filler), Some(at)) = (silence.as_deref_mut(), at) {
                 filler.fill_to(at, &mut |packet, time_base| {
-                    if let Some(cache) = cache.as_deref_mut() {
-                        cache.push(Track::Audio, packet, time_base);
+                    if let Some(channel) = channel {
+                        channel.remember(Track::Audio, packet, time_base);
                     }
                     deliver(outputs, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
                 })?;
@@ -648,7 +713,7 @@ impl<'a> Session<'a> {
     ) -> Result<(), Halt> {
         let outputs = &mut self.outputs;
         let interrupter = &self.output_interrupter;
-        let mut cache = self.gate.as_mut().map(|(_, cache)| cache);
+        let channel = self.channel.as_deref();
         let mut silence = self.silence.as_mut();
         let mut emit = |packet: &mut Packet, time_base: Rational| {
             if let (Some(filler), Some(pts)) = (silence.as_deref_mut(), packet.pts().or(packet.dts())) {
@@ -661,8 +726,8 @@ impl<'a> Session<'a> {
                     return Ok(());
                 }
             }
-            if let Some(cache) = cache.as_deref_mut() {
-                cache.push(Track::Audio, packet, time_base);
+            if let Some(channel) = channel {
+                channel.remember(Track::Audio, packet, time_base);
             }
             deliver(outputs, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
         };
@@ -720,8 +785,19 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Writes one packet to every output and counts it once; `Ok(true)` if it was written, `Ok(false)` if the
-/// muxer side dropped it (all outputs decide alike: they see the same packets).
+/// What became of a packet at the end of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Written to every output.
+    Written,
+    /// No output runs (a warm camera nobody watches): only the GOP cache has it.
+    Kept,
+    /// The muxer side dropped it (all outputs decide alike: they see the same packets).
+    Dropped,
+}
+
+/// Writes one packet to every output and counts it once (as out when no output runs: it reached the end of
+/// the pipeline, the camera's GOP cache).
 fn deliver(
     outputs: &mut [FlvOutput],
     interrupter: &Interrupter,
@@ -729,15 +805,15 @@ fn deliver(
     track: Track,
     packet: &mut Packet,
     time_base: Rational,
-) -> Result<bool, Halt> {
+) -> Result<Delivery, Halt> {
     let (written, dropped) = match track {
         Track::Video => (&counters.video_frames_out, &counters.video_dropped),
         Track::Audio => (&counters.audio_frames_out, &counters.audio_dropped),
     };
     let mut result = Ok(Written::Dropped);
     if outputs.is_empty() {
-        // A warm camera without viewers and without a preview: kept in its GOP cache only.
-        return Ok(false);
+        Counters::add(written, 1);
+        return Ok(Delivery::Kept);
     }
     if let Some((last, others)) = outputs.split_last_mut() {
         for output in others {
@@ -752,11 +828,11 @@ fn deliver(
         Ok(Written::Yes(bytes)) => {
             Counters::add(written, 1);
             Counters::add(&counters.bytes_out, bytes as u64);
-            Ok(true)
+            Ok(Delivery::Written)
         }
         Ok(Written::Dropped) => {
             Counters::add(dropped, 1);
-            Ok(false)
+            Ok(Delivery::Dropped)
         }
         Err(e) => Err(write_halt(Stage::WriteOutput, e, interrupter)),
     }

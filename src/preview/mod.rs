@@ -1,12 +1,14 @@
 //! The built-in preview: every camera's FLV served by camgate itself to any number of HTTP-FLV viewers (so a
 //! single box needs no RTMP server to show video), and still pictures decoded on request.
 //!
-//! The pipeline writes its FLV into a [`HubWriter`] (an `io::Write` the muxer uses as its AVIO), which cuts the
-//! stream into tags ([`flv_tags`]) and publishes them to the camera's [`Channel`]. The channel's cache of the
-//! current GOP is the camera's only one: new viewers start from it and [`snapshot`] decodes it. A web handler
-//! calls [`PreviewHub::subscribe`] and streams what the [`Viewer`] yields.
+//! Every camera's thread keeps its current GOP (references to the packets it sent) in the camera's
+//! [`Channel`]: [`snapshot`] decodes it, and a warm camera's output starts from it. While someone watches, and
+//! only then, the thread also runs an FLV muxer into a [`HubWriter`] (an `io::Write` the muxer uses as its
+//! AVIO), which cuts the stream into tags ([`flv_tags`]) and publishes them to the channel; the first viewer's
+//! muxer starts from the cached GOP, so every viewer's first frame is a keyframe. A web handler calls
+//! [`PreviewHub::subscribe`] and streams what the [`Viewer`] yields.
 //!
-//! Every camera has a channel (snapshots need the cache); whether viewers may watch it is the camera's
+//! Every camera has a channel (snapshots need the GOP); whether viewers may watch it is the camera's
 //! `preview` setting. Viewers are bounded per camera and in total ([`PreviewLimits`]).
 
 mod channel;

@@ -1,11 +1,9 @@
 //! Still pictures of a camera on request, without decoding on every frame.
 //!
-//! The camera's preview channel keeps the FLV tags since the last keyframe (see [`super::Channel`]). When
-//! someone asks for a picture, only then are the GOP's H.264 tags decoded — keyframe first, to the newest — and
-//! the last picture is encoded as JPEG. This works the same in copy mode, where nothing else is ever decoded.
-//!
-//! FLV carries H.264 as the AVC decoder configuration record (the sequence header tag) and length-prefixed NAL
-//! units (every other video tag): exactly what FFmpeg's H.264 decoder takes as `avcC` extradata and packets.
+//! The camera's preview channel keeps the packets sent to its outputs since the last keyframe (see
+//! [`super::Channel`]). When someone asks for a picture, only then are the GOP's H.264 packets decoded —
+//! keyframe first, to the newest — and the last picture is encoded as JPEG. This works the same in copy mode,
+//! where nothing else is ever decoded.
 
 use ffmpeg_next::codec::{self, Id};
 use ffmpeg_next::format::Pixel;
@@ -14,7 +12,6 @@ use ffmpeg_next::{Packet, Rational, decoder, encoder, ffi, frame};
 use thiserror::Error;
 
 use super::CachedGop;
-use super::flv_tags::TAG_HEADER_LEN;
 
 /// Why no picture could be made.
 #[derive(Debug, Error)]
@@ -30,24 +27,14 @@ pub enum SnapshotError {
     Crashed,
 }
 
-/// Bytes of an AVC video tag's body before the payload: frame type/codec, AVC packet type, composition time.
-const AVC_BODY_HEADER: usize = 5;
-
 /// Decodes `gop` and returns its newest picture as a JPEG, at most `max_width` wide. Tens of milliseconds of
 /// CPU: call it off any async runtime's threads.
 pub fn jpeg(gop: &CachedGop, max_width: Option<u32>) -> Result<Vec<u8>, SnapshotError> {
-    let config = tag_payload(&gop.video_config).ok_or(SnapshotError::NoPicture)?;
-    let picture = decode_last(config, &gop.video)?.ok_or(SnapshotError::NoPicture)?;
+    let picture = decode_last(&gop.extradata, &gop.video)?.ok_or(SnapshotError::NoPicture)?;
     encode_jpeg(&picture, max_width)
 }
 
-/// The payload of an AVC tag (after the tag header and the 5-byte AVC body header, before the back-pointer).
-fn tag_payload(tag: &[u8]) -> Option<&[u8]> {
-    let end = tag.len().checked_sub(4)?;
-    tag.get(TAG_HEADER_LEN + AVC_BODY_HEADER..end)
-}
-
-fn decode_last(config: &[u8], tags: &[bytes::Bytes]) -> Result<Option<frame::Video>, ffmpeg_next::Error> {
+fn decode_last(config: &[u8], packets: &[Packet]) -> Result<Option<frame::Video>, ffmpeg_next::Error> {
     let codec = decoder::find(Id::H264).ok_or(ffmpeg_next::Error::DecoderNotFound)?;
     let mut context = codec::context::Context::new_with_codec(codec);
     // SAFETY: ffmpeg-next has no setter for extradata. The context was just allocated and is not open; the
@@ -72,11 +59,9 @@ fn decode_last(config: &[u8], tags: &[bytes::Bytes]) -> Result<Option<frame::Vid
             *last = Some(frame.clone());
         }
     };
-    for tag in tags {
-        let Some(payload) = tag_payload(tag) else { continue };
-        let packet = Packet::copy(payload);
+    for packet in packets {
         // A packet the decoder refuses only costs that frame; the picture comes from the ones it took.
-        let _ = decoder.send_packet(&packet);
+        let _ = decoder.send_packet(packet);
         drain(&mut decoder, &mut last);
     }
     let _ = decoder.send_eof();
@@ -124,14 +109,54 @@ fn encode_jpeg(picture: &frame::Video, max_width: Option<u32>) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preview::flv_tags::tests::tag;
+
+    /// The recorded camera's first GOP, as the channel would hand it over.
+    fn recorded_gop() -> CachedGop {
+        ffmpeg_next::init().unwrap();
+        let path = format!("{}/tests/fixtures/recorded/h264_aac_4s.flv", env!("CARGO_MANIFEST_DIR"));
+        let mut input = ffmpeg_next::format::input(&path).expect("the recording");
+        let stream = input.streams().best(ffmpeg_next::media::Type::Video).unwrap();
+        let index = stream.index();
+        // SAFETY: the parameters are valid; `extradata` points to `extradata_size` readable bytes when non-null.
+        let extradata = unsafe {
+            let par = &*stream.parameters().as_ptr();
+            if par.extradata.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(par.extradata, par.extradata_size as usize).to_vec()
+            }
+        };
+        let mut video = Vec::new();
+        for (stream, packet) in input.packets() {
+            if stream.index() != index {
+                continue;
+            }
+            if packet.is_key() && !video.is_empty() {
+                break;
+            }
+            video.push(packet);
+        }
+        CachedGop { extradata, video }
+    }
 
     #[test]
-    fn payloads_skip_headers_and_back_pointer() {
-        let t = tag(9, &[0x17, 1, 0, 0, 0, 0xaa, 0xbb]);
-        assert_eq!(tag_payload(&t), Some(&[0xaa, 0xbb][..]));
-        assert_eq!(tag_payload(&[1, 2, 3]), None, "short input is refused, not indexed out of bounds");
-        let empty = tag(9, &[0x17, 1, 0, 0, 0]);
-        assert_eq!(tag_payload(&empty), Some(&[][..]));
+    fn the_newest_picture_of_a_gop_becomes_a_jpeg_of_the_asked_width() {
+        let gop = recorded_gop();
+        assert!(gop.video.len() > 1 && gop.video[0].is_key());
+        let jpeg = jpeg(&gop, Some(320)).unwrap();
+        assert_eq!(&jpeg[..2], &[0xff, 0xd8], "a JPEG starts with SOI");
+        let mut decoder =
+            codec::context::Context::new_with_codec(decoder::find(Id::MJPEG).unwrap()).decoder().video().unwrap();
+        decoder.send_packet(&Packet::copy(&jpeg)).unwrap();
+        let mut picture = frame::Video::empty();
+        decoder.receive_frame(&mut picture).unwrap();
+        assert_eq!(picture.width(), 320);
+    }
+
+    #[test]
+    fn no_keyframe_no_picture() {
+        let mut gop = recorded_gop();
+        gop.video.clear();
+        assert!(matches!(jpeg(&gop, None), Err(SnapshotError::NoPicture)));
     }
 }
