@@ -790,7 +790,8 @@ impl<'a> Session<'a> {
 enum Delivery {
     /// Written to every output.
     Written,
-    /// No output runs (a warm camera nobody watches): only the GOP cache has it.
+    /// No output runs (a warm camera without viewers, a preview-only camera nobody watches): only the GOP
+    /// cache has it.
     Kept,
     /// The muxer side dropped it (all outputs decide alike: they see the same packets).
     Dropped,
