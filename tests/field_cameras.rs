@@ -15,7 +15,7 @@ use camgate::gateway::{Gateway, GatewaySettings, RunMode};
 use camgate::{AudioMode, CameraId, CameraStatus, StreamSpec, Supervisor, Transport, VideoMode, WorkerState};
 use common::{
     FreezableRelay, ProbeOptions, RtmpServer, RtspOptions, RtspServer, decode, first_video_packet, free_port, mount,
-    probe, wait_for,
+    probe, record_viewer, wait_for,
 };
 
 fn id(s: &str) -> CameraId {
@@ -367,6 +367,7 @@ fn the_offline_slate_keeps_players_attached_while_the_camera_is_away() {
     for camera in cameras {
         let mut slate = spec(camera, &rtsp.url(mount::H264_AAC), &rtmp);
         slate.offline_slate = true;
+        slate.preview = true;
         if camera == "awayt" {
             slate.video.mode = VideoMode::Transcode;
             slate.video.encoding.preset = "ultrafast".into();
@@ -395,7 +396,18 @@ fn the_offline_slate_keeps_players_attached_while_the_camera_is_away() {
         assert_eq!(away.state, WorkerState::Reconnecting, "{away:?}");
     }
     // Away for twice as long as nginx waits for a silent publisher, the player seeing the slate meanwhile.
-    thread::sleep(Duration::from_secs(6));
+    let away_since = Instant::now();
+    // A preview viewer arriving now (nobody watched the preview before) sees the slate, from a keyframe.
+    let dir = tempfile::tempdir().unwrap();
+    for camera in cameras {
+        let path = dir.path().join(format!("{camera}.flv"));
+        record_viewer(supervisor.preview().subscribe(&id(camera)).unwrap(), &path, 4_000, Duration::from_secs(2));
+        let report = probe(path.to_str().unwrap(), ProbeOptions::default().until_eof()).expect("the preview reads");
+        let video = report.video.expect("the slate's video");
+        assert_eq!((video.width, video.height), (640, 360), "{camera}");
+        assert!(video.stats.first_is_key, "{camera}: the preview starts at a keyframe");
+    }
+    thread::sleep(Duration::from_secs(6).saturating_sub(away_since.elapsed()));
     let _rtsp = RtspServer::start_on(port, RtspOptions::default());
     for camera in cameras {
         let back = status_where(&supervisor, camera, "the camera back", |s| {

@@ -11,7 +11,9 @@ use camgate::{
     AudioMode, CameraId, CameraStatus, RetryPolicy, StartOutcome, StreamSpec, Supervisor, SupervisorConfig,
     SupervisorError, VideoMode, WorkerState,
 };
-use common::{ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe, wait_for};
+use common::{
+    ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe, record_viewer, wait_for,
+};
 
 fn supervisor() -> Supervisor {
     Supervisor::new(SupervisorConfig { stats_interval: Duration::from_millis(250), ..common::rig() })
@@ -352,20 +354,6 @@ fn invalid_specs_are_refused_before_anything_starts() {
     assert!(supervisor.snapshot().is_empty());
 }
 
-/// Reads a preview viewer until it has delivered `media_bytes` or `within` passes, into a file for probing.
-fn record_viewer(mut viewer: camgate::preview::Viewer, path: &std::path::Path, min_bytes: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    let mut bytes = Vec::new();
-    while bytes.len() < min_bytes && Instant::now() < deadline {
-        match viewer.try_recv() {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("viewer ended early: {e}"),
-        }
-    }
-    std::fs::write(path, &bytes).expect("write the recording");
-}
-
 #[test]
 fn demo_camera_plays_through_the_built_in_preview() {
     let supervisor = supervisor();
@@ -457,6 +445,7 @@ fn rtmp_and_preview_at_once() {
     spec.preview = true;
     supervisor.start_blocking(spec).unwrap();
     wait_running(&supervisor, "both");
+    assert!(!supervisor.preview().is_muxing(&id("both")), "nobody watches yet");
     let viewer = supervisor.preview().subscribe(&id("both")).unwrap();
     let report = probe_rtmp(&rtmp.url("both"), 3.0);
     assert_watchable(&report, 640, 360);
@@ -467,6 +456,19 @@ fn rtmp_and_preview_at_once() {
     assert_eq!(preview.video.unwrap().codec, "h264");
     let status = supervisor.status(&id("both")).unwrap();
     assert_eq!((status.output, status.preview_path.as_deref()), (Some(rtmp.url("both")), Some("/live/both.flv")));
+
+    // The viewer left: the preview's muxer stops after the linger, and the RTMP output carries on untouched
+    // (closing one output must not cut another's writes short).
+    wait_for(Duration::from_secs(30), "the preview muxer to stop", || {
+        (!supervisor.preview().is_muxing(&id("both"))).then_some(())
+    });
+    let frames = supervisor.status(&id("both")).unwrap().totals.video_frames_out;
+    wait_for(Duration::from_secs(10), "two more seconds of frames", || {
+        (supervisor.status(&id("both"))?.totals.video_frames_out > frames + 50).then_some(())
+    });
+    let status = supervisor.status(&id("both")).unwrap();
+    assert_eq!((status.state, status.restarts, status.last_error), (WorkerState::Running, 0, None));
+    assert_watchable(&probe_rtmp(&rtmp.url("both"), 2.0), 640, 360);
     supervisor.stop_blocking(&id("both")).unwrap();
 }
 

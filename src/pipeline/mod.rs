@@ -473,6 +473,13 @@ impl<'a> Session<'a> {
                 | Halt::Ffmpeg { stage: Stage::ReadInput, .. })
         );
         if camera_lost && self.slate_on_loss && self.mains > 0 && self.first_frame_sent {
+            // Preview viewers arriving while the camera is away see the slate too: it gets a preview muxer to
+            // write to (stopped again after the camera's return once nobody watches).
+            if self.spec.preview {
+                if let Err(e) = self.start_preview(false) {
+                    debug!(camera = %self.spec.id, "no preview during the slate: {e:?}");
+                }
+            }
             let size = self.output_size();
             let held = HeldOutputs {
                 outputs: std::mem::take(&mut self.outputs),
@@ -606,24 +613,7 @@ impl<'a> Session<'a> {
         // While no muxer runs, nothing prunes viewers that left: count them (under the lock) before starting.
         if channel.watched() && (self.preview_running || channel.viewers() > 0) {
             self.unwatched_since = None;
-            if self.preview_running {
-                return Ok(());
-            }
-            let interrupter = &self.output_interrupter;
-            let mut output =
-                FlvOutput::open_preview(Arc::clone(channel), Arc::clone(interrupter), self.spec.timeouts.write())
-                    .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?;
-            add_streams(&mut output, &self.video, self.audio.as_ref())?;
-            output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, interrupter))?;
-            let (cached, _) = channel.gop_packets();
-            for (track, mut packet, time_base) in cached {
-                output
-                    .write(track, &mut packet, time_base)
-                    .map_err(|e| write_halt(Stage::WriteOutput, e, interrupter))?;
-            }
-            self.outputs.push(output);
-            self.preview_running = true;
-            debug!(camera = %self.spec.id, "preview muxer started for a viewer");
+            self.start_preview(true)?;
         } else if self.preview_running {
             let since = *self.unwatched_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= PREVIEW_LINGER && channel.end_flv_if_unwatched() {
@@ -637,6 +627,28 @@ impl<'a> Session<'a> {
                 debug!(camera = %self.spec.id, "preview muxer stopped: no viewers");
             }
         }
+        Ok(())
+    }
+
+    /// Starts the preview's muxer, unless it runs already or the camera has no preview channel; `replay`: from
+    /// the cached GOP (for a viewer of the camera; not for the offline slate, which starts with its own keyframe).
+    fn start_preview(&mut self, replay: bool) -> Result<(), Halt> {
+        let Some(channel) = self.channel.as_ref().filter(|_| !self.preview_running) else { return Ok(()) };
+        // An interrupter of its own: finishing this muxer when its viewers have gone sets a finishing deadline,
+        // which must not cap the RTMP outputs' writes.
+        let interrupter = Interrupter::fenced(Arc::clone(&self.stop), self.fence.clone());
+        let mut output =
+            FlvOutput::open_preview(Arc::clone(channel), Arc::clone(&interrupter), self.spec.timeouts.write())
+                .map_err(|e| Halt::ffmpeg(Stage::OpenOutput, e))?;
+        add_streams(&mut output, &self.video, self.audio.as_ref())?;
+        output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &interrupter))?;
+        let (cached, _) = if replay { channel.gop_packets() } else { Default::default() };
+        for (track, mut packet, time_base) in cached {
+            output.write(track, &mut packet, time_base).map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
+        }
+        self.outputs.push(output);
+        self.preview_running = true;
+        debug!(camera = %self.spec.id, replay, "preview muxer started");
         Ok(())
     }
 

@@ -184,6 +184,11 @@ impl Channel {
         state.viewers.len()
     }
 
+    /// Whether the camera thread runs the FLV muxer for this channel now.
+    pub fn muxing(&self) -> bool {
+        self.lock().header.is_some()
+    }
+
     /// Whether anyone watches (or waits to): the camera thread's cue to run the FLV muxer. One atomic load.
     pub fn watched(&self) -> bool {
         self.watching.load(Ordering::Acquire) > 0

@@ -151,6 +151,11 @@ impl PreviewHub {
             .map_or((0, 0), |e| (e.channel.viewers(), e.channel.dropped_viewers()))
     }
 
+    /// Whether `id`'s preview muxer runs now: while someone watches, and for a few seconds after the last left.
+    pub fn is_muxing(&self, id: &CameraId) -> bool {
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|e| e.channel.muxing())
+    }
+
     /// Preview viewers of all cameras now.
     pub fn total_viewers(&self) -> usize {
         self.viewers.load(Ordering::Acquire)

@@ -8,6 +8,7 @@
 //! - [`probe`]: what a viewer of an RTMP/RTSP URL or an .flv file gets.
 //! - [`wait_for`]: polling a condition with a deadline.
 //! - [`ChildGuard`]: a child process that dies with the test binary.
+//! - [`record_viewer`]: what a viewer of the built-in preview gets, into a file.
 //!
 //! Every server binds 127.0.0.1 on a fresh port, so tests can run in parallel,
 //! and is stopped when dropped.
@@ -19,6 +20,7 @@
 pub mod etcd;
 pub mod net;
 pub mod poll;
+pub mod preview;
 pub mod probe;
 pub mod process;
 pub mod rtmp;
@@ -27,6 +29,7 @@ pub mod rtsp;
 pub use etcd::Etcd;
 pub use net::{FreezableRelay, SilentServer, free_port, wait_for_port};
 pub use poll::wait_for;
+pub use preview::record_viewer;
 pub use probe::{
     AudioReport, DecodeReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, decode,
     first_video_packet, init_ffmpeg, probe,
