@@ -158,6 +158,24 @@ impl Node {
         let cameras = self.get("/api/v1/cameras").await;
         cameras.as_array().unwrap().iter().map(|c| (c["id"].as_str().unwrap().to_owned(), c.clone())).collect()
     }
+
+    /// The node running camera `id`, once this node knows it (its view follows etcd's watch, so a write made
+    /// through another node reaches it a moment later).
+    async fn owner_of(&self, id: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        loop {
+            let cameras = self.cameras().await;
+            if let Some(owner) = cameras.get(id).and_then(|c| c["node"].as_str()) {
+                return owner.to_owned();
+            }
+            assert!(
+                Instant::now() < until,
+                "node {} does not know {id}'s owner within {within:?}: {cameras:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The servers every scenario needs, and its nodes.
@@ -618,7 +636,7 @@ async fn every_node_answers_for_the_camera_s_node_old_routes_hooks_and_previews_
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
-    let owner = nodes[1].cameras().await["old"]["node"].as_str().unwrap().to_owned();
+    let owner = nodes[1].owner_of("old", Duration::from_secs(10)).await;
     assert_eq!(body["flv_data"], format!("http://origin-{owner}:8080/live/livestreamold.flv"), "{body}");
 
     // The preview and snapshots of a camera are where it runs: the other node redirects there.
