@@ -252,6 +252,40 @@ async fn a_warm_camera_starts_its_first_viewer_from_the_cached_keyframe() {
     gateway.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_camera_s_output_failure_is_reported_as_what_it_was() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let gateway = Gateway::new(supervisor(), GatewaySettings::default(), None);
+    let mut warm = spec("wf", &rtsp.url(mount::H264), &rtmp);
+    warm.video.mode = VideoMode::Copy;
+    warm.audio.mode = AudioMode::None;
+    // Short: the session's own connection deadline has long passed when the output fails.
+    warm.timeouts.open_ms = 3000;
+    gateway.put(warm, RunMode::Warm).await.unwrap();
+    let supervisor = gateway.supervisor().clone();
+    let status = move |what: &'static str, done: fn(&CameraStatus) -> bool| {
+        let supervisor = supervisor.clone();
+        tokio::task::spawn_blocking(move || status_where(&supervisor, "wf", what, done))
+    };
+    status("connected", |s| s.state == WorkerState::Running).await.unwrap();
+    gateway.viewer_joined("live", "livestreamwf", "player-1").unwrap();
+    let url = rtmp.url("livestreamwf");
+    tokio::task::spawn_blocking(move || first_video_packet(&url, Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the warm camera publishes for its viewer");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(gateway.status(&id("wf")).unwrap().restarts, 0, "one session throughout");
+    // The RTMP server goes away under the output: a write fails with the socket's error, not a deadline.
+    drop(rtmp);
+    let failed = status("the output failure", |s| s.last_error.is_some()).await.unwrap();
+    let error = failed.last_error.unwrap();
+    assert!(error.contains("output"), "{error}");
+    assert!(!error.contains("timed out"), "a broken connection is not a timeout: {error}");
+    gateway.shutdown().await;
+}
+
 #[test]
 fn late_and_missing_audio_never_stall_the_video() {
     let rtsp = RtspServer::start();

@@ -343,6 +343,25 @@ fn copy_mode_refuses_h265_with_a_reason() {
 }
 
 #[test]
+fn a_camera_too_slow_to_probe_within_open_ms_times_out_opening() {
+    let rtsp = RtspServer::start();
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("slowprobe", &rtsp.url("h264"), "out.flv").unwrap();
+    // Probing a live 25 fps camera reads about a second of it: half a second is too short.
+    spec.timeouts.open_ms = 500;
+    spec.retry.initial_backoff_ms = 60_000;
+    spec.retry.max_backoff_ms = 60_000;
+    supervisor.start_blocking(spec).unwrap();
+    let status = wait_for(Duration::from_secs(15), "the failure", || {
+        supervisor.status(&id("slowprobe")).filter(|s| s.last_error.is_some())
+    });
+    let error = status.last_error.unwrap();
+    assert!(error.contains("timed out after 500ms"), "an interrupted probe is a timeout, not an ended camera: {error}");
+    assert_eq!(status.totals.video_frames_out, 0);
+    supervisor.stop_blocking(&id("slowprobe")).unwrap();
+}
+
+#[test]
 fn invalid_specs_are_refused_before_anything_starts() {
     let supervisor = supervisor();
     let mut spec = StreamSpec::new("x", "rtsp://127.0.0.1/s", "out.flv").unwrap();

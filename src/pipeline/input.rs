@@ -250,7 +250,14 @@ fn open(
         },
     );
     options.set("user_agent", concat!("camgate/", env!("CARGO_PKG_VERSION")));
-    format::input_with_interrupt_and_dictionary(target, interrupter.callback(), options)
+    let input = format::input_with_interrupt_and_dictionary(target, interrupter.callback(), options)?;
+    // Stream probing cut short by the interrupter still "succeeds" (FFmpeg takes the interrupted read for the
+    // end of the stream) and leaves a demuxer whose next read says end of stream: report the interruption —
+    // a timeout or a stop — instead of a camera that ended.
+    if interrupter.check().is_some() {
+        return Err(ffmpeg_next::Error::Exit);
+    }
+    Ok(input)
 }
 
 /// Opens the built-in synthetic camera: libavfilter's `lavfi` input running a fixed graph — a moving test

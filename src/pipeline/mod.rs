@@ -507,6 +507,9 @@ impl<'a> Session<'a> {
             // From here the stop flag no longer cuts writes: only the finishing deadline does, and no write
             // can push it back.
             self.output_interrupter.finish_within(FINISH_WITHIN);
+            for output in &self.outputs {
+                output.interrupter().finish_within(FINISH_WITHIN);
+            }
             if matches!(result, Err(Halt::Stop)) {
                 let _ = self.flush(counters);
             }
@@ -659,7 +662,6 @@ impl<'a> Session<'a> {
         observer: &mut dyn Observer,
     ) -> Result<(), Halt> {
         let outputs = &mut self.outputs;
-        let interrupter = &self.output_interrupter;
         let first_frame_sent = &mut self.first_frame_sent;
         let channel = self.channel.as_deref();
         let mut silence = self.silence.as_mut();
@@ -675,7 +677,7 @@ impl<'a> Session<'a> {
             if let Some(channel) = channel {
                 channel.remember(Track::Video, packet, time_base);
             }
-            let delivery = deliver(outputs, interrupter, counters, Track::Video, packet, time_base)?;
+            let delivery = deliver(outputs, counters, Track::Video, packet, time_base)?;
             if delivery != Delivery::Dropped {
                 if let (Delivery::Written, Some(read)) = (delivery, read) {
                     counters.latency.record(read.elapsed());
@@ -690,7 +692,7 @@ impl<'a> Session<'a> {
                     if let Some(channel) = channel {
                         channel.remember(Track::Audio, packet, time_base);
                     }
-                    deliver(outputs, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
+                    deliver(outputs, counters, Track::Audio, packet, time_base).map(|_| ())
                 })?;
             }
             Ok(())
@@ -724,7 +726,6 @@ impl<'a> Session<'a> {
         observer: &mut dyn Observer,
     ) -> Result<(), Halt> {
         let outputs = &mut self.outputs;
-        let interrupter = &self.output_interrupter;
         let channel = self.channel.as_deref();
         let mut silence = self.silence.as_mut();
         let mut emit = |packet: &mut Packet, time_base: Rational| {
@@ -741,7 +742,7 @@ impl<'a> Session<'a> {
             if let Some(channel) = channel {
                 channel.remember(Track::Audio, packet, time_base);
             }
-            deliver(outputs, interrupter, counters, Track::Audio, packet, time_base).map(|_| ())
+            deliver(outputs, counters, Track::Audio, packet, time_base).map(|_| ())
         };
         let result = match &mut self.audio {
             None => return Ok(()),
@@ -782,16 +783,13 @@ impl<'a> Session<'a> {
     /// Pushes out what the encoders still hold, after a stop.
     fn flush(&mut self, counters: &Counters) -> Result<(), Halt> {
         let outputs = &mut self.outputs;
-        let interrupter = &self.output_interrupter;
         if let VideoPath::Transcode(transcoder) = &mut self.video {
             let time_base = transcoder.time_base();
-            transcoder
-                .flush(&mut |p, _| deliver(outputs, interrupter, counters, Track::Video, p, time_base).map(|_| ()))?;
+            transcoder.flush(&mut |p, _| deliver(outputs, counters, Track::Video, p, time_base).map(|_| ()))?;
         }
         if let Some(AudioPath::Transcode(transcoder)) = &mut self.audio {
             let time_base = transcoder.time_base();
-            transcoder
-                .flush(&mut |p| deliver(outputs, interrupter, counters, Track::Audio, p, time_base).map(|_| ()))?;
+            transcoder.flush(&mut |p| deliver(outputs, counters, Track::Audio, p, time_base).map(|_| ()))?;
         }
         Ok(())
     }
@@ -813,7 +811,6 @@ enum Delivery {
 /// the pipeline, the camera's GOP cache).
 fn deliver(
     outputs: &mut [FlvOutput],
-    interrupter: &Interrupter,
     counters: &Counters,
     track: Track,
     packet: &mut Packet,
@@ -823,21 +820,21 @@ fn deliver(
         Track::Video => (&counters.video_frames_out, &counters.video_dropped),
         Track::Audio => (&counters.audio_frames_out, &counters.audio_dropped),
     };
-    let mut result = Ok(Written::Dropped);
-    if outputs.is_empty() {
+    let Some((last, others)) = outputs.split_last_mut() else {
         Counters::add(written, 1);
         return Ok(Delivery::Kept);
+    };
+    // A failed write is explained by the failing output's own interrupter (a warm camera's output and the
+    // preview's muxer each have one).
+    for output in others {
+        // The muxer takes ownership of the reference it is given: each output gets its own reference to the
+        // same data.
+        let mut copy = share(packet);
+        output
+            .write(track, &mut copy, time_base)
+            .map_err(|e| write_halt(Stage::WriteOutput, e, output.interrupter()))?;
     }
-    if let Some((last, others)) = outputs.split_last_mut() {
-        for output in others {
-            // The muxer takes ownership of the reference it is given: each output gets its own reference to
-            // the same data.
-            let mut copy = share(packet);
-            output.write(track, &mut copy, time_base).map_err(|e| write_halt(Stage::WriteOutput, e, interrupter))?;
-        }
-        result = last.write(track, packet, time_base);
-    }
-    match result {
+    match last.write(track, packet, time_base) {
         Ok(Written::Yes(bytes)) => {
             Counters::add(written, 1);
             Counters::add(&counters.bytes_out, bytes as u64);
@@ -847,7 +844,7 @@ fn deliver(
             Counters::add(dropped, 1);
             Ok(Delivery::Dropped)
         }
-        Err(e) => Err(write_halt(Stage::WriteOutput, e, interrupter)),
+        Err(e) => Err(write_halt(Stage::WriteOutput, e, last.interrupter())),
     }
 }
 
