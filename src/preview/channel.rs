@@ -133,6 +133,7 @@ impl Channel {
         }
         state.remember(&tag);
         let before = state.viewers.len();
+        let mut too_slow = 0;
         state.viewers.retain_mut(|slot| {
             if slot.awaiting_header {
                 return !slot.queue.is_closed();
@@ -144,11 +145,19 @@ impl Channel {
                 return true;
             }
             // Full means too slow, closed means gone: either way the viewer leaves.
-            slot.queue.try_send(tag.bytes.clone()).is_ok()
+            match slot.queue.try_send(tag.bytes.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    too_slow += 1;
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
         });
-        let left = before - state.viewers.len();
-        if left > 0 {
-            self.dropped_viewers.fetch_add(left as u64, Ordering::Relaxed);
+        if too_slow > 0 {
+            self.dropped_viewers.fetch_add(too_slow, Ordering::Relaxed);
+        }
+        if state.viewers.len() != before {
             self.count(&state);
         }
     }
@@ -365,6 +374,10 @@ mod tests {
         assert_eq!(channel.viewers(), 1);
         assert_eq!(channel.dropped_viewers(), 1);
         drop(slow);
+        // A viewer that leaves is gone, not dropped.
+        drop(fast);
+        feed(&channel, &mut splitter, &tag(8, &[0xaf, 1, 0]));
+        assert_eq!((channel.viewers(), channel.dropped_viewers()), (0, 1));
     }
 
     #[test]
