@@ -261,7 +261,7 @@ async fn a_warm_camera_s_output_failure_is_reported_as_what_it_was() {
     warm.video.mode = VideoMode::Copy;
     warm.audio.mode = AudioMode::None;
     // Short: the session's own connection deadline has long passed when the output fails.
-    warm.timeouts.open_ms = 3000;
+    warm.timeouts.open_ms = 5000;
     gateway.put(warm, RunMode::Warm).await.unwrap();
     let supervisor = gateway.supervisor().clone();
     let status = move |what: &'static str, done: fn(&CameraStatus) -> bool| {
@@ -275,7 +275,7 @@ async fn a_warm_camera_s_output_failure_is_reported_as_what_it_was() {
         .await
         .unwrap()
         .expect("the warm camera publishes for its viewer");
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     assert_eq!(gateway.status(&id("wf")).unwrap().restarts, 0, "one session throughout");
     // The RTMP server goes away under the output: a write fails with the socket's error, not a deadline.
     drop(rtmp);
