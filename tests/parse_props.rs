@@ -102,11 +102,17 @@ proptest! {
         let again: SourceUrl = canonical.parse().expect("the canonical form parses");
         prop_assert_eq!(again.expose(), canonical.as_str(), "canonical form is a fixed point");
         prop_assert_eq!(again.host_port(), url.host_port());
-        // The password never shows, whatever the user info looked like.
+        // The password never shows, whatever the user info looked like — unless the same characters are also
+        // in the host, the path or the query, which are not secret (`rtsp://u:127.1@cam/127.1`).
         if let Ok(parsed) = url::Url::parse(&canonical)
             && let Some(password) = parsed.password().filter(|p| p.len() > 3)
         {
-            prop_assert!(!url.redacted().contains(password), "{} shows {}", url.redacted(), password);
+            let mut public = parsed.clone();
+            let _ = public.set_username("");
+            let _ = public.set_password(None);
+            if !public.as_str().contains(password) {
+                prop_assert!(!url.redacted().contains(password), "{} shows {}", url.redacted(), password);
+            }
         }
     }
 
