@@ -234,12 +234,11 @@ struct Session<'a> {
     spec: &'a StreamSpec,
     // `outputs` are declared before `input` so the muxers are closed first: its trailer must not wait on a camera.
     /// RTMP/file outputs and/or the preview's muxer; empty once finished. The RTMP/file outputs (the output
-    /// and the extra outputs), when connected, come first; the preview's, while it runs, last.
+    /// and the extra outputs), when connected, come first; the preview's, while it runs, last (see
+    /// [`Session::preview_running`]).
     outputs: Vec<FlvOutput>,
     /// How many of `outputs` are RTMP/file outputs (a warm camera's are connected only while its gate is open).
     mains: usize,
-    /// Whether the last of `outputs` is the preview's muxer (it runs only while someone watches).
-    preview_running: bool,
     /// Since when the running preview has had no viewer.
     unwatched_since: Option<Instant>,
     /// A warm camera's gate.
@@ -253,7 +252,6 @@ struct Session<'a> {
     fence: Fence,
     /// Silence for the gaps in the camera's audio, when the output carries audio (see [`silence`]).
     silence: Option<SilenceFiller>,
-    output_interrupter: Arc<Interrupter>,
     input: ffmpeg_next::format::context::Input,
     input_interrupter: Arc<Interrupter>,
     video_index: usize,
@@ -354,7 +352,7 @@ impl<'a> Session<'a> {
         };
         let slate_on_loss = spec.offline_slate && taps.gate.is_none() && (audio.is_none() || held_audio.is_some());
         // Outputs the offline slate kept connected carry on with this session, if its streams fit them.
-        let (mut outputs, output_interrupter, announce, held_mains) = match slate.take().and_then(Slate::take) {
+        let (mut outputs, announce, held_mains) = match slate.take().and_then(Slate::take) {
             Some(held) if held.audio == held_audio && audio.is_some() == held.audio.is_some() => {
                 let held_mains = held.mains;
                 let mut outputs = held.outputs;
@@ -362,32 +360,31 @@ impl<'a> Session<'a> {
                     output.rejoin();
                 }
                 info!(camera = %spec.id, "camera back: its outputs leave the offline slate");
-                let interrupter = outputs.first().map(|o| Arc::clone(o.interrupter()));
-                let interrupter = interrupter.unwrap_or_else(|| Interrupter::fenced(Arc::clone(stop), fence.clone()));
-                (outputs, interrupter, Some(extradata(&video_parameters(&video.path)).to_vec()), held_mains)
+                (outputs, Some(extradata(&video_parameters(&video.path)).to_vec()), held_mains)
             }
             other => {
                 if let Some(held) = other {
                     info!(camera = %spec.id, "camera back with another audio format: its outputs reconnect");
                     held.finish(&spec.id);
                 }
-                (Vec::with_capacity(2), Interrupter::fenced(Arc::clone(stop), fence.clone()), None, 0)
+                (Vec::with_capacity(2), None, 0)
             }
         };
         let reused = announce.is_some();
         let mains = if reused {
             held_mains
         } else {
-            output_interrupter.arm(spec.timeouts.open());
             // A warm camera with its gate closed connects only to the camera (and the preview).
             if taps.gate.is_none_or(OutputGate::is_open) {
-                outputs = open_mains(spec, &video.path, audio_path, &output_interrupter)?;
+                let interrupter = Interrupter::fenced(Arc::clone(stop), fence.clone());
+                interrupter.arm(spec.timeouts.open());
+                outputs = open_mains(spec, &video.path, audio_path, &interrupter)?;
             }
             outputs.len()
         };
         // The preview's muxer starts when someone watches (`follow_viewers`); one the offline slate kept running
         // for its viewers carries on.
-        let preview_running = reused && outputs.len() > mains;
+        let preview_running = outputs.len() > mains;
         let gate = taps.gate.filter(|_| spec.output.is_some());
         let channel = taps.preview.cloned().or_else(|| gate.map(|_| Arc::new(Channel::default())));
         if let Some(channel) = &channel {
@@ -433,14 +430,12 @@ impl<'a> Session<'a> {
             spec,
             outputs,
             mains,
-            preview_running,
             unwatched_since: None,
             gate,
             channel,
             stop: Arc::clone(stop),
             fence: fence.clone(),
             silence,
-            output_interrupter,
             input,
             input_interrupter,
             video_index,
@@ -503,10 +498,10 @@ impl<'a> Session<'a> {
                 | Halt::Timeout { stage: Stage::WriteOutput, .. }
                 | Halt::Fenced)
         );
+        let preview_was_running = self.preview_running();
         if !output_broken {
             // From here the stop flag no longer cuts writes: only the finishing deadline does, and no write
             // can push it back.
-            self.output_interrupter.finish_within(FINISH_WITHIN);
             for output in &self.outputs {
                 output.interrupter().finish_within(FINISH_WITHIN);
             }
@@ -519,7 +514,7 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        if let Some(channel) = self.channel.as_ref().filter(|_| self.preview_running) {
+        if let Some(channel) = self.channel.as_ref().filter(|_| preview_was_running) {
             channel.end_flv();
         }
         result
@@ -608,16 +603,21 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Whether the preview's muxer runs: it is the output after the RTMP/file outputs.
+    fn preview_running(&self) -> bool {
+        self.outputs.len() > self.mains
+    }
+
     /// Runs the preview's muxer while someone watches: started for the first viewer — from the cached GOP, so
     /// the viewer's first frame is a keyframe at once — and finished once the last has been gone for
     /// [`PREVIEW_LINGER`]. A camera nobody watches pays for no muxer.
     fn follow_viewers(&mut self) -> Result<(), Halt> {
         let Some(channel) = &self.channel else { return Ok(()) };
         // While no muxer runs, nothing prunes viewers that left: count them (under the lock) before starting.
-        if channel.watched() && (self.preview_running || channel.viewers() > 0) {
+        if channel.watched() && (self.preview_running() || channel.viewers() > 0) {
             self.unwatched_since = None;
             self.start_preview(true)?;
-        } else if self.preview_running {
+        } else if self.preview_running() {
             let since = *self.unwatched_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= PREVIEW_LINGER && channel.end_flv_if_unwatched() {
                 if let Some(output) = self.outputs.pop() {
@@ -625,7 +625,6 @@ impl<'a> Session<'a> {
                         debug!(camera = %self.spec.id, "preview trailer not written: {e:?}");
                     }
                 }
-                self.preview_running = false;
                 self.unwatched_since = None;
                 debug!(camera = %self.spec.id, "preview muxer stopped: no viewers");
             }
@@ -636,7 +635,7 @@ impl<'a> Session<'a> {
     /// Starts the preview's muxer, unless it runs already or the camera has no preview channel; `replay`: from
     /// the cached GOP (for a viewer of the camera; not for the offline slate, which starts with its own keyframe).
     fn start_preview(&mut self, replay: bool) -> Result<(), Halt> {
-        let Some(channel) = self.channel.as_ref().filter(|_| !self.preview_running) else { return Ok(()) };
+        let Some(channel) = self.channel.as_ref().filter(|_| !self.preview_running()) else { return Ok(()) };
         // An interrupter of its own: finishing this muxer when its viewers have gone sets a finishing deadline,
         // which must not cap the RTMP outputs' writes.
         let interrupter = Interrupter::fenced(Arc::clone(&self.stop), self.fence.clone());
@@ -650,7 +649,6 @@ impl<'a> Session<'a> {
             output.write(track, &mut packet, time_base).map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
         }
         self.outputs.push(output);
-        self.preview_running = true;
         debug!(camera = %self.spec.id, replay, "preview muxer started");
         Ok(())
     }
@@ -898,7 +896,7 @@ fn audio_parameters(audio: &AudioPath) -> ffmpeg_next::codec::Parameters {
 }
 
 /// A stream's extradata (H.264: SPS/PPS; AAC: AudioSpecificConfig); empty if it has none.
-fn extradata(parameters: &ffmpeg_next::codec::Parameters) -> &[u8] {
+pub(crate) fn extradata(parameters: &ffmpeg_next::codec::Parameters) -> &[u8] {
     // SAFETY: the parameters are valid; `extradata` points to `extradata_size` readable bytes when non-null,
     // owned by the parameters, which the returned slice borrows.
     unsafe {

@@ -115,14 +115,7 @@ impl Channel {
             Piece::FileHeader(header) => {
                 // A new muxer: viewers of an earlier one end (their player reconnects: timestamps restart and
                 // codecs may differ); viewers waiting for this one start here.
-                let mut viewers = std::mem::take(&mut state.viewers);
-                viewers.retain_mut(|slot| {
-                    let admitted = slot.awaiting_header && slot.queue.try_send(header.clone()).is_ok();
-                    slot.awaiting_header = false;
-                    slot.has_keyframe = false;
-                    admitted
-                });
-                *state = State { header: Some(header), viewers, ..State::default() };
+                state.restart(Some(header));
                 self.count(&state);
                 return;
             }
@@ -219,9 +212,7 @@ impl Channel {
     /// awaiting a muxer stay for the next.
     pub fn end_flv(&self) {
         let mut state = self.lock();
-        let mut viewers = std::mem::take(&mut state.viewers);
-        viewers.retain(|slot| slot.awaiting_header && !slot.queue.is_closed());
-        *state = State { viewers, ..State::default() };
+        state.restart(None);
         self.count(&state);
     }
 
@@ -276,6 +267,22 @@ impl Channel {
 }
 
 impl State {
+    /// Starts over for a muxer that starts with `header` (`None`: no muxer). Only viewers awaiting a muxer
+    /// stay; with a header they get it now.
+    fn restart(&mut self, header: Option<Bytes>) {
+        let mut viewers = std::mem::take(&mut self.viewers);
+        viewers.retain_mut(|slot| {
+            if !slot.awaiting_header {
+                return false;
+            }
+            let Some(header) = &header else { return !slot.queue.is_closed() };
+            slot.awaiting_header = false;
+            slot.has_keyframe = false;
+            slot.queue.try_send(header.clone()).is_ok()
+        });
+        *self = State { header, viewers, ..State::default() };
+    }
+
     fn remember(&mut self, tag: &Tag) {
         match tag.kind {
             TagKind::Script => self.script = Some(tag.bytes.clone()),

@@ -117,15 +117,7 @@ mod tests {
         let mut input = ffmpeg_next::format::input(&path).expect("the recording");
         let stream = input.streams().best(ffmpeg_next::media::Type::Video).unwrap();
         let index = stream.index();
-        // SAFETY: the parameters are valid; `extradata` points to `extradata_size` readable bytes when non-null.
-        let extradata = unsafe {
-            let par = &*stream.parameters().as_ptr();
-            if par.extradata.is_null() {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(par.extradata, par.extradata_size as usize).to_vec()
-            }
-        };
+        let extradata = crate::pipeline::extradata(&stream.parameters()).to_vec();
         let mut video = Vec::new();
         for (stream, packet) in input.packets() {
             if stream.index() != index {

@@ -84,7 +84,6 @@ impl ChildGuard {
         &mut self.child
     }
 
-    /// `Some(status)` once the child has exited (reaping it), `None` while it runs.
     /// Waits until something accepts connections on 127.0.0.1:`port`: an error naming the process if it exits
     /// first or nothing listens within `within`.
     pub fn wait_listening(&mut self, port: u16, within: Duration) -> Result<(), String> {
@@ -95,6 +94,7 @@ impl ChildGuard {
         })
     }
 
+    /// `Some(status)` once the child has exited (reaping it), `None` while it runs.
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
