@@ -216,12 +216,18 @@ impl Rig {
     }
 
     /// Which node runs each camera, from every live node's own list; panics if a camera runs on two.
+    ///
+    /// The lists are read one after the other, so a camera handed over between two reads shows on both: when
+    /// one shows on a second node, the first is asked again, and only if it still runs it did both run it at
+    /// the time of the second read. (nginx's "already publishing", [`Rig::duplicates`], is the other witness.)
     async fn runners(&self) -> BTreeMap<String, String> {
         let mut runners = BTreeMap::new();
         for node in self.live_nodes() {
             for id in node.running_here().await {
-                if let Some(other) = runners.insert(id.clone(), node.name.clone()) {
-                    panic!("camera {id} runs on {other} and {}", node.name);
+                if let Some(other) = runners.insert(id.clone(), node.name.clone())
+                    && self.node(&other).running_here().await.contains(&id)
+                {
+                    panic!("camera {id} runs on {other} and {}\n{}", node.name, self.logs());
                 }
             }
         }
@@ -711,4 +717,101 @@ where
         assert!(Instant::now() < until, "{what}: not within 20 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A node built with the library, as an embedder builds one, with the fault hook only a library user has.
+async fn library_node(
+    name: &str,
+    etcd: &Etcd,
+    rtmp: &RtmpServer,
+    faults: camgate::runtime::Faults,
+) -> (std::sync::Arc<camgate::gateway::cluster::ClusterNode>, camgate::Gateway) {
+    let config = camgate::gateway::config::Config::from_toml(&format!(
+        r#"
+rtmp_base = "rtmp://127.0.0.1:{rtmp}"
+max_cameras = 10
+cpu_cores = 2
+stop_timeout_ms = 600
+[camera_hosts]
+allow = ["127.0.0.0/8"]
+[cluster]
+etcd_endpoints = ["{etcd}"]
+node = "{name}"
+advertise_url = "http://127.0.0.1:9"
+lease_ttl_ms = {ttl}
+"#,
+        rtmp = rtmp.port(),
+        etcd = etcd.endpoint(),
+        ttl = TTL.as_millis(),
+    ))
+    .unwrap();
+    let supervisor = camgate::Supervisor::new(camgate::SupervisorConfig { faults, ..config.supervisor_config() });
+    let fence = supervisor.config().fence.clone();
+    let gateway = camgate::Gateway::new(supervisor, camgate::gateway::GatewaySettings::from_config(&config), None);
+    let node = camgate::gateway::cluster::ClusterNode::start(&config, gateway.clone(), fence).await.unwrap();
+    (node, gateway)
+}
+
+/// Whether `node` runs camera `id` itself (alive: not stopped or failed).
+fn runs_here(node: &camgate::gateway::cluster::ClusterNode, id: &str) -> bool {
+    node.local_statuses().iter().any(|s| {
+        s.id.as_str() == id
+            && matches!(
+                s.state,
+                camgate::WorkerState::Starting
+                    | camgate::WorkerState::Running
+                    | camgate::WorkerState::Reconnecting
+                    | camgate::WorkerState::Stopping
+                    | camgate::WorkerState::Stuck
+            )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_whose_thread_will_not_stop_is_not_handed_over_until_it_has() {
+    let _turn = SERIAL.lock().await;
+    let etcd = Etcd::start();
+    let rtmp = RtmpServer::start();
+    // Node a's camera sessions block in a call that never looks at the stop flag, until `hold` is cleared:
+    // a stop of the camera times out (stop_timeout_ms 600) and the thread stays, as a stuck driver's would.
+    let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let faults = {
+        let hold = std::sync::Arc::clone(&hold);
+        camgate::runtime::Faults {
+            on_session: Some(std::sync::Arc::new(move |_: &camgate::CameraId, _: u32| {
+                while hold.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })),
+        }
+    };
+    let (a, gateway_a) = library_node("a", &etcd, &rtmp, faults).await;
+    let id: camgate::CameraId = "stuck".parse().unwrap();
+    let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
+    gateway_a.put_request(id.clone(), &request).await.unwrap();
+    rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
+    let (b, _gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
+
+    // Drain a: its stop of the camera times out, and the thread is still there.
+    a.set_draining("a", true).await.unwrap();
+    rig_wait(
+        || async { gateway_a.supervisor().status(&id).is_some_and(|s| s.state == camgate::WorkerState::Stuck) },
+        "a's stop to time out",
+    )
+    .await;
+    // Over several reconcile rounds of both nodes and claim steps of b: a keeps the camera, b does not run it.
+    let watch_until = Instant::now() + CLAIM_STEP * 8;
+    while Instant::now() < watch_until {
+        assert!(!runs_here(&b, "stuck"), "b started the camera while a's thread still runs it");
+        assert!(b.remote_owner(&id).is_some(), "a gave the camera up while its thread still runs it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(runs_here(&a, "stuck"));
+
+    // The call returns, the thread exits: a hands the camera over and b runs it.
+    hold.store(false, std::sync::atomic::Ordering::Relaxed);
+    rig_wait(|| async { runs_here(&b, "stuck") }, "the camera to move to b once a's thread exited").await;
+    assert!(gateway_a.supervisor().status(&id).is_none(), "a's thread is gone");
+    b.leave().await;
+    a.leave().await;
 }

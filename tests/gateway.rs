@@ -362,6 +362,27 @@ async fn every_stop_of_a_stuck_camera_is_answered_within_the_stop_timeout() {
     gateway.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_the_disk_refuses_to_save_still_stops_the_camera() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = camgate::gateway::store::StateFile::open(dir.path()).unwrap();
+    let gateway = Gateway::new(Supervisor::new(common::rig()), GatewaySettings::default(), Some(store));
+    gateway.put(dead_spec("d"), RunMode::Always).await.unwrap();
+    wait_for(Duration::from_secs(5), "the camera thread", || (camera_threads("d") == 1).then_some(()));
+    // The state file's place taken by a directory: the next save cannot replace it (root or not).
+    let state = dir.path().join(camgate::gateway::store::STATE_FILE);
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir_all(state.join("in-the-way")).unwrap();
+
+    let removed = gateway.remove(&id("d")).await;
+    assert!(matches!(removed, Err(GatewayError::NotSaved { .. })), "{removed:?}");
+    // Applied all the same: gone from the desired set, and its thread stopped.
+    assert!(!gateway.is_desired(&id("d")));
+    assert!(gateway.supervisor().status(&id("d")).is_none(), "the camera still runs");
+    assert_eq!(camera_threads("d"), 0);
+    gateway.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Policy waits on the injected clock.
 

@@ -466,11 +466,12 @@ impl Gateway {
             self.inner.supervisor.viewer_counts().set(id, 0);
             desired.remove(id)
         };
-        if removed.is_some() {
-            self.save(id).await?;
-        }
+        // Saved before the stop, reported after it: a disk that refuses the write must not leave running a
+        // camera that is gone from the desired set.
+        let saved = if removed.is_some() { self.save(id).await } else { Ok(()) };
         let stopped = self.inner.supervisor.stop(id).await;
         self.inner.supervisor.output_gates().remove(id);
+        saved?;
         let outcome = match stopped {
             Ok(status) => RemoveOutcome::Stopped(Box::new(status)),
             Err(SupervisorError::NotFound(_)) if removed.is_some() => RemoveOutcome::Forgotten,

@@ -16,9 +16,10 @@
 //! **Reconcile** (on every change, and twice a second): stop what this node runs but no longer owns; run what
 //! it owns, with the current request; claim unowned cameras that fit, in placement order (the k-th best node
 //! waits k claim steps); hand cameras over one at a time while draining; publish its record when its load
-//! changes.
+//! changes. A camera is released only once its thread here has exited: one whose stop timed out stays owned
+//! (and is not run anywhere else) until it has.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -30,8 +31,9 @@ use super::placement::{self, Candidate};
 use super::records::CameraRecord;
 use super::view::View;
 use super::{ClusterNode, etcd, etcd_call_raw, node_record};
-use crate::gateway::cost;
+use crate::gateway::{GatewayError, cost};
 use crate::model::CameraId;
+use crate::runtime::{CameraStatus, WorkerState};
 
 /// How long the k-th best node waits, per rank, before it claims an unowned camera.
 pub const CLAIM_STEP: Duration = Duration::from_millis(500);
@@ -246,6 +248,9 @@ async fn watch_loop(node: Arc<ClusterNode>) {
 struct Reconciler {
     /// What this node runs, by the request it runs it with.
     running: BTreeMap<CameraId, CameraRecord>,
+    /// Cameras whose stop here timed out (their thread is stuck): this node keeps owning them, and retries the
+    /// stop every round, until the thread has exited; only then may another node start them.
+    stopping: BTreeSet<CameraId>,
     /// Cameras this node could not start, and when: not claimed again for a while.
     declined: BTreeMap<CameraId, Instant>,
     /// The record last published (load, cameras, draining) and when.
@@ -283,16 +288,23 @@ async fn reconcile(node: &ClusterNode, state: &mut Reconciler) {
     let draining = view.drains.contains(me);
     let now = Instant::now();
 
+    // Stops that timed out earlier: released once the thread is gone.
+    for id in state.stopping.clone() {
+        if stop_here(node, state, &id).await && view.owned_by(&id, me, lease) {
+            release(node, &id).await;
+        }
+    }
+
     // What this node runs but does not own (any more), or that nobody wants.
     let running: Vec<CameraId> = state.running.keys().cloned().collect();
     for id in running {
         let owned = view.owned_by(&id, me, lease);
-        if !owned || !view.cameras.contains_key(&id) {
-            let _ = node.local.local_remove(&id).await;
-            state.running.remove(&id);
-            if owned {
-                release(node, &id).await;
-            }
+        if owned && view.cameras.contains_key(&id) {
+            continue;
+        }
+        // Released only once its thread has exited, and only if it is still this node's to release.
+        if stop_here(node, state, &id).await && owned {
+            release(node, &id).await;
         }
     }
 
@@ -301,17 +313,20 @@ async fn reconcile(node: &ClusterNode, state: &mut Reconciler) {
     // Only keys bound to the lease held now: after a lost lease the view may still show this node owning
     // cameras under the old one (their keys are gone in etcd, the deletions not seen yet).
     for id in view.owners.keys().filter(|id| view.owned_by(id, me, lease)).cloned() {
+        if state.stopping.contains(&id) {
+            continue;
+        }
         let Some(record) = view.cameras.get(&id) else {
             release(node, &id).await;
             continue;
         };
         if draining {
             if !handed_over {
-                let _ = node.local.local_remove(&id).await;
-                state.running.remove(&id);
-                release(node, &id).await;
-                info!(node = %me, camera = %id, "handed over (draining)");
                 handed_over = true;
+                if stop_here(node, state, &id).await {
+                    release(node, &id).await;
+                    info!(node = %me, camera = %id, "handed over (draining)");
+                }
             }
             continue;
         }
@@ -322,9 +337,9 @@ async fn reconcile(node: &ClusterNode, state: &mut Reconciler) {
                 }
                 Err(error) => {
                     warn!(node = %me, camera = %id, %error, "cannot run the camera here; releasing it");
-                    let _ = node.local.local_remove(&id).await;
-                    state.running.remove(&id);
-                    release(node, &id).await;
+                    if stop_here(node, state, &id).await {
+                        release(node, &id).await;
+                    }
                     state.declined.insert(id, now);
                 }
             }
@@ -393,6 +408,31 @@ async fn reconcile(node: &ClusterNode, state: &mut Reconciler) {
     if stale {
         publish_record(node, lease, summary.0, summary.1, summary.2).await;
         state.published = Some((summary, now));
+    }
+}
+
+/// Stops `id` on this node and forgets it; true once no thread of it runs here, so that it may be released.
+/// A stop that timed out leaves the camera in `stopping`, still owned, to be retried next round: releasing it
+/// while its thread may still write would let another node run it at the same time.
+async fn stop_here(node: &ClusterNode, state: &mut Reconciler, id: &CameraId) -> bool {
+    state.running.remove(id);
+    // A retry waits on the supervisor's word that the thread exited, without asking for (and waiting out)
+    // another stop that cannot succeed sooner.
+    let still_stopping = |s: CameraStatus| matches!(s.state, WorkerState::Stopping | WorkerState::Stuck);
+    if state.stopping.contains(id) && node.local.supervisor().status(id).is_some_and(still_stopping) {
+        return false;
+    }
+    match node.local.local_remove(id).await {
+        Ok(_) | Err(GatewayError::NotFound(_)) => {
+            state.stopping.remove(id);
+            true
+        }
+        Err(error) => {
+            if state.stopping.insert(id.clone()) {
+                warn!(node = %node.name, camera = %id, %error, "could not stop the camera; keeping it until its thread has exited");
+            }
+            false
+        }
     }
 }
 
