@@ -752,6 +752,22 @@ lease_ttl_ms = {ttl}
     (node, gateway)
 }
 
+/// Camera sessions that block in a call that never looks at the stop flag, until the flag returned is cleared:
+/// a stop of such a camera times out (the library nodes' `stop_timeout_ms` is 600) and its thread stays, as a
+/// stuck driver's would.
+fn stuck_sessions() -> (camgate::runtime::Faults, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let held = std::sync::Arc::clone(&hold);
+    let faults = camgate::runtime::Faults {
+        on_session: Some(std::sync::Arc::new(move |_: &camgate::CameraId, _: u32| {
+            while held.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })),
+    };
+    (faults, hold)
+}
+
 /// Whether `node` runs camera `id` itself (alive: not stopped or failed).
 fn runs_here(node: &camgate::gateway::cluster::ClusterNode, id: &str) -> bool {
     node.local_statuses().iter().any(|s| {
@@ -772,19 +788,7 @@ async fn a_camera_whose_thread_will_not_stop_is_not_handed_over_until_it_has() {
     let _turn = SERIAL.lock().await;
     let etcd = Etcd::start();
     let rtmp = RtmpServer::start();
-    // Node a's camera sessions block in a call that never looks at the stop flag, until `hold` is cleared:
-    // a stop of the camera times out (stop_timeout_ms 600) and the thread stays, as a stuck driver's would.
-    let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let faults = {
-        let hold = std::sync::Arc::clone(&hold);
-        camgate::runtime::Faults {
-            on_session: Some(std::sync::Arc::new(move |_: &camgate::CameraId, _: u32| {
-                while hold.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })),
-        }
-    };
+    let (faults, hold) = stuck_sessions();
     let (a, gateway_a) = library_node("a", &etcd, &rtmp, faults).await;
     let id: camgate::CameraId = "stuck".parse().unwrap();
     let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
@@ -812,6 +816,39 @@ async fn a_camera_whose_thread_will_not_stop_is_not_handed_over_until_it_has() {
     hold.store(false, std::sync::atomic::Ordering::Relaxed);
     rig_wait(|| async { runs_here(&b, "stuck") }, "the camera to move to b once a's thread exited").await;
     assert!(gateway_a.supervisor().status(&id).is_none(), "a's thread is gone");
+    b.leave().await;
+    a.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_camera_whose_thread_will_not_stop_answers_the_timeout_from_any_node() {
+    let _turn = SERIAL.lock().await;
+    let etcd = Etcd::start();
+    let rtmp = RtmpServer::start();
+    let (faults, hold) = stuck_sessions();
+    let (a, gateway_a) = library_node("a", &etcd, &rtmp, faults).await;
+    let id: camgate::CameraId = "stuck".parse().unwrap();
+    let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
+    gateway_a.put_request(id.clone(), &request).await.unwrap();
+    rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
+    let (b, gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
+
+    // Removed through b: a cannot stop it, so b cannot say it stopped; it is gone from the desired set anyway.
+    let removed = gateway_b.remove(&id).await;
+    assert!(
+        matches!(removed, Err(camgate::gateway::GatewayError::Camera(camgate::SupervisorError::StopTimeout { .. }))),
+        "{removed:?}"
+    );
+    assert!(b.remote_owner(&id).is_some(), "a keeps the camera while its thread runs");
+    assert!(!runs_here(&b, "stuck"));
+
+    // Once the thread exits, a lets the camera go, and nobody runs it.
+    hold.store(false, std::sync::atomic::Ordering::Relaxed);
+    rig_wait(|| async { b.remote_owner(&id).is_none() && gateway_a.supervisor().status(&id).is_none() }, "a to let go")
+        .await;
+    assert!(!runs_here(&b, "stuck") && !runs_here(&a, "stuck"));
+    let again = gateway_b.remove(&id).await;
+    assert!(matches!(again, Err(camgate::gateway::GatewayError::NotFound(_))), "{again:?}");
     b.leave().await;
     a.leave().await;
 }

@@ -36,7 +36,7 @@ use self::records::{CameraRecord, NodeRecord};
 use self::view::View;
 use super::config::{CameraConfig, Config, Templates};
 use super::{Applied, Gateway, GatewayError, PlayOutcome, PutOutcome, RemoveOutcome, StoppedAll, ViewerUrls};
-use crate::model::{CameraId, StreamSpec};
+use crate::model::{CameraId, StreamSpec, SupervisorError};
 use crate::runtime::{CameraStatus, Fence, WorkerState};
 
 /// The header a node puts on requests it sends to another node (its name): a forwarded request is answered
@@ -275,7 +275,11 @@ impl ClusterNode {
         if response.prev_kvs().is_empty() && self.view().owner(id).is_none() {
             return Err(GatewayError::NotFound(id.clone()));
         }
-        self.wait_until(stop_timeout + Duration::from_secs(2), |view| view.owner(id).is_none()).await;
+        // The owner gives its key up once the camera's thread has exited; one whose stop timed out keeps it.
+        // Gone from the desired set either way, as on a single node.
+        if !self.wait_until(stop_timeout + Duration::from_secs(2), |view| view.owner(id).is_none()).await {
+            return Err(SupervisorError::StopTimeout { camera: id.clone(), after: stop_timeout }.into());
+        }
         let outcome = match last {
             Some(status) if status.state.is_live() => RemoveOutcome::Stopped(Box::new(status)),
             _ => RemoveOutcome::Forgotten,
@@ -549,19 +553,21 @@ impl ClusterNode {
         })
     }
 
-    async fn wait_until(&self, within: Duration, done: impl Fn(&View) -> bool) {
+    /// Waits until `done` holds for this node's view; false if it did not within `within`.
+    async fn wait_until(&self, within: Duration, done: impl Fn(&View) -> bool) -> bool {
         let mut changed = self.changed.subscribe();
-        let _ = tokio::time::timeout(within, async {
+        tokio::time::timeout(within, async {
             loop {
                 if done(&self.view()) {
-                    return;
+                    return true;
                 }
                 if changed.changed().await.is_err() {
-                    return;
+                    return false;
                 }
             }
         })
-        .await;
+        .await
+        .unwrap_or(false)
     }
 
     /// Reads everything under the prefix (for the agent's resync).
