@@ -278,8 +278,9 @@ async fn reconcile(node: &ClusterNode, state: &mut Reconciler) {
     }
     if lease == 0 || !node.fence.is_open() {
         // No authority: nothing may run. (The camera threads stopped themselves already, at the fence.)
-        for id in std::mem::take(&mut state.running).into_keys() {
-            let _ = node.local.local_remove(&id).await;
+        let running: Vec<CameraId> = state.running.keys().cloned().collect();
+        for id in running {
+            stop_here(node, state, &id).await;
         }
         return;
     }
