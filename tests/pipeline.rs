@@ -94,6 +94,48 @@ fn h264_aac_camera_is_copied_to_rtmp_without_decoding() {
     assert!(supervisor.status(&id("cam1")).is_none(), "a stopped camera is removed");
 }
 
+/// How often the thread named `name` has blocked (`voluntary_ctxt_switches`): a wake-up each.
+fn thread_wakeups(name: &str) -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("procfs");
+    for task in tasks.filter_map(Result::ok) {
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name) {
+            let status = std::fs::read_to_string(task.path().join("status")).expect("the thread's status");
+            let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).expect("the counter");
+            return line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a count");
+        }
+    }
+    panic!("no thread named {name}");
+}
+
+#[test]
+fn a_copying_camera_batches_its_reads_and_streams_whole() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    // The same camera twice: one thread reads each packet as it arrives, the other lets them gather for 500 ms.
+    for (camera, read_batch_ms) in [("each", 0), ("batched", 500)] {
+        let mut spec = StreamSpec::new(camera, &rtsp.url("h264_aac"), &rtmp.url(camera)).unwrap();
+        spec.read_batch_ms = read_batch_ms;
+        supervisor.start_blocking(spec).unwrap();
+        wait_running(&supervisor, camera);
+    }
+    let before = (thread_wakeups("cam-each"), thread_wakeups("cam-batched"));
+    // What a viewer of the batched camera gets is whole: every check of a copied stream, over 4 s of it.
+    let report = probe_rtmp(&rtmp.url("batched"), 4.0);
+    assert_watchable(&report, 640, 360);
+    assert!(report.audio.is_some(), "the audio is still there");
+    let after = (thread_wakeups("cam-each"), thread_wakeups("cam-batched"));
+    let (each, batched) = (after.0 - before.0, after.1 - before.1);
+    eprintln!("wake-ups over the read-back: {each} reading each packet, {batched} batching");
+    // ~70 packets a second arrive in some 30–100 bursts; a 500 ms batch takes ~2 wake-ups a second.
+    assert!(batched * 4 < each, "the batched camera woke {batched} times, the other {each}");
+    for camera in ["each", "batched"] {
+        let status = supervisor.stop_blocking(&id(camera)).unwrap();
+        assert_eq!(status.state, WorkerState::Stopped);
+        assert!(status.last_error.is_none(), "{camera}: {:?}", status.last_error);
+    }
+}
+
 #[test]
 fn g711_alaw_audio_becomes_aac() {
     let rtsp = RtspServer::start();

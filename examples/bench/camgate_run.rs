@@ -29,6 +29,8 @@ pub struct ChildConfig {
     /// Feed the built-in preview hub too.
     #[serde(default)]
     pub preview: bool,
+    /// `read_batch_ms` of every camera.
+    pub read_batch_ms: u64,
     pub warmup: f64,
     pub seconds: f64,
     /// Stop cameras that stopped answering instead of measuring a window.
@@ -121,6 +123,7 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
         spec.video.mode = mode;
         spec.video.encoding.threads = config.threads;
         spec.preview = config.preview;
+        spec.read_batch_ms = config.read_batch_ms;
         starts.push(sys::unix_us());
         supervisor.start_blocking(spec).map_err(|e| e.to_string())?;
     }

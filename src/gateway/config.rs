@@ -420,6 +420,8 @@ pub struct CameraDefaults {
     pub timeouts: Timeouts,
     /// Reconnect policy.
     pub retry: RetryPolicy,
+    /// Copied video: how long to let packets gather before reading them (see `StreamSpec::read_batch_ms`).
+    pub read_batch_ms: u64,
 }
 
 impl Default for CameraDefaults {
@@ -432,6 +434,7 @@ impl Default for CameraDefaults {
             offline_slate: false,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
+            read_batch_ms: crate::model::DEFAULT_READ_BATCH_MS,
         }
     }
 }
@@ -475,6 +478,11 @@ pub struct CameraConfig {
     /// Reconnect policy; unset uses the configured defaults.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
+    /// Copied video: after a read that waited for the camera, let packets gather this many milliseconds (0 to
+    /// 1000) before reading on: fewer wake-ups, at most this much more latency; unset uses the configured
+    /// default (100; 0 for WebRTC playback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_batch_ms: Option<u64>,
     /// `true`: run only while the RTMP server reports viewers (SRS `on_play`/`on_stop` hooks) instead of all the
     /// time. `"warm"`: stay connected to the camera, its current GOP cached, and push to the RTMP server only
     /// while viewers are reported — the first viewer's stream starts at once from the cached keyframe. Both need
@@ -510,6 +518,7 @@ impl CameraConfig {
             offline_slate: Some(spec.offline_slate),
             timeouts: Some(spec.timeouts),
             retry: Some(spec.retry),
+            read_batch_ms: Some(spec.read_batch_ms),
             on_demand: mode.on_demand(),
         }
     }
@@ -546,6 +555,7 @@ impl CameraConfig {
             offline_slate: self.offline_slate.unwrap_or(defaults.offline_slate),
             timeouts: self.timeouts.unwrap_or(defaults.timeouts),
             retry: self.retry.unwrap_or(defaults.retry),
+            read_batch_ms: self.read_batch_ms.unwrap_or(defaults.read_batch_ms),
         };
         spec.validate()?;
         Ok(spec)
@@ -810,6 +820,7 @@ impl Config {
             audio: self.defaults.audio.clone(),
             timeouts: self.defaults.timeouts,
             retry: self.defaults.retry,
+            read_batch_ms: self.defaults.read_batch_ms,
             ..StreamSpec::new("defaults", "rtsp://camera/", "rtmp://server/live/x").expect("valid literals")
         };
         defaults.validate().map_err(|e| ConfigError::invalid(format!("defaults.{}", e.field()), e.reason()))?;

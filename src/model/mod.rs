@@ -30,7 +30,7 @@ pub use redact::redact_url;
 pub use report::{AudioFormat, Counters, SessionInfo, Totals, VideoFormat, VideoThreads};
 pub use source::{DemoPreset, SourceUrl};
 pub use spec::{
-    AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, H264_PROFILES, HARDWARE_ENCODERS, MAX_EXTRA_OUTPUTS,
-    RateControl, RetryPolicy, StreamSpec, Timeouts, Transport, VideoEncoding, VideoMode, VideoSpec, X264_PRESETS,
-    X264_TUNES,
+    AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, DEFAULT_READ_BATCH_MS, H264_PROFILES, HARDWARE_ENCODERS,
+    MAX_EXTRA_OUTPUTS, MAX_READ_BATCH_MS, RateControl, RetryPolicy, StreamSpec, Timeouts, Transport, VideoEncoding,
+    VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
 };

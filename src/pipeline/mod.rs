@@ -18,6 +18,7 @@ mod gop_cache;
 mod input;
 pub mod interrupt;
 mod output;
+mod read_batch;
 mod silence;
 pub mod slate;
 mod slate_picture;
@@ -40,6 +41,7 @@ use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 pub(crate) use self::output::Track;
 use self::output::{FlvOutput, StreamSource, WriteError, Written};
+use self::read_batch::ReadBatch;
 use self::silence::SilenceFiller;
 use self::slate::{HeldAudio, HeldOutputs, Slate};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
@@ -525,6 +527,10 @@ impl<'a> Session<'a> {
         // The watchdog runs from the last packet received, not from the last attempt: a demuxer answering
         // EAGAIN again and again must not keep re-arming it.
         let mut armed = false;
+        let mut batch = ReadBatch::new(Duration::from_millis(self.spec.read_batch_ms));
+        if let Some(gate) = self.gate {
+            gate.follow_from_this_thread();
+        }
         loop {
             if self.input_interrupter.check() == Some(Interruption::Stop) {
                 return Err(Halt::Stop);
@@ -534,6 +540,7 @@ impl<'a> Session<'a> {
                 self.input_interrupter.arm(read_timeout);
                 armed = true;
             }
+            batch.before_read();
             match packet.read(&mut self.input) {
                 Ok(()) => armed = false,
                 Err(_) if self.input_interrupter.check() == Some(Interruption::Fenced) => return Err(Halt::Fenced),
@@ -561,6 +568,7 @@ impl<'a> Session<'a> {
                 Counters::add(&counters.audio_packets_in, 1);
                 self.forward_audio(packet, counters, observer)?;
             }
+            batch.after_packet(self.first_frame_sent && matches!(self.video, VideoPath::Copy { .. }), &self.stop);
         }
     }
 

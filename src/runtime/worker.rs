@@ -127,6 +127,8 @@ impl WorkerHandle {
         // A worker blocked in a socket wait sees the flag at once instead of after FFmpeg's next 100 ms poll.
         if let Some(thread) = &self.thread {
             wake::interrupt(thread);
+            // A copying camera letting packets gather (`pipeline::read_batch`) waits parked.
+            thread.thread().unpark();
         }
     }
 
