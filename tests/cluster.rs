@@ -795,6 +795,7 @@ async fn a_camera_whose_thread_will_not_stop_is_not_handed_over_until_it_has() {
     gateway_a.put_request(id.clone(), &request).await.unwrap();
     rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
     let (b, _gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
+    rig_wait(|| async { b.remote_owner(&id).is_some() }, "b to know the camera's node").await;
 
     // Drain a: its stop of the camera times out, and the thread is still there.
     a.set_draining("a", true).await.unwrap();
@@ -832,6 +833,8 @@ async fn removing_a_camera_whose_thread_will_not_stop_answers_the_timeout_from_a
     gateway_a.put_request(id.clone(), &request).await.unwrap();
     rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
     let (b, gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
+    // b answers from its own view of the cluster, which follows etcd's watch: once it knows who runs the camera.
+    rig_wait(|| async { b.remote_owner(&id).is_some() }, "b to know the camera's node").await;
 
     // Removed through b: a cannot stop it, so b cannot say it stopped; it is gone from the desired set anyway.
     let removed = gateway_b.remove(&id).await;

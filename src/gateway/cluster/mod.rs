@@ -277,7 +277,9 @@ impl ClusterNode {
         }
         // The owner gives its key up once the camera's thread has exited; one whose stop timed out keeps it.
         // Gone from the desired set either way, as on a single node.
-        if !self.wait_until(stop_timeout + Duration::from_secs(2), |view| view.owner(id).is_none()).await {
+        if !self.wait_until(stop_timeout + Duration::from_secs(2), |view| view.owner(id).is_none()).await
+            && !self.desired_again_since(id, revision).await?
+        {
             return Err(SupervisorError::StopTimeout { camera: id.clone(), after: stop_timeout }.into());
         }
         let outcome = match last {
@@ -285,6 +287,13 @@ impl ClusterNode {
             _ => RemoveOutcome::Forgotten,
         };
         Ok(Applied { revision, outcome })
+    }
+
+    /// Whether a later write put camera `id` back after `revision`: its owner then runs it on, for that write.
+    async fn desired_again_since(&self, id: &CameraId, revision: u64) -> Result<bool, GatewayError> {
+        let mut client = self.client.clone();
+        let response = etcd_call("reading the camera", client.get(self.keys.camera(id), None)).await?;
+        Ok(response.kvs().iter().any(|kv| u64::try_from(kv.create_revision()).is_ok_and(|r| r > revision)))
     }
 
     /// The old `stop_camera`: removes an always-on camera; an on-demand one is stopped by its node and stays
