@@ -238,7 +238,7 @@ async fn rest_put_rejects_bad_specs_without_disturbing_the_running_camera() {
         (json!({"input": DEAD_CAMERA, "output": "pipe:1"}), "output"),
         (json!({"input": DEAD_CAMERA, "output": "http://x/y"}), "output"),
         (json!({"input": DEAD_CAMERA, "inptu": 1}), "inptu"),
-        (json!({"input": DEAD_CAMERA, "read_batch_ms": 1001}), "read_batch_ms"),
+        (json!({"input": DEAD_CAMERA, "read_batch_ms": 101}), "read_batch_ms"),
         (json!({"output": "rtmp://h/live/x"}), "input"),
         (json!({"input": DEAD_CAMERA, "video": {"encoding": {"preset": "warp"}}}), "video.encoding.preset"),
         (json!({"input": DEAD_CAMERA, "audio": {"encoding": {"bitrate_kbps": 5000}}}), "audio.encoding.bitrate_kbps"),

@@ -479,7 +479,7 @@ pub struct CameraConfig {
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
     /// Copied video: after a read that waited for the camera, let packets gather this many milliseconds (0 to
-    /// 1000) before reading on: fewer wake-ups, at most this much more latency; unset uses the configured
+    /// 100) before reading on: fewer wake-ups, at most this much more latency; unset uses the configured
     /// default (100; 0 for WebRTC playback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_batch_ms: Option<u64>,

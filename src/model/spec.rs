@@ -337,8 +337,9 @@ pub struct StreamSpec {
     /// Copied video only: after a read that had to wait for the camera, wait up to this long (milliseconds)
     /// before reading again, so that one wake-up of the camera's thread handles everything that arrived
     /// meanwhile. This is SRS's "merged read": packets wait at most this long in the socket, and the thread
-    /// wakes about 10 instead of ~100 times a second. 0 reads each packet as soon as it arrives.
-    /// See [`DEFAULT_READ_BATCH_MS`].
+    /// wakes about 20 instead of ~100 times a second. A batch also holds at most 24 KiB of the camera's data,
+    /// so a camera above 2 Mbit/s batches for less. 0 reads each packet as soon as it arrives. See
+    /// [`DEFAULT_READ_BATCH_MS`] and [`MAX_READ_BATCH_MS`].
     #[serde(default = "default_read_batch_ms")]
     pub read_batch_ms: u64,
 }
@@ -348,8 +349,10 @@ pub struct StreamSpec {
 /// latency on a path whose players buffer one second or more (HTTP-FLV, HLS). Set 0 for WebRTC playback
 /// where every frame of latency counts.
 pub const DEFAULT_READ_BATCH_MS: u64 = 100;
-/// The largest [`StreamSpec::read_batch_ms`] accepted.
-pub const MAX_READ_BATCH_MS: u64 = 1000;
+/// The largest [`StreamSpec::read_batch_ms`] accepted. Longer batches gained no CPU (the thread's other
+/// wake-ups remain), and GStreamer's RTSP server dropped frames of its cameras behind batches of 150 ms and
+/// more (BENCHMARKS.md, "Batched reads").
+pub const MAX_READ_BATCH_MS: u64 = 100;
 
 fn default_read_batch_ms() -> u64 {
     DEFAULT_READ_BATCH_MS

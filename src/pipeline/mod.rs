@@ -560,6 +560,7 @@ impl<'a> Session<'a> {
             }
             self.follow_viewers()?;
             let index = packet.stream();
+            let bytes = packet.size();
             if index == self.video_index {
                 Counters::add(&counters.video_packets_in, 1);
                 self.video_read_at = Instant::now();
@@ -568,7 +569,8 @@ impl<'a> Session<'a> {
                 Counters::add(&counters.audio_packets_in, 1);
                 self.forward_audio(packet, counters, observer)?;
             }
-            batch.after_packet(self.first_frame_sent && matches!(self.video, VideoPath::Copy { .. }), &self.stop);
+            let active = self.first_frame_sent && matches!(self.video, VideoPath::Copy { .. });
+            batch.after_packet(bytes, active, &self.stop);
         }
     }
 

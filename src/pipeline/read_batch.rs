@@ -10,6 +10,13 @@
 //! Transcoding cameras do not batch. Their CPU is the codecs', and a burst of frames would queue behind
 //! each other in the decoder and the encoder.
 //!
+//! A batch also holds at most [`BATCH_BYTES`] of the camera's data. What the thread has not read yet waits in
+//! the kernel's socket buffer and, once that is full, in the camera's. A sender whose buffer fills drops
+//! frames: GStreamer's RTSP server dropped frames of a 2 Mbit/s camera behind batches of 150 ms and more, and
+//! it did not drop any behind 100 ms (BENCHMARKS.md). So the window is the shorter of `read_batch_ms` and the
+//! time the camera takes to send [`BATCH_BYTES`], measured each second: the whole 100 ms at 2 Mbit/s, 24 ms
+//! at 8 Mbit/s. There is no batching in a camera's first second, before its rate is known.
+//!
 //! A stop (`runtime::worker`) and a warm camera's gate opening (`pipeline::gate`) unpark the thread, so a batch
 //! delays neither.
 
@@ -20,30 +27,57 @@ use std::time::{Duration, Instant};
 /// microseconds); one preempted on a busy machine may look the same, which only starts a batch early.
 const WAITED: Duration = Duration::from_micros(200);
 
+/// The most of a camera's data a batch lets gather (payload bytes, as libavformat returns them).
+pub(crate) const BATCH_BYTES: u64 = 24 * 1024;
+/// How often the camera's data rate, and so the window, is measured again.
+const RATE_PERIOD: Duration = Duration::from_secs(1);
+
 /// When a camera thread lets packets gather before reading on.
 #[derive(Debug)]
 pub(crate) struct ReadBatch {
+    /// `read_batch_ms`.
+    longest: Duration,
+    /// The window now: `longest`, or shorter for a camera that sends [`BATCH_BYTES`] sooner.
     window: Duration,
     asked: Instant,
+    /// Bytes read since `period_start`.
+    bytes: u64,
+    period_start: Instant,
 }
 
 impl ReadBatch {
-    /// Batches of `window` (zero: none).
-    pub(crate) fn new(window: Duration) -> ReadBatch {
-        ReadBatch { window, asked: Instant::now() }
+    /// Batches of up to `longest` (zero: none).
+    pub(crate) fn new(longest: Duration) -> ReadBatch {
+        let now = Instant::now();
+        ReadBatch { longest, window: Duration::ZERO, asked: now, bytes: 0, period_start: now }
+    }
+
+    /// The window now (zero until the camera's rate has been measured once).
+    #[cfg(test)]
+    fn window(&self) -> Duration {
+        self.window
     }
 
     /// Call just before each read.
     pub(crate) fn before_read(&mut self) {
-        if !self.window.is_zero() {
+        if !self.longest.is_zero() {
             self.asked = Instant::now();
         }
     }
 
-    /// Call once the packet the read returned has been handled; `active` says whether this camera batches
-    /// now (it copies its video and its first frame is out). If that read waited for the camera, waits for
-    /// the window, or until the thread is unparked for a stop.
-    pub(crate) fn after_packet(&self, active: bool, stop: &AtomicBool) {
+    /// Call once the packet the read returned (`bytes` long) has been handled; `active` says whether this
+    /// camera batches now (it copies its video and its first frame is out). If that read waited for the
+    /// camera, waits for the window, or until the thread is unparked for a stop.
+    pub(crate) fn after_packet(&mut self, bytes: usize, active: bool, stop: &AtomicBool) {
+        if self.longest.is_zero() {
+            return;
+        }
+        self.bytes += bytes as u64;
+        let period = self.asked.saturating_duration_since(self.period_start);
+        if period >= RATE_PERIOD {
+            self.window = window_for(self.longest, self.bytes, period);
+            (self.bytes, self.period_start) = (0, self.asked);
+        }
         if self.window.is_zero() || !active || self.asked.elapsed() < WAITED || stop.load(Ordering::SeqCst) {
             return;
         }
@@ -52,11 +86,31 @@ impl ReadBatch {
     }
 }
 
+/// The window for a camera that sent `bytes` over `period`: the time it takes to send [`BATCH_BYTES`], at
+/// most `longest`.
+fn window_for(longest: Duration, bytes: u64, period: Duration) -> Duration {
+    if bytes == 0 {
+        return longest;
+    }
+    // bytes per second = bytes / period; window = BATCH_BYTES / that.
+    let nanos = u128::from(BATCH_BYTES) * period.as_nanos() / u128::from(bytes);
+    longest.min(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// A batch of up to `longest`, its rate measured (a camera sending a byte a second).
+    fn measured(longest: Duration) -> ReadBatch {
+        let mut batch = ReadBatch::new(longest);
+        batch.period_start -= RATE_PERIOD;
+        batch.before_read();
+        batch.after_packet(1, false, &AtomicBool::new(false));
+        batch
+    }
 
     /// Runs `body` on a thread; whether it finished within 10 s (a batch here is 30 s).
     fn finishes_without_a_batch(body: impl FnOnce() + Send + 'static) -> bool {
@@ -72,27 +126,35 @@ mod tests {
     fn only_a_read_that_waited_starts_a_batch_and_only_when_active() {
         let window = Duration::from_secs(30);
         assert!(finishes_without_a_batch(move || {
-            let mut batch = ReadBatch::new(window);
+            let mut batch = measured(window);
             batch.before_read();
-            batch.after_packet(true, &AtomicBool::new(false)); // the read returned at once
+            batch.after_packet(100, true, &AtomicBool::new(false)); // the read returned at once
+        }));
+        assert!(finishes_without_a_batch(move || {
+            let mut batch = measured(window);
+            batch.before_read();
+            std::thread::sleep(WAITED * 2);
+            batch.after_packet(100, false, &AtomicBool::new(false)); // transcoding, or before the first frame
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = ReadBatch::new(window);
             batch.before_read();
             std::thread::sleep(WAITED * 2);
-            batch.after_packet(false, &AtomicBool::new(false)); // transcoding, or before the first frame
+            batch.after_packet(100, true, &AtomicBool::new(false)); // the rate not measured yet
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = ReadBatch::new(Duration::ZERO);
             batch.before_read();
             std::thread::sleep(WAITED * 2);
-            batch.after_packet(true, &AtomicBool::new(false)); // batching off
+            batch.after_packet(100, true, &AtomicBool::new(false)); // batching off
         }));
+        // ...and the test's slow camera would batch the whole 30 s.
+        assert_eq!(measured(window).window(), window);
     }
 
     #[test]
     fn a_stop_ends_a_batch_at_once() {
-        let mut batch = ReadBatch::new(Duration::from_secs(30));
+        let mut batch = measured(Duration::from_secs(30));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -102,7 +164,7 @@ mod tests {
                 batch.before_read();
                 std::thread::sleep(WAITED * 2); // the read waited for the camera
                 ready_tx.send(()).unwrap();
-                batch.after_packet(true, &stop);
+                batch.after_packet(100, true, &stop);
                 done_tx.send(()).unwrap();
             })
         };
@@ -113,5 +175,19 @@ mod tests {
         thread.thread().unpark();
         done_rx.recv_timeout(Duration::from_secs(10)).expect("the stop ended the batch");
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn the_window_holds_at_most_batch_bytes_of_the_camera_s_data() {
+        let longest = Duration::from_millis(100);
+        let second = Duration::from_secs(1);
+        // 2 Mbit/s: 24 KiB take 98 ms; 8 Mbit/s: 24.6 ms; a slow camera, or one silent for the period: all 100.
+        let mbit = |n: u64| n * 1_000_000 / 8;
+        assert_eq!(window_for(longest, mbit(2), second).as_millis(), 98);
+        assert_eq!(window_for(longest, mbit(8), second).as_micros(), 24_576);
+        assert_eq!(window_for(longest, 10_000, second), longest);
+        assert_eq!(window_for(longest, 0, second), longest);
+        // Measured over 2.5 s instead of 1: the same rate, the same window.
+        assert_eq!(window_for(longest, mbit(8) * 5 / 2, second * 5 / 2).as_micros(), 24_576);
     }
 }
