@@ -38,8 +38,13 @@ bench h265-720p --source 720p-h265-aac --mode auto --cameras 1,2,4 --systems cam
 # 100 ffmpeg processes to settle; the copy curve; transcoding with threads = 0 on the ball and the busy scene.
 bench copy-100-preview --source 720p-h264-aac --mode auto --cameras 100 --systems camgate,ffmpeg-same \
     --preview on --seconds 10 --warmup 10
-bench copy-curve --source 720p-h264-aac --mode auto --cameras 1,50,100,150,200,250,300,350 --rtsp-servers 2 \
+bench copy-curve --source 720p-h264-aac --mode auto --cameras 1,100,200,300,400,450 --rtsp-servers 2 \
     --systems camgate --preview on --seconds 8 --warmup 2 --plot docs/bench-copy-curve.svg
+# Batched reads (read_batch_ms, the default 100) against reading each packet as it arrives.
+bench copy-100-unbatched --source 720p-h264-aac --mode auto --cameras 100 --systems camgate --preview on \
+    --read-batch-ms 0 --seconds 10 --warmup 5
+bench copy-100-batched --source 720p-h264-aac --mode auto --cameras 100 --systems camgate --preview on \
+    --read-batch-ms 100 --seconds 10 --warmup 5
 bench transcode-adaptive --source 720p-h264-aac --mode transcode --cameras 4,8 --systems camgate,ffmpeg-same \
     --seconds 8 --warmup 2
 bench transcode-busy --source 720p-h264-aac-busy --mode transcode --cameras 2,4 --systems camgate,ffmpeg-same \
