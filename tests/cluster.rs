@@ -783,19 +783,40 @@ fn runs_here(node: &camgate::gateway::cluster::ClusterNode, id: &str) -> bool {
     })
 }
 
+/// Two library nodes: a runs camera `stuck`, whose session will not stop until `hold` is cleared; b has
+/// joined and knows that a runs it.
+struct StuckOnA {
+    _etcd: Etcd,
+    _rtmp: RtmpServer,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    id: camgate::CameraId,
+    a: std::sync::Arc<camgate::gateway::cluster::ClusterNode>,
+    gateway_a: camgate::Gateway,
+    b: std::sync::Arc<camgate::gateway::cluster::ClusterNode>,
+    gateway_b: camgate::Gateway,
+}
+
+impl StuckOnA {
+    async fn start() -> StuckOnA {
+        let etcd = Etcd::start();
+        let rtmp = RtmpServer::start();
+        let (faults, hold) = stuck_sessions();
+        let (a, gateway_a) = library_node("a", &etcd, &rtmp, faults).await;
+        let id: camgate::CameraId = "stuck".parse().unwrap();
+        let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
+        gateway_a.put_request(id.clone(), &request).await.unwrap();
+        rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
+        let (b, gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
+        // b answers from its own view of the cluster, which follows etcd's watch: once it knows who runs it.
+        rig_wait(|| async { b.remote_owner(&id).is_some() }, "b to know the camera's node").await;
+        StuckOnA { _etcd: etcd, _rtmp: rtmp, hold, id, a, gateway_a, b, gateway_b }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_camera_whose_thread_will_not_stop_is_not_handed_over_until_it_has() {
     let _turn = SERIAL.lock().await;
-    let etcd = Etcd::start();
-    let rtmp = RtmpServer::start();
-    let (faults, hold) = stuck_sessions();
-    let (a, gateway_a) = library_node("a", &etcd, &rtmp, faults).await;
-    let id: camgate::CameraId = "stuck".parse().unwrap();
-    let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
-    gateway_a.put_request(id.clone(), &request).await.unwrap();
-    rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
-    let (b, _gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
-    rig_wait(|| async { b.remote_owner(&id).is_some() }, "b to know the camera's node").await;
+    let StuckOnA { _etcd, _rtmp, hold, id, a, gateway_a, b, .. } = StuckOnA::start().await;
 
     // Drain a: its stop of the camera times out, and the thread is still there.
     a.set_draining("a", true).await.unwrap();
@@ -824,17 +845,7 @@ async fn a_camera_whose_thread_will_not_stop_is_not_handed_over_until_it_has() {
 #[tokio::test(flavor = "multi_thread")]
 async fn removing_a_camera_whose_thread_will_not_stop_answers_the_timeout_from_any_node() {
     let _turn = SERIAL.lock().await;
-    let etcd = Etcd::start();
-    let rtmp = RtmpServer::start();
-    let (faults, hold) = stuck_sessions();
-    let (a, gateway_a) = library_node("a", &etcd, &rtmp, faults).await;
-    let id: camgate::CameraId = "stuck".parse().unwrap();
-    let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
-    gateway_a.put_request(id.clone(), &request).await.unwrap();
-    rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
-    let (b, gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
-    // b answers from its own view of the cluster, which follows etcd's watch: once it knows who runs the camera.
-    rig_wait(|| async { b.remote_owner(&id).is_some() }, "b to know the camera's node").await;
+    let StuckOnA { _etcd, _rtmp, hold, id, a, gateway_a, b, gateway_b } = StuckOnA::start().await;
 
     // Removed through b: a cannot stop it, so b cannot say it stopped; it is gone from the desired set anyway.
     let removed = gateway_b.remove(&id).await;
