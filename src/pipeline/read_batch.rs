@@ -5,17 +5,19 @@
 //! Why: a copied camera costs almost nothing in camgate's own code. Its CPU goes to the kernel, waking the
 //! thread for each burst of RTP packets — a video frame, an audio frame, ~100 times a second — and a fifth of
 //! a copying camera's time was in `finish_task_switch` under `poll` (BENCHMARKS.md, "Batched reads"). Waiting
-//! 100 ms after a wake-up cuts the wake-ups to ~25 a second, and the CPU per frame by about a third. Packets
-//! then wait in the socket for up to the window, which is what it costs: at most the window in latency.
-//! Transcoding cameras do not batch. Their CPU is the codecs', and a burst of frames would queue behind
-//! each other in the decoder and the encoder.
+//! 100 ms after a wake-up cuts the process's context switches per camera to about a third, and the CPU per
+//! frame by about a third. Packets then wait in the socket for up to the window, which is what it costs: at
+//! most the window in latency. Transcoding cameras do not batch. Their CPU is the codecs', and a burst of
+//! frames would queue behind each other in the decoder and the encoder.
 //!
-//! A batch also holds at most [`BATCH_BYTES`] of the camera's data. What the thread has not read yet waits in
-//! the kernel's socket buffer and, once that is full, in the camera's. A sender whose buffer fills drops
-//! frames: GStreamer's RTSP server dropped frames of a 2 Mbit/s camera behind batches of 150 ms and more, and
-//! it did not drop any behind 100 ms (BENCHMARKS.md). So the window is the shorter of `read_batch_ms` and the
-//! time the camera takes to send [`BATCH_BYTES`], measured each second: the whole 100 ms at 2 Mbit/s, 24 ms
-//! at 8 Mbit/s. There is no batching in a camera's first second, before its rate is known.
+//! What the thread has not read yet waits in the kernel's socket buffer and, once that is full, in the
+//! camera's, and a sender whose buffer fills drops frames. GStreamer's RTSP server dropped frames of its
+//! 2 Mbit/s cameras behind batches of 150 ms and more, and none behind 100 ms (BENCHMARKS.md). So
+//! `read_batch_ms` is at most 100 (`model::MAX_READ_BATCH_MS`). A faster camera fills those buffers sooner,
+//! so a batch also holds at most [`BATCH_BYTES`] of its data: the window is the shorter of `read_batch_ms`
+//! and the time the camera takes to send that much, measured each second. At 2 Mbit/s that is the whole
+//! 100 ms; at 8 Mbit/s it is 24 ms. There is no batching in a camera's first second, before its rate is
+//! known.
 //!
 //! A stop (`runtime::worker`) and a warm camera's gate opening (`pipeline::gate`) unpark the thread, so a batch
 //! delays neither.
