@@ -40,15 +40,7 @@ fn gateway_with(config: SupervisorConfig, settings: GatewaySettings) -> Gateway 
 
 /// Threads named `cam-<camera>` in this process right now.
 fn camera_threads(camera: &str) -> usize {
-    let name = format!("cam-{camera}");
-    std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .filter(|comm| comm.trim_end() == name)
-                .count()
-        })
-        .unwrap_or(0)
+    common::own_threads_named(&format!("cam-{camera}")).len()
 }
 
 // ---------------------------------------------------------------------------------------------------------

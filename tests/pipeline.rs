@@ -96,15 +96,10 @@ fn h264_aac_camera_is_copied_to_rtmp_without_decoding() {
 
 /// How often the thread named `name` has blocked (`voluntary_ctxt_switches`): a wake-up each.
 fn thread_wakeups(name: &str) -> u64 {
-    let tasks = std::fs::read_dir("/proc/self/task").expect("procfs");
-    for task in tasks.filter_map(Result::ok) {
-        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name) {
-            let status = std::fs::read_to_string(task.path().join("status")).expect("the thread's status");
-            let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).expect("the counter");
-            return line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a count");
-        }
-    }
-    panic!("no thread named {name}");
+    let task = common::own_threads_named(name).pop().unwrap_or_else(|| panic!("no thread named {name}"));
+    let status = std::fs::read_to_string(task.join("status")).expect("the thread's status");
+    let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).expect("the counter");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a count")
 }
 
 #[test]

@@ -527,7 +527,9 @@ impl<'a> Session<'a> {
         // The watchdog runs from the last packet received, not from the last attempt: a demuxer answering
         // EAGAIN again and again must not keep re-arming it.
         let mut armed = false;
-        let mut batch = ReadBatch::new(Duration::from_millis(self.spec.read_batch_ms));
+        // Only copied video batches (see `read_batch`); the path does not change within a session.
+        let batch_ms = if matches!(self.video, VideoPath::Copy { .. }) { self.spec.read_batch_ms } else { 0 };
+        let mut batch = ReadBatch::new(Duration::from_millis(batch_ms));
         if let Some(gate) = self.gate {
             gate.follow_from_this_thread();
         }
@@ -569,8 +571,7 @@ impl<'a> Session<'a> {
                 Counters::add(&counters.audio_packets_in, 1);
                 self.forward_audio(packet, counters, observer)?;
             }
-            let active = self.first_frame_sent && matches!(self.video, VideoPath::Copy { .. });
-            batch.after_packet(bytes, active, &self.stop);
+            batch.after_packet(bytes, self.first_frame_sent, &self.stop);
         }
     }
 

@@ -68,8 +68,8 @@ impl ReadBatch {
     }
 
     /// Call once the packet the read returned (`bytes` long) has been handled; `active` says whether this
-    /// camera batches now (it copies its video and its first frame is out). If that read waited for the
-    /// camera, waits for the window, or until the thread is unparked for a stop.
+    /// camera batches now (its first frame is out). If that read waited for the camera, waits for the
+    /// window, or until the thread is unparked for a stop.
     pub(crate) fn after_packet(&mut self, bytes: usize, active: bool, stop: &AtomicBool) {
         if self.longest.is_zero() {
             return;
@@ -136,7 +136,7 @@ mod tests {
             let mut batch = measured(window);
             batch.before_read();
             std::thread::sleep(WAITED * 2);
-            batch.after_packet(100, false, &AtomicBool::new(false)); // transcoding, or before the first frame
+            batch.after_packet(100, false, &AtomicBool::new(false)); // before the first frame
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = ReadBatch::new(window);
@@ -148,7 +148,7 @@ mod tests {
             let mut batch = ReadBatch::new(Duration::ZERO);
             batch.before_read();
             std::thread::sleep(WAITED * 2);
-            batch.after_packet(100, true, &AtomicBool::new(false)); // batching off
+            batch.after_packet(100, true, &AtomicBool::new(false)); // batching off (or a transcoding camera)
         }));
         // ...and the test's slow camera would batch the whole 30 s.
         assert_eq!(measured(window).window(), window);

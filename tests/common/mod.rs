@@ -34,7 +34,7 @@ pub use probe::{
     AudioReport, DecodeReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, decode,
     first_video_packet, init_ffmpeg, probe,
 };
-pub use process::{ChildGuard, cpu_time, rss_bytes};
+pub use process::{ChildGuard, cpu_time, own_threads_named, rss_bytes};
 pub use rtmp::RtmpServer;
 pub use rtsp::{RtspOptions, RtspServer, mount};
 

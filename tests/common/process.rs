@@ -175,3 +175,16 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))?;
     Ok(kib * 1024)
 }
+
+/// This process's threads named exactly `name` (as `/proc/self/task/<tid>` directories): the camera threads
+/// are `cam-<id>`.
+pub fn own_threads_named(name: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| Some(t.ok()?.path()))
+                .filter(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|comm| comm.trim_end() == name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
