@@ -132,6 +132,35 @@ fn a_copying_camera_batches_its_reads_and_streams_whole() {
     }
 }
 
+/// Stream probing gives up after a second (`analyzeduration`), so a camera that joins a 10 s GOP midway is
+/// probed before its first keyframe: the picture size must come from the frames before it. The probe lets
+/// those frames out of its decoder (`showall`) to stop decoding early; skipping them instead (`skip_frame`)
+/// leaves the size unknown and the output refusing its header ("dimensions not set").
+#[test]
+fn a_camera_whose_first_keyframe_comes_after_probing_still_reports_its_size() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    // The mount's encoder starts, with a keyframe, for its first client; the second joins mid-GOP.
+    let url = rtsp.url("h264_gop10");
+    supervisor.start_blocking(StreamSpec::new("first", &url, &rtmp.url("first")).unwrap()).unwrap();
+    wait_running(&supervisor, "first");
+    supervisor.start_blocking(StreamSpec::new("joiner", &url, &rtmp.url("joiner")).unwrap()).unwrap();
+
+    let status = wait_running(&supervisor, "joiner");
+    let first_frame_after = status.first_frame_after_ms.expect("running, so a first frame");
+    assert!(
+        first_frame_after > 2000,
+        "the camera's first keyframe came {first_frame_after} ms after the start, during probing"
+    );
+    let session = status.session.as_ref().unwrap();
+    assert_eq!(session.video_mode, VideoMode::Copy);
+    assert_eq!((session.video_in.width, session.video_in.height), (640, 360));
+    for camera in ["first", "joiner"] {
+        supervisor.stop_blocking(&id(camera)).unwrap();
+    }
+}
+
 #[test]
 fn g711_alaw_audio_becomes_aac() {
     let rtsp = RtspServer::start();

@@ -2,12 +2,15 @@
 //! when the camera refuses TCP, an HTTP tunnel when UDP fails too), with bounded probing, a socket timeout, a
 //! protocol whitelist, and an interrupt callback so a stop or a silent camera ends the open at once.
 
+use std::ffi::CString;
 use std::net::{IpAddr, ToSocketAddrs};
+use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ffmpeg_next::format::{self, context::Input};
-use ffmpeg_next::{Dictionary, device};
+use ffmpeg_next::util::interrupt;
+use ffmpeg_next::{Dictionary, device, ffi};
 
 use super::diagnosis::transport_words;
 use super::interrupt::{Interrupter, Interruption};
@@ -250,7 +253,38 @@ fn open(
         },
     );
     options.set("user_agent", concat!("camgate/", env!("CARGO_PKG_VERSION")));
-    let input = format::input_with_interrupt_and_dictionary(target, interrupter.callback(), options)?;
+    let target = CString::new(target).map_err(|_| ffmpeg_next::Error::InvalidData)?;
+    let interrupt = interrupt::new(Box::new(interrupter.callback()));
+    // SAFETY: `format::input_with_interrupt_and_dictionary` by hand, because it probes without decoder options
+    // and camgate needs them (`probe_decoder_options`). `ps` is checked after allocation;
+    // `avformat_open_input` frees it on failure; on success ownership passes to `Input::wrap_with_interrupt`,
+    // which keeps the callback's state alive as long as the context and closes the context when dropped.
+    let mut input = unsafe {
+        let mut ps = ffi::avformat_alloc_context();
+        if ps.is_null() {
+            return Err(ffmpeg_next::Error::Other { errno: libc::ENOMEM });
+        }
+        (*ps).interrupt_callback = interrupt.interrupt;
+        let mut opts = options.disown();
+        let ret = ffi::avformat_open_input(&mut ps, target.as_ptr(), ptr::null_mut(), &mut opts);
+        drop(Dictionary::own(opts));
+        if ret < 0 {
+            return Err(ffmpeg_next::Error::from(ret));
+        }
+        Input::wrap_with_interrupt(ps, interrupt.guard)
+    };
+    let mut decoder_options: Vec<*mut ffi::AVDictionary> = input.streams().map(|s| probe_decoder_options(&s)).collect();
+    // SAFETY: the context is open and owned by `input`, alive across the call. `decoder_options` holds one
+    // dictionary (or NULL) per stream, as the call requires; FFmpeg may replace entries, and whatever it leaves
+    // is freed right after, once.
+    let ret = unsafe { ffi::avformat_find_stream_info(input.as_mut_ptr(), decoder_options.as_mut_ptr()) };
+    for dictionary in decoder_options {
+        // SAFETY: an entry FFmpeg left in the array (or NULL); nothing else refers to it.
+        drop(unsafe { Dictionary::own(dictionary) });
+    }
+    if ret < 0 {
+        return Err(ffmpeg_next::Error::from(ret));
+    }
     // Stream probing cut short by the interrupter still "succeeds" (FFmpeg takes the interrupted read for the
     // end of the stream) and leaves a demuxer whose next read says end of stream: report the interruption —
     // a timeout or a stop — instead of a camera that ended.
@@ -258,6 +292,28 @@ fn open(
         return Err(ffmpeg_next::Error::Exit);
     }
     Ok(input)
+}
+
+/// Options for the decoder that stream probing opens on `stream`, as a dictionary for FFmpeg to take (NULL
+/// for none).
+///
+/// Probing decodes the camera's video only to learn the picture's size and pixel format, which the first
+/// decoded slice gives. But until the decoder has put out a few pictures (7 for H.264) it decodes every frame
+/// it reads, and an H.264 decoder puts out nothing before the camera's next keyframe: every frame of the wait
+/// is decoded, for nothing. `showall` lets those frames out (grey, and thrown away with the probe), so the
+/// count is reached after a few frames and the rest are only parsed. That takes 40 % off the CPU of probing a
+/// camera that waits for its keyframe (BENCHMARKS.md, "First frames when 200 cameras start at once"), which
+/// matters when many start at once. Passing options replaces FFmpeg's own for probing (one thread), so one
+/// thread is asked for here too.
+fn probe_decoder_options(stream: &ffmpeg_next::Stream) -> *mut ffi::AVDictionary {
+    if stream.parameters().medium() != ffmpeg_next::media::Type::Video {
+        return ptr::null_mut();
+    }
+    let mut options = Dictionary::new();
+    options.set("threads", "1");
+    options.set("flags2", "+showall");
+    // SAFETY: `disown` hands the dictionary over; the caller passes it to FFmpeg and frees what is left.
+    unsafe { options.disown() }
 }
 
 /// Opens the built-in synthetic camera: libavfilter's `lavfi` input running a fixed graph — a moving test
