@@ -156,6 +156,7 @@ fn a_camera_whose_first_keyframe_comes_after_probing_still_reports_its_size() {
     let session = status.session.as_ref().unwrap();
     assert_eq!(session.video_mode, VideoMode::Copy);
     assert_eq!((session.video_in.width, session.video_in.height), (640, 360));
+    assert_eq!(session.source_fps, Some(25.0), "probing does not wait for the frame rate, but finds it");
     for camera in ["first", "joiner"] {
         supervisor.stop_blocking(&id(camera)).unwrap();
     }
@@ -413,8 +414,9 @@ fn copy_mode_refuses_h265_with_a_reason() {
 fn a_camera_too_slow_to_probe_within_open_ms_times_out_opening() {
     let rtsp = RtspServer::start();
     let supervisor = supervisor();
-    let mut spec = StreamSpec::new("slowprobe", &rtsp.url("h264"), "out.flv").unwrap();
-    // Probing a live 25 fps camera reads about a second of it: half a second is too short.
+    let mut spec = StreamSpec::new("slowprobe", &rtsp.url("h264_late_audio"), "out.flv").unwrap();
+    // This camera announces audio but sends none for its first 3 s, so probing runs to its one-second limit
+    // waiting for the audio's parameters: half a second is too short.
     spec.timeouts.open_ms = 500;
     spec.retry.initial_backoff_ms = 60_000;
     spec.retry.max_backoff_ms = 60_000;

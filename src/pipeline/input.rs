@@ -241,6 +241,12 @@ fn open(
     options.set("timeout", &(timeouts.read().as_micros()).to_string());
     options.set("analyzeduration", ANALYZE_DURATION_US);
     options.set("probesize", PROBE_SIZE);
+    // Probing's own wait for the frame rate: by default FFmpeg wants 20 frames with timestamps, and on RTSP
+    // (whose first packets carry none) that wait ran into the analysis limit, a full second before a camera
+    // could send its first frame. The rate still comes from the SPS's timing, or from the frames read while
+    // the other parameters are found. Only worth it with `probe_decoder_options`: without it, probing waits
+    // for the keyframe to learn the picture size anyway.
+    options.set("fpsprobesize", "0");
     // What each transport needs and nothing else, so no URL can read files or reach other protocols through
     // the demuxer: RTSP over TCP needs `tcp`, RTSPS `tls` on top, UDP `rtp` and `udp`, the tunnel `http`.
     options.set(
