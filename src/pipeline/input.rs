@@ -309,14 +309,12 @@ fn open(
 /// is decoded, for nothing. `showall` lets those frames out (grey, and thrown away with the probe), so the
 /// count is reached after a few frames and the rest are only parsed. That takes 40 % off the CPU of probing a
 /// camera that waits for its keyframe (BENCHMARKS.md, "First frames when 200 cameras start at once"), which
-/// matters when many start at once. Passing options replaces FFmpeg's own for probing (one thread), so one
-/// thread is asked for here too.
+/// matters when many start at once. (FFmpeg adds one thread to these options itself, as it does without them.)
 fn probe_decoder_options(stream: &ffmpeg_next::Stream) -> *mut ffi::AVDictionary {
     if stream.parameters().medium() != ffmpeg_next::media::Type::Video {
         return ptr::null_mut();
     }
     let mut options = Dictionary::new();
-    options.set("threads", "1");
     options.set("flags2", "+showall");
     // SAFETY: `disown` hands the dictionary over; the caller passes it to FFmpeg and frees what is left.
     unsafe { options.disown() }
