@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 const WAITED: Duration = Duration::from_micros(200);
 
 /// The most of a camera's data a batch lets gather (payload bytes, as libavformat returns them).
-pub(crate) const BATCH_BYTES: u64 = 24 * 1024;
+const BATCH_BYTES: u64 = 24 * 1024;
 /// How often the camera's data rate, and so the window, is measured again.
 const RATE_PERIOD: Duration = Duration::from_secs(1);
 
