@@ -162,6 +162,36 @@ fn a_camera_whose_first_keyframe_comes_after_probing_still_reports_its_size() {
     }
 }
 
+/// A camera whose encoder reorders (B-frames) sends presentation times only, and libavformat works out the
+/// decoding times from the reorder depth. The copy must stay in decoding order with increasing dts, each frame
+/// keeping its own pts (setting pts to dts on copied packets fails here), and no frame may be shown before it is
+/// decoded. The fixture's x264 states its reorder depth in the SPS, so the depth is known from the first
+/// keyframe; a camera leaving it out is found while probing, which this camera does not exercise.
+#[test]
+fn a_camera_with_b_frames_is_copied_in_decoding_order_with_its_presentation_times() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let url = rtsp.url(common::rtsp::mount::H264_BFRAMES);
+    supervisor.start_blocking(StreamSpec::new("bframes", &url, &rtmp.url("bframes")).unwrap()).unwrap();
+    let status = wait_running(&supervisor, "bframes");
+    assert_eq!(status.session.as_ref().unwrap().video_mode, VideoMode::Copy);
+
+    let report = probe_rtmp(&rtmp.url("bframes"), 4.0);
+    assert_watchable(&report, 640, 360);
+    let stats = &report.video.as_ref().unwrap().stats;
+    // P B B P B B: the first B after each P is shown before it, a third of the frames.
+    assert!(
+        stats.pts_backsteps * 4 >= stats.packets,
+        "only {} of {} frames shown before the one decoded ahead of them: the B-frames' order is lost",
+        stats.pts_backsteps,
+        stats.packets
+    );
+    assert_eq!(stats.shown_before_decoded, 0, "frames shown before they are decoded");
+    let stopped = supervisor.stop_blocking(&id("bframes")).unwrap();
+    assert!(stopped.last_error.is_none(), "{:?}", stopped.last_error);
+}
+
 #[test]
 fn g711_alaw_audio_becomes_aac() {
     let rtsp = RtspServer::start();

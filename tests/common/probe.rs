@@ -110,6 +110,11 @@ pub struct StreamStats {
     pub first_dts_violation: Option<DtsViolation>,
     /// The largest step between two consecutive dts, in seconds (a hole in the stream).
     pub max_dts_step: Option<f64>,
+    /// Packets whose pts is below the one before: B-frames, decoded after a frame they are shown before.
+    pub pts_backsteps: usize,
+    /// Packets to be shown before they are decoded (pts < dts): impossible, a muxer's or a demuxer's error.
+    pub shown_before_decoded: usize,
+    last_pts: Option<f64>,
 }
 
 impl StreamStats {
@@ -136,6 +141,19 @@ impl StreamStats {
                 self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
             }
             None => self.packets_without_pts += 1,
+        }
+        if let (Some(pts), Some(dts)) = (pts, dts)
+            && pts < dts
+        {
+            self.shown_before_decoded += 1;
+        }
+        if let (Some(pts), Some(last)) = (pts, self.last_pts)
+            && pts < last
+        {
+            self.pts_backsteps += 1;
+        }
+        if pts.is_some() {
+            self.last_pts = pts;
         }
         match dts {
             Some(dts) => {

@@ -42,6 +42,10 @@ pub mod mount {
     /// starting full size; each flip starts with an IDR and new SPS/PPS.
     /// Not shared: every client gets its own timeline.
     pub const H264_RESIZE: &str = "/h264_resize";
+    /// Like [`H264`], but Main profile with two B-frames between references
+    /// (a fixed P B B pattern): RTP carries presentation times only, so a
+    /// reader works out decoding times itself.
+    pub const H264_BFRAMES: &str = "/h264_bframes";
     /// DESCRIBE answers `503 Service Unavailable` (its media cannot start),
     /// like a camera out of streaming sessions. With auth, anonymous
     /// clients get 401 first.
