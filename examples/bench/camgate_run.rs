@@ -35,6 +35,10 @@ pub struct ChildConfig {
     pub seconds: f64,
     /// Stop cameras that stopped answering instead of measuring a window.
     pub hung: bool,
+    /// Say `READY` and wait for a line on stdin before starting the cameras: the parent answers just after a
+    /// keyframe of the cameras' source, so every run starts at the same point of the GOP.
+    #[serde(default)]
+    pub start_on_cue: bool,
 }
 
 /// What the child measured.
@@ -110,6 +114,11 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
     };
 
     let mode: VideoMode = config.mode.parse()?;
+    if config.start_on_cue {
+        say("READY");
+        let mut cue = String::new();
+        std::io::stdin().read_line(&mut cue).map_err(|e| format!("waiting for the start cue: {e}"))?;
+    }
     let mut starts = Vec::with_capacity(config.cameras);
     for i in 0..config.cameras {
         let mut url = config.rtsp_urls[i % config.rtsp_urls.len()].clone();

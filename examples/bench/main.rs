@@ -23,7 +23,7 @@ mod reader;
 mod report;
 mod sys;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -134,6 +134,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     report.load_after = sys::loadavg();
+    report.observers = reader::PRIORITY.get().map_or(String::new(), |p| (*p).to_owned());
     report.finish();
     print!("{}", report.table());
     if let Some(path) = &args.json {
@@ -154,6 +155,8 @@ struct Watchers {
     monitors: Vec<KeyframeMonitor>,
     readers: Vec<FirstFrameReader>,
     keyframes: Vec<Vec<u64>>,
+    /// The cameras' keyframe interval.
+    gop: Duration,
 }
 
 impl Watchers {
@@ -165,7 +168,20 @@ impl Watchers {
             .collect();
         // The readers must be playing before anything publishes, or they would time a later keyframe.
         thread::sleep(Duration::from_millis(800));
-        Watchers { monitors, readers, keyframes: Vec::new() }
+        let gop = Duration::from_secs_f64(f64::from(args.source_gop) / f64::from(args.source.fps.max(1)));
+        Watchers { monitors, readers, keyframes: Vec::new(), gop }
+    }
+
+    /// Returns just after every camera server's next keyframe (or after a GOP and a second, if one does not
+    /// come). Each server's encoder started when its monitor connected, so their keyframes are tens of
+    /// milliseconds apart: started after the last, every run's cameras have about a GOP to get ready for their
+    /// next keyframe, instead of whatever the phase of the moment left them.
+    fn wait_for_keyframe(&self) {
+        let seen: Vec<usize> = self.monitors.iter().map(|m| m.keyframes().len()).collect();
+        let until = Instant::now() + self.gop + Duration::from_secs(1);
+        while Instant::now() < until && self.monitors.iter().zip(&seen).any(|(m, &n)| m.keyframes().len() == n) {
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Stops the monitors (they are camera clients too, and cost the camera server CPU during the window).
@@ -221,6 +237,7 @@ fn run_camgate(args: &Args, servers: &Servers, n: usize) -> Result<Row, String> 
         warmup: args.warmup,
         seconds: args.seconds,
         hung: false,
+        start_on_cue: true,
     };
     let mut row = Row::new(args, System::Camgate, n, "camgate library, one thread per camera".into());
     let ChildRun { starts, result, servers_cpu: (source, rtmp) } = run_child(&config, servers, Some(&mut watchers))?;
@@ -264,16 +281,23 @@ fn run_child(config: &ChildConfig, servers: &Servers, mut watchers: Option<&mut 
     let mut child = Command::new(exe)
         .arg("--child")
         .arg(serde_json::to_string(config).map_err(|e| e.to_string())?)
-        .stdin(Stdio::null())
+        .stdin(if config.start_on_cue { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start the camgate child: {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
+    let mut cue = child.stdin.take();
     let (mut starts, mut result) = (Vec::new(), None);
     let (mut cpu0, mut cpu1) = ((0.0, 0.0), (0.0, 0.0));
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(json) = line.strip_prefix("STARTED ") {
+        if line == "READY" {
+            if let Some(w) = watchers.as_deref() {
+                w.wait_for_keyframe();
+            }
+            let mut stdin = cue.take().ok_or("the child asked for its start cue twice")?;
+            writeln!(stdin, "GO").map_err(|e| format!("cannot cue the child: {e}"))?;
+        } else if let Some(json) = line.strip_prefix("STARTED ") {
             starts = serde_json::from_str(json).map_err(|e| e.to_string())?;
         } else if line == "WINDOW_START" {
             cpu0 = servers.cpu();
@@ -304,6 +328,7 @@ fn run_ffmpeg(args: &Args, servers: &Servers, system: System, n: usize) -> Resul
         row.mode = "transcode".into();
     }
     let mut watchers = Watchers::start(args, servers, &prefix, n);
+    watchers.wait_for_keyframe();
     let mut starts = Vec::with_capacity(n);
     let mut procs = Vec::with_capacity(n);
     for i in 0..n {
@@ -369,6 +394,7 @@ fn hung_camgate(args: &Args, servers: &Servers) -> Result<HungRow, String> {
         warmup: 0.0,
         seconds: 0.0,
         hung: true,
+        start_on_cue: false,
     };
     let result = run_child(&config, servers, None)?.result;
     Ok(HungRow::new(System::Camgate, result.running, &result.stop_ms))

@@ -3,6 +3,12 @@
 //!
 //! Both read packets straight after `avformat_open_input`, without `avformat_find_stream_info`: stream
 //! analysis would hold the first packets back and every wall-clock time taken here would come late.
+//!
+//! For the same reason both run at real-time priority where the system allows it ([`observe_promptly`]). When
+//! hundreds of cameras start at once the machine is saturated for seconds, and an observer at normal priority
+//! notes a keyframe (or a first frame) only when the scheduler gets round to it, and the time between the two
+//! is off by however long each waited. Each observer reads one stream, some 70 packets a second, so its
+//! priority takes next to nothing from the systems being measured.
 
 use std::ffi::CString;
 use std::ptr;
@@ -39,6 +45,24 @@ fn open_raw(url: &str, options: Dictionary, deadline: Instant, stop: Arc<AtomicB
     }
 }
 
+/// Whether the observers could be given real-time priority (see the module documentation), for the report.
+pub static PRIORITY: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Gives the calling thread real-time priority (`SCHED_FIFO`, the lowest level), or failing that the highest
+/// `nice` it may take, so that it runs as soon as a packet arrives.
+fn observe_promptly() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain system calls on the calling thread (pid 0) with a valid parameter block.
+    let fifo = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+    // SAFETY: as above; `gettid` names the calling thread.
+    let niced = fifo || unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) } == 0;
+    let _ = PRIORITY.set(match (fifo, niced) {
+        (true, _) => "real-time (SCHED_FIFO)",
+        (false, true) => "nice -10",
+        (false, false) => "normal: not allowed to raise it, so keyframe and first-frame times may come late",
+    });
+}
+
 fn is_video(input: &Input, index: usize) -> bool {
     input.stream(index).is_some_and(|s| s.parameters().medium() == media::Type::Video)
 }
@@ -54,6 +78,7 @@ impl FirstFrameReader {
         let thread = thread::Builder::new()
             .name("first-frame".into())
             .spawn(move || {
+                observe_promptly();
                 let deadline = Instant::now() + within;
                 let mut options = Dictionary::new();
                 options.set("rw_timeout", &within.as_micros().to_string());
@@ -94,6 +119,7 @@ impl KeyframeMonitor {
             thread::Builder::new()
                 .name("keyframes".into())
                 .spawn(move || {
+                    observe_promptly();
                     let mut options = Dictionary::new();
                     options.set("rtsp_transport", "tcp");
                     options.set("timeout", "10000000");

@@ -196,6 +196,8 @@ pub struct Report {
     pub args: Args,
     pub load_before: String,
     pub load_after: String,
+    /// The priority the keyframe and first-frame observers ran at (`reader::PRIORITY`).
+    pub observers: String,
     pub rows: Vec<Row>,
     pub hung: Vec<HungRow>,
     pub ratios: Vec<Ratio>,
@@ -212,6 +214,7 @@ impl Report {
             args: args.clone(),
             load_before,
             load_after: String::new(),
+            observers: String::new(),
             rows: Vec::new(),
             hung: Vec::new(),
             ratios: Vec::new(),
@@ -243,6 +246,9 @@ impl Report {
         let _ =
             writeln!(out, "\nmachine: {} ({} cores, {:.0} GiB), {}, {}", m.cpu, m.cores, m.memory_gib, m.os, m.ffmpeg);
         let _ = writeln!(out, "load before: {}   after: {}", self.load_before, self.load_after);
+        if !self.observers.is_empty() {
+            let _ = writeln!(out, "keyframe and first-frame observers: {}", self.observers);
+        }
         let _ = writeln!(out, "\n{}", HEADER);
         for row in &self.rows {
             let _ = writeln!(out, "{}", row_line(row));

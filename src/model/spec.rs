@@ -350,8 +350,8 @@ pub struct StreamSpec {
 /// where every frame of latency counts.
 pub const DEFAULT_READ_BATCH_MS: u64 = 100;
 /// The largest [`StreamSpec::read_batch_ms`] accepted. Longer batches gained no CPU (the thread's other
-/// wake-ups remain), and GStreamer's RTSP server dropped frames of its cameras behind batches of 150 ms and
-/// more (BENCHMARKS.md, "Batched reads").
+/// wake-ups remain), only latency, and what a batch leaves unread fills the camera's send buffer, which a
+/// camera may keep small (BENCHMARKS.md, "Batched reads").
 pub const MAX_READ_BATCH_MS: u64 = 100;
 
 fn default_read_batch_ms() -> u64 {

@@ -11,13 +11,13 @@
 //! frames would queue behind each other in the decoder and the encoder.
 //!
 //! What the thread has not read yet waits in the kernel's socket buffer and, once that is full, in the
-//! camera's, and a sender whose buffer fills drops frames. GStreamer's RTSP server dropped frames of its
-//! 2 Mbit/s cameras behind batches of 150 ms and more, and none behind 100 ms (BENCHMARKS.md). So
-//! `read_batch_ms` is at most 100 (`model::MAX_READ_BATCH_MS`). A faster camera fills those buffers sooner,
-//! so a batch also holds at most [`BATCH_BYTES`] of its data: the window is the shorter of `read_batch_ms`
-//! and the time the camera takes to send that much, measured each second. At 2 Mbit/s that is the whole
-//! 100 ms; at 8 Mbit/s it is 24 ms. There is no batching in a camera's first second, before its rate is
-//! known.
+//! camera's, and a sender whose buffer fills drops frames. Batches longer than 100 ms saved no more CPU (the
+//! thread's other wake-ups remain), so `read_batch_ms` is at most 100 (`model::MAX_READ_BATCH_MS`): GStreamer's
+//! RTSP server lost none of its 2 Mbit/s cameras' frames even behind 250 ms, but a camera may buffer less
+//! (BENCHMARKS.md). A faster camera fills those buffers sooner, so a batch also holds at most [`BATCH_BYTES`]
+//! of its data: the window is the shorter of `read_batch_ms` and the time the camera takes to send that much,
+//! measured each second. At 2 Mbit/s that is the whole 100 ms; at 8 Mbit/s it is 24 ms. There is no batching
+//! in a camera's first second, before its rate is known.
 //!
 //! A stop (`runtime::worker`) and a warm camera's gate opening (`pipeline::gate`) unpark the thread, so a batch
 //! delays neither.
