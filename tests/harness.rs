@@ -51,6 +51,7 @@ fn probe_clean_mount(mount: &str) -> ProbeReport {
 fn rtsp_h264_aac_mount() {
     let r = probe_clean_mount(mount::H264_AAC);
     assert_video(&r, "h264", 640, 360, (22.0, 28.0));
+    assert_eq!(r.video.as_ref().map(|v| v.stats.pts_backsteps), Some(0), "no B-frames here: {r:#?}");
     assert_audio(&r, "aac", 48000, 1);
     let gap = r.max_av_dts_gap.expect("both streams read");
     assert!(gap < 1.0, "audio and video {gap:.3} s apart: {r:#?}");
@@ -76,6 +77,16 @@ fn rtsp_h265_mount() {
     let r = probe_clean_mount(mount::H265);
     assert_video(&r, "hevc", 640, 360, (22.0, 28.0));
     assert_audio(&r, "aac", 48000, 1);
+}
+
+#[test]
+fn rtsp_h264_bframes_mount_reorders_its_frames() {
+    let r = probe_clean_mount(mount::H264_BFRAMES);
+    assert_video(&r, "h264", 640, 360, (22.0, 28.0));
+    let stats = &r.video.as_ref().expect("video stream").stats;
+    // P B B: a third of the frames are shown before the frame decoded ahead of them.
+    assert!(stats.pts_backsteps * 4 >= stats.packets, "too few frames reordered: {r:#?}");
+    assert_eq!(stats.shown_before_decoded, 0, "libavformat's decoding times: {r:#?}");
 }
 
 #[test]
