@@ -45,6 +45,10 @@ fn open_raw(url: &str, options: Dictionary, deadline: Instant, stop: Arc<AtomicB
     }
 }
 
+/// How long an observer waits when libavformat has nothing to read yet. It is 1 ms, short beside the figures
+/// taken, and an observer at real-time priority must not spin a core on "try again".
+const EAGAIN_WAIT: Duration = Duration::from_millis(1);
+
 /// Whether the observers could be given real-time priority (see the module documentation), for the report.
 pub static PRIORITY: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
@@ -88,7 +92,9 @@ impl FirstFrameReader {
                     match packet.read(&mut input) {
                         Ok(()) if is_video(&input, packet.stream()) => return Ok(unix_us()),
                         Ok(()) => {}
-                        Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {}
+                        Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {
+                            thread::sleep(EAGAIN_WAIT);
+                        }
                         Err(e) => return Err(format!("reading {url}: {e}")),
                     }
                 }
@@ -131,7 +137,10 @@ impl KeyframeMonitor {
                             Ok(()) if packet.is_key() && is_video(&input, packet.stream()) => {
                                 keyframes.lock().expect("keyframe list").push(unix_us());
                             }
-                            Ok(()) | Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {}
+                            Ok(()) => {}
+                            Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {
+                                thread::sleep(EAGAIN_WAIT);
+                            }
                             Err(_) => return,
                         }
                     }
