@@ -22,7 +22,9 @@ usage: bench [options]
   --read-batch-ms M   camgate's read_batch_ms for copied video (default 100, camgate's default; 0 = off)
   --source-gop N      keyframe interval of the synthetic cameras in frames (default 50 = 2 s)
   --rtsp-servers K    camera server processes, cameras spread over them (default 1)
-  --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8)
+  --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8); a run's
+                      cameras start just after their camera servers' keyframes, so each has a GOP to get
+                      ready for its next one, and the observers run at real-time priority where allowed
   --hung-stop K       also time stopping K cameras that stopped answering (default 0 = skip)
   --json PATH         write every figure as JSON
   --plot PATH         write an SVG of CPU (cores) against cameras
