@@ -726,12 +726,23 @@ async fn library_node(
     rtmp: &RtmpServer,
     faults: camgate::runtime::Faults,
 ) -> (std::sync::Arc<camgate::gateway::cluster::ClusterNode>, camgate::Gateway) {
+    library_node_stopping_within(name, etcd, rtmp, faults, 600).await
+}
+
+/// [`library_node`] with `stop_timeout_ms`.
+async fn library_node_stopping_within(
+    name: &str,
+    etcd: &Etcd,
+    rtmp: &RtmpServer,
+    faults: camgate::runtime::Faults,
+    stop_timeout_ms: u64,
+) -> (std::sync::Arc<camgate::gateway::cluster::ClusterNode>, camgate::Gateway) {
     let config = camgate::gateway::config::Config::from_toml(&format!(
         r#"
 rtmp_base = "rtmp://127.0.0.1:{rtmp}"
 max_cameras = 10
 cpu_cores = 2
-stop_timeout_ms = 600
+stop_timeout_ms = {stop_timeout_ms}
 [camera_hosts]
 allow = ["127.0.0.0/8"]
 [cluster]
@@ -798,6 +809,11 @@ struct StuckOnA {
 
 impl StuckOnA {
     async fn start() -> StuckOnA {
+        StuckOnA::start_with_b_stopping_within(600).await
+    }
+
+    /// [`start`](Self::start), b with `stop_timeout_ms`.
+    async fn start_with_b_stopping_within(stop_timeout_ms: u64) -> StuckOnA {
         let etcd = Etcd::start();
         let rtmp = RtmpServer::start();
         let (faults, hold) = stuck_sessions();
@@ -806,7 +822,8 @@ impl StuckOnA {
         let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
         gateway_a.put_request(id.clone(), &request).await.unwrap();
         rig_wait(|| async { runs_here(&a, "stuck") }, "the camera runs on a").await;
-        let (b, gateway_b) = library_node("b", &etcd, &rtmp, camgate::runtime::Faults::default()).await;
+        let (b, gateway_b) =
+            library_node_stopping_within("b", &etcd, &rtmp, camgate::runtime::Faults::default(), stop_timeout_ms).await;
         // b answers from its own view of the cluster, which follows etcd's watch: once it knows who runs it.
         rig_wait(|| async { b.remote_owner(&id).is_some() }, "b to know the camera's node").await;
         StuckOnA { _etcd: etcd, _rtmp: rtmp, hold, id, a, gateway_a, b, gateway_b }
@@ -863,6 +880,47 @@ async fn removing_a_camera_whose_thread_will_not_stop_answers_the_timeout_from_a
     assert!(!runs_here(&b, "stuck") && !runs_here(&a, "stuck"));
     let again = gateway_b.remove(&id).await;
     assert!(matches!(again, Err(camgate::gateway::GatewayError::NotFound(_))), "{again:?}");
+    b.leave().await;
+    a.leave().await;
+}
+
+/// A DELETE overtaken by a later PUT — the camera put back before its node could stop it — answers once the PUT
+/// is seen: the node keeps running the camera for that write, so its owner key stays, and waiting for the key
+/// would only end at the stop timeout. Here a's thread will not stop and b's stop timeout is a minute, so only
+/// seeing the PUT lets b answer within the 20 s allowed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_overtaken_by_a_later_put_answers_once_the_put_is_seen() {
+    let _turn = SERIAL.lock().await;
+    let StuckOnA { _etcd, _rtmp, hold, id, a, b, gateway_b, .. } = StuckOnA::start_with_b_stopping_within(60_000).await;
+
+    let removing = {
+        let (gateway_b, id) = (gateway_b.clone(), id.clone());
+        tokio::spawn(async move { gateway_b.remove(&id).await })
+    };
+    // The DELETE has been written once the camera's key is gone from etcd; then the PUT puts it back.
+    let etcd = etcd_client::Client::connect([_etcd.endpoint()], None).await.unwrap();
+    let key = format!("/camgate/cameras/{id}");
+    rig_wait(
+        || {
+            let (mut etcd, key) = (etcd.clone(), key.clone());
+            async move { etcd.get(key, None).await.unwrap().kvs().is_empty() }
+        },
+        "the DELETE to reach etcd",
+    )
+    .await;
+    let request = serde_json::from_value(json!({"input": "demo://360p"})).unwrap();
+    gateway_b.put_request(id.clone(), &request).await.unwrap();
+
+    let removed = tokio::time::timeout(Duration::from_secs(20), removing)
+        .await
+        .expect("the DELETE answered once the PUT was seen, not at its one-minute stop timeout")
+        .unwrap();
+    assert!(removed.is_ok(), "{removed:?}");
+    // The later write stands: a still owns and runs the camera.
+    assert!(b.remote_owner(&id).is_some(), "b knows the camera's node");
+    assert!(runs_here(&a, "stuck"));
+
+    hold.store(false, std::sync::atomic::Ordering::Relaxed);
     b.leave().await;
     a.leave().await;
 }

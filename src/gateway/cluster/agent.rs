@@ -228,7 +228,7 @@ async fn watch_loop(node: Arc<ClusterNode>) {
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let value = (event.event_type() == EventType::Put).then(|| kv.value());
-                    view.apply(&node.keys, kv.key(), value, kv.lease(), now);
+                    view.apply(&node.keys, kv.key(), value, kv.lease(), kv.create_revision(), now);
                 }
                 if let Some(header) = response.header() {
                     view.revision = view.revision.max(header.revision());

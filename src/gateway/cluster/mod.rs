@@ -257,8 +257,9 @@ impl ClusterNode {
         Ok(Applied { revision, outcome: PlayOutcome::AlreadyRunning(status) })
     }
 
-    /// Removes a camera from the desired set; answers once its node has stopped it (its owner key is gone),
-    /// or when the stop timeout has passed.
+    /// Removes a camera from the desired set; answers once its node has stopped it (its owner key is gone), once
+    /// a later write has put it back (its node then runs it on, for that write), or when the stop timeout has
+    /// passed.
     pub(crate) async fn remove(
         &self,
         id: &CameraId,
@@ -276,8 +277,13 @@ impl ClusterNode {
             return Err(GatewayError::NotFound(id.clone()));
         }
         // The owner gives its key up once the camera's thread has exited; one whose stop timed out keeps it.
-        // Gone from the desired set either way, as on a single node.
-        if !self.wait_until(stop_timeout + Duration::from_secs(2), |view| view.owner(id).is_none()).await
+        // Gone from the desired set either way, as on a single node. A later PUT may put the camera back before
+        // its owner stopped it: the owner then keeps it, and waiting on would only end at the timeout.
+        let put_back =
+            |view: &View| view.camera_created.get(id).is_some_and(|&c| u64::try_from(c).is_ok_and(|c| c > revision));
+        if !self
+            .wait_until(stop_timeout + Duration::from_secs(2), |view| view.owner(id).is_none() || put_back(view))
+            .await
             && !self.desired_again_since(id, revision).await?
         {
             return Err(SupervisorError::StopTimeout { camera: id.clone(), after: stop_timeout }.into());
@@ -589,7 +595,7 @@ impl ClusterNode {
         let now = std::time::Instant::now();
         let mut view = View::default();
         for kv in response.kvs() {
-            view.apply(&self.keys, kv.key(), Some(kv.value()), kv.lease(), now);
+            view.apply(&self.keys, kv.key(), Some(kv.value()), kv.lease(), kv.create_revision(), now);
         }
         view.revision = revision;
         Ok((view, revision))

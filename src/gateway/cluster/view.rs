@@ -13,6 +13,8 @@ use crate::model::CameraId;
 pub struct View {
     /// The desired cameras.
     pub cameras: BTreeMap<CameraId, CameraRecord>,
+    /// The etcd revision that created each desired camera's key: a camera removed and put back has a newer one.
+    pub camera_created: BTreeMap<CameraId, i64>,
     /// Each owned camera's owner.
     pub owners: BTreeMap<CameraId, String>,
     /// The lease each owner key is bound to: a node runs a camera only while the key is bound to the lease it
@@ -32,19 +34,21 @@ pub struct View {
 
 impl View {
     /// Applies one key's new value (`None`: deleted).
-    /// `lease` is the key's lease (0: none).
-    pub fn apply(&mut self, keys: &Keys, key: &[u8], value: Option<&[u8]>, lease: i64, now: Instant) {
+    /// `lease` is the key's lease (0: none), `created` the revision that created the key.
+    pub fn apply(&mut self, keys: &Keys, key: &[u8], value: Option<&[u8]>, lease: i64, created: i64, now: Instant) {
         match (keys.parse(key), value) {
             (Some(Key::Camera(id)), Some(value)) => {
                 if let Ok(record) = serde_json::from_slice::<CameraRecord>(value) {
                     if !self.owners.contains_key(&id) {
                         self.unowned_since.entry(id.clone()).or_insert(now);
                     }
+                    self.camera_created.insert(id.clone(), created);
                     self.cameras.insert(id, record);
                 }
             }
             (Some(Key::Camera(id)), None) => {
                 self.cameras.remove(&id);
+                self.camera_created.remove(&id);
                 self.unowned_since.remove(&id);
                 self.last_owners.remove(&id);
             }
