@@ -1,18 +1,31 @@
 //! What the cluster stores in etcd, as JSON.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::gateway::config::CameraConfig;
+use crate::model::DEFAULT_READ_BATCH_MS;
 
 /// A camera of the desired set, as it was requested: each node that runs it resolves it with its own
 /// templates and defaults (its own RTMP origin, for one).
+///
+/// `read_batch_ms` is left out when it is the built-in default, so that nodes older than the setting, which
+/// refuse unknown fields, still read such records during a rolling upgrade; reading one fills the default
+/// back in, the same on every node whatever its `[defaults]` say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CameraRecord {
     /// The format version (1).
     pub v: u32,
     /// The request.
+    #[serde(deserialize_with = "recorded_camera")]
     pub camera: CameraConfig,
+}
+
+/// A stored request, with the settings a record leaves out at their built-in defaults.
+fn recorded_camera<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CameraConfig, D::Error> {
+    let mut camera = CameraConfig::deserialize(deserializer)?;
+    camera.read_batch_ms.get_or_insert(DEFAULT_READ_BATCH_MS);
+    Ok(camera)
 }
 
 impl CameraRecord {
@@ -47,4 +60,33 @@ pub struct NodeRecord {
     pub public_host: Option<String>,
     /// The port of its built-in preview.
     pub preview_port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::RunMode;
+    use crate::model::StreamSpec;
+
+    fn recorded(read_batch_ms: u64) -> (serde_json::Value, CameraRecord) {
+        let mut spec = StreamSpec::new("cam", "rtsp://192.0.2.1/stream", "rtmp://192.0.2.2/live/cam").unwrap();
+        spec.read_batch_ms = read_batch_ms;
+        let json = serde_json::to_value(CameraRecord::new(CameraConfig::from_spec(&spec, RunMode::Always))).unwrap();
+        let back = serde_json::from_value(json.clone()).unwrap();
+        (json, back)
+    }
+
+    #[test]
+    fn a_record_leaves_the_default_batch_out_and_reads_it_back() {
+        // What a node older than the setting can read: no `read_batch_ms` at all.
+        let (json, back) = recorded(DEFAULT_READ_BATCH_MS);
+        assert!(json["camera"].get("read_batch_ms").is_none(), "{json}");
+        assert_eq!(back.camera.read_batch_ms, Some(DEFAULT_READ_BATCH_MS));
+        // Any other value is written out, and read back as it was.
+        for read_batch_ms in [0, 40] {
+            let (json, back) = recorded(read_batch_ms);
+            assert_eq!(json["camera"]["read_batch_ms"], read_batch_ms, "{json}");
+            assert_eq!(back.camera.read_batch_ms, Some(read_batch_ms));
+        }
+    }
 }
