@@ -505,8 +505,7 @@ pub enum Origin {
 }
 
 impl CameraConfig {
-    /// The request that gives exactly `spec`, as a cluster stores it: every setting explicit, except
-    /// `read_batch_ms` at its built-in default (see [`CameraRecord`](super::cluster::records::CameraRecord)).
+    /// The request that gives exactly `spec` (every setting explicit), as a cluster stores it.
     pub fn from_spec(spec: &StreamSpec, mode: super::RunMode) -> CameraConfig {
         CameraConfig {
             input: spec.input.expose().to_owned(),
@@ -519,10 +518,7 @@ impl CameraConfig {
             offline_slate: Some(spec.offline_slate),
             timeouts: Some(spec.timeouts),
             retry: Some(spec.retry),
-            // Written only when it is not the built-in default: nodes older than the setting refuse records with
-            // fields they do not know, so during a rolling upgrade they can still read every camera that keeps
-            // it. A record without it means the built-in default (`CameraRecord`), not the reader's `[defaults]`.
-            read_batch_ms: (spec.read_batch_ms != crate::model::DEFAULT_READ_BATCH_MS).then_some(spec.read_batch_ms),
+            read_batch_ms: Some(spec.read_batch_ms),
             on_demand: mode.on_demand(),
         }
     }

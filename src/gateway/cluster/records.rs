@@ -1,6 +1,6 @@
 //! What the cluster stores in etcd, as JSON.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::gateway::config::CameraConfig;
@@ -9,19 +9,29 @@ use crate::model::DEFAULT_READ_BATCH_MS;
 /// A camera of the desired set, as it was requested: each node that runs it resolves it with its own
 /// templates and defaults (its own RTMP origin, for one).
 ///
-/// `read_batch_ms` is left out when it is the built-in default, so that nodes older than the setting, which
-/// refuse unknown fields, still read such records during a rolling upgrade; reading one fills the default
-/// back in, the same on every node whatever its `[defaults]` say.
+/// The request is stored with every setting explicit (`CameraConfig::from_spec`) but one: `read_batch_ms` is
+/// left out when it is the built-in default. Nodes older than that setting refuse fields they do not know, so
+/// during a rolling upgrade they can still read every camera that keeps the default. Reading a record fills
+/// the default back in, the same on every node whatever its `[defaults]` say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CameraRecord {
     /// The format version (1).
     pub v: u32,
     /// The request.
-    #[serde(deserialize_with = "recorded_camera")]
+    #[serde(serialize_with = "store_camera", deserialize_with = "recorded_camera")]
     pub camera: CameraConfig,
 }
 
-/// A stored request, with the settings a record leaves out at their built-in defaults.
+/// A request as stored: `read_batch_ms` left out at its built-in default.
+fn store_camera<S: Serializer>(camera: &CameraConfig, serializer: S) -> Result<S::Ok, S::Error> {
+    if camera.read_batch_ms == Some(DEFAULT_READ_BATCH_MS) {
+        CameraConfig { read_batch_ms: None, ..camera.clone() }.serialize(serializer)
+    } else {
+        camera.serialize(serializer)
+    }
+}
+
+/// A stored request, with `read_batch_ms` at its built-in default where the record leaves it out.
 fn recorded_camera<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CameraConfig, D::Error> {
     let mut camera = CameraConfig::deserialize(deserializer)?;
     camera.read_batch_ms.get_or_insert(DEFAULT_READ_BATCH_MS);
@@ -82,6 +92,9 @@ mod tests {
         let (json, back) = recorded(DEFAULT_READ_BATCH_MS);
         assert!(json["camera"].get("read_batch_ms").is_none(), "{json}");
         assert_eq!(back.camera.read_batch_ms, Some(DEFAULT_READ_BATCH_MS));
+        // A record read back and written again (an on-demand camera made always-on) still leaves it out.
+        let again = serde_json::to_value(&back).unwrap();
+        assert!(again["camera"].get("read_batch_ms").is_none(), "{again}");
         // Any other value is written out, and read back as it was.
         for read_batch_ms in [0, 40] {
             let (json, back) = recorded(read_batch_ms);
