@@ -177,9 +177,9 @@ impl Watchers {
     /// milliseconds apart: started after the last, every run's cameras have about a GOP to get ready for their
     /// next keyframe, instead of whatever the phase of the moment left them.
     fn wait_for_keyframe(&self) {
-        let seen: Vec<usize> = self.monitors.iter().map(|m| m.keyframes().len()).collect();
+        let seen: Vec<usize> = self.monitors.iter().map(KeyframeMonitor::keyframe_count).collect();
         let until = Instant::now() + self.gop + Duration::from_secs(1);
-        while Instant::now() < until && self.monitors.iter().zip(&seen).any(|(m, &n)| m.keyframes().len() == n) {
+        while Instant::now() < until && self.monitors.iter().zip(&seen).any(|(m, &n)| m.keyframe_count() == n) {
             thread::sleep(Duration::from_millis(1));
         }
     }

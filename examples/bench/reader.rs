@@ -154,6 +154,11 @@ impl KeyframeMonitor {
     pub fn keyframes(&self) -> Vec<u64> {
         self.keyframes.lock().expect("keyframe list").clone()
     }
+
+    /// How many keyframes have arrived so far.
+    pub fn keyframe_count(&self) -> usize {
+        self.keyframes.lock().expect("keyframe list").len()
+    }
 }
 
 impl Drop for KeyframeMonitor {

@@ -279,8 +279,7 @@ impl ClusterNode {
         // The owner gives its key up once the camera's thread has exited; one whose stop timed out keeps it.
         // Gone from the desired set either way, as on a single node. A later PUT may put the camera back before
         // its owner stopped it: the owner then keeps it, and waiting on would only end at the timeout.
-        let put_back =
-            |view: &View| view.camera_created.get(id).is_some_and(|&c| u64::try_from(c).is_ok_and(|c| c > revision));
+        let put_back = |view: &View| view.camera_created.get(id).is_some_and(|&c| created_after(c, revision));
         if !self
             .wait_until(stop_timeout + Duration::from_secs(2), |view| view.owner(id).is_none() || put_back(view))
             .await
@@ -299,7 +298,7 @@ impl ClusterNode {
     async fn desired_again_since(&self, id: &CameraId, revision: u64) -> Result<bool, GatewayError> {
         let mut client = self.client.clone();
         let response = etcd_call("reading the camera", client.get(self.keys.camera(id), None)).await?;
-        Ok(response.kvs().iter().any(|kv| u64::try_from(kv.create_revision()).is_ok_and(|r| r > revision)))
+        Ok(response.kvs().iter().any(|kv| created_after(kv.create_revision(), revision)))
     }
 
     /// The old `stop_camera`: removes an always-on camera; an on-demand one is stopped by its node and stays
@@ -600,6 +599,12 @@ impl ClusterNode {
         view.revision = revision;
         Ok((view, revision))
     }
+}
+
+/// Whether a key created at etcd revision `created` was created after the write at `revision`: a camera
+/// removed at `revision` and put back since.
+fn created_after(created: i64, revision: u64) -> bool {
+    u64::try_from(created).is_ok_and(|created| created > revision)
 }
 
 /// An etcd response's revision as the gateway counts revisions (etcd's are never negative).
