@@ -137,7 +137,7 @@ fn write_cameras(out: &mut String, cameras: &[CameraStatus], max: usize) {
 /// Per camera, the histogram of video packet latency through camgate since the camera started.
 fn write_latency(out: &mut String, cameras: &[CameraStatus]) {
     const NAME: &str = "camgate_camera_packet_latency_seconds";
-    header(out, NAME, "histogram", "Video packets from read at the camera to written at the outputs.");
+    header(out, NAME, "histogram", "Video packets from read at the camera to written to the first output's muxer.");
     // Cameras of other cluster nodes carry no counts here: their own node exports them.
     for camera in cameras.iter().filter(|c| c.totals.latency.count() > 0) {
         let counts = &camera.totals.latency;

@@ -1,5 +1,6 @@
-//! Packet latency through camgate — from the moment a video packet is read from the camera to the moment its
-//! (copied or re-encoded) packet has been written to the outputs — as a fixed-bucket histogram of atomics.
+//! Packet latency through camgate — from the moment a video packet is read from the camera to the moment the
+//! muxer of the camera's first output has its (copied or re-encoded) packet, its wait to be interleaved with
+//! the audio included — as a fixed-bucket histogram of atomics.
 //!
 //! The camera thread only increments one bucket per packet (a relaxed atomic add); the supervisor samples the
 //! counts with the other counters and derives p50/p99 over its rate window, and `/metrics` exports the

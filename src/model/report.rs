@@ -30,7 +30,7 @@ pub struct Counters {
     pub audio_dropped: AtomicU64,
     /// Payload bytes written to the output.
     pub bytes_out: AtomicU64,
-    /// Video packet latency through camgate (read from the camera → written to the outputs).
+    /// Video packet latency through camgate (read from the camera → written to the first output's muxer).
     pub latency: super::latency::LatencyHistogram,
 }
 

@@ -16,6 +16,7 @@ pub mod ffmpeg_log;
 pub mod gate;
 mod gop_cache;
 mod input;
+mod interleave;
 pub mod interrupt;
 mod output;
 mod read_batch;
@@ -40,7 +41,7 @@ pub(crate) use self::gop_cache::GopCache;
 use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 pub(crate) use self::output::Track;
-use self::output::{FlvOutput, StreamSource, WriteError, Written};
+use self::output::{FlvOutput, Measure, StreamSource, WriteError, Written};
 use self::read_batch::ReadBatch;
 use self::silence::SilenceFiller;
 use self::slate::{HeldAudio, HeldOutputs, Slate};
@@ -591,7 +592,7 @@ impl<'a> Session<'a> {
                     for (track, packet, time_base) in &cached {
                         let mut packet = share(packet);
                         output
-                            .write(*track, &mut packet, *time_base)
+                            .write(*track, &mut packet, *time_base, Measure::NONE)
                             .map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
                     }
                 }
@@ -657,7 +658,9 @@ impl<'a> Session<'a> {
         output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, &interrupter))?;
         let (cached, _) = if replay { channel.gop_packets() } else { Default::default() };
         for (track, mut packet, time_base) in cached {
-            output.write(track, &mut packet, time_base).map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
+            output
+                .write(track, &mut packet, time_base, Measure::NONE)
+                .map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
         }
         self.outputs.push(output);
         debug!(camera = %self.spec.id, replay, "preview muxer started");
@@ -686,22 +689,17 @@ impl<'a> Session<'a> {
             if let Some(channel) = channel {
                 channel.remember(Track::Video, packet, time_base);
             }
-            let delivery = deliver(outputs, counters, Track::Video, packet, time_base)?;
-            if delivery != Delivery::Dropped {
-                if let (Delivery::Written, Some(read)) = (delivery, read) {
-                    counters.latency.record(read.elapsed());
-                }
-                if !*first_frame_sent {
-                    *first_frame_sent = true;
-                    observer.first_frame();
-                }
+            let delivery = deliver(outputs, counters, Track::Video, packet, time_base, read)?;
+            if delivery != Delivery::Dropped && !*first_frame_sent {
+                *first_frame_sent = true;
+                observer.first_frame();
             }
             if let (Some(filler), Some(at)) = (silence.as_deref_mut(), at) {
                 filler.fill_to(at, &mut |packet, time_base| {
                     if let Some(channel) = channel {
                         channel.remember(Track::Audio, packet, time_base);
                     }
-                    deliver(outputs, counters, Track::Audio, packet, time_base).map(|_| ())
+                    deliver(outputs, counters, Track::Audio, packet, time_base, None).map(|_| ())
                 })?;
             }
             Ok(())
@@ -751,7 +749,7 @@ impl<'a> Session<'a> {
             if let Some(channel) = channel {
                 channel.remember(Track::Audio, packet, time_base);
             }
-            deliver(outputs, counters, Track::Audio, packet, time_base).map(|_| ())
+            deliver(outputs, counters, Track::Audio, packet, time_base, None).map(|_| ())
         };
         let result = match &mut self.audio {
             None => return Ok(()),
@@ -794,11 +792,11 @@ impl<'a> Session<'a> {
         let outputs = &mut self.outputs;
         if let VideoPath::Transcode(transcoder) = &mut self.video {
             let time_base = transcoder.time_base();
-            transcoder.flush(&mut |p, _| deliver(outputs, counters, Track::Video, p, time_base).map(|_| ()))?;
+            transcoder.flush(&mut |p, _| deliver(outputs, counters, Track::Video, p, time_base, None).map(|_| ()))?;
         }
         if let Some(AudioPath::Transcode(transcoder)) = &mut self.audio {
             let time_base = transcoder.time_base();
-            transcoder.flush(&mut |p| deliver(outputs, counters, Track::Audio, p, time_base).map(|_| ()))?;
+            transcoder.flush(&mut |p| deliver(outputs, counters, Track::Audio, p, time_base, None).map(|_| ()))?;
         }
         Ok(())
     }
@@ -824,6 +822,7 @@ fn deliver(
     track: Track,
     packet: &mut Packet,
     time_base: Rational,
+    read: Option<Instant>,
 ) -> Result<Delivery, Halt> {
     let (written, dropped) = match track {
         Track::Video => (&counters.video_frames_out, &counters.video_dropped),
@@ -833,17 +832,20 @@ fn deliver(
         Counters::add(written, 1);
         return Ok(Delivery::Kept);
     };
+    // The first output (the RTMP output, when connected) counts the latency; audio writes too carry the
+    // histogram, as video waiting for audio leaves with them.
+    let measure = Measure { read, into: Some(&counters.latency) };
+    let last_measure = if others.is_empty() { measure } else { Measure::NONE };
     // A failed write is explained by the failing output's own interrupter (a warm camera's output and the
     // preview's muxer each have one).
-    for output in others {
-        // The muxer takes ownership of the reference it is given: each output gets its own reference to the
-        // same data.
+    for (n, output) in others.iter_mut().enumerate() {
+        // The output takes the packet it is given: each output gets its own reference to the same data.
         let mut copy = share(packet);
         output
-            .write(track, &mut copy, time_base)
+            .write(track, &mut copy, time_base, if n == 0 { measure } else { Measure::NONE })
             .map_err(|e| write_halt(Stage::WriteOutput, e, output.interrupter()))?;
     }
-    match last.write(track, packet, time_base) {
+    match last.write(track, packet, time_base, last_measure) {
         Ok(Written::Yes(bytes)) => {
             Counters::add(written, 1);
             Counters::add(&counters.bytes_out, bytes as u64);

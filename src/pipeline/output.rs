@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ffmpeg_next::format::context::{Output, StreamIo};
+use ffmpeg_next::packet::{Mut, Ref};
 use ffmpeg_next::util::interrupt::{self, InterruptGuard};
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, ffi};
 
+use super::interleave::{Held, Interleaver};
 use super::interrupt::Interrupter;
 use super::timestamps::TimestampGuard;
 use crate::model::OutputTarget;
+use crate::model::latency::LatencyHistogram;
 use crate::preview::{Channel, HubWriter};
 
 /// Which of the (at most two) output streams a packet belongs to.
@@ -51,14 +54,50 @@ pub struct FlvOutput {
     /// starts at zero, and audio from before it is dropped.
     start: Option<i64>,
     header_written: bool,
-    /// Through libavformat's interleaving queue (always, outside tests). Writing straight to the muxer saves an
-    /// allocation and a reference per packet and halves the p99 of the write call, but a camera that sends one
-    /// stream in a burst (after a re-seek, say) then reaches players with seconds of one stream ahead of the
-    /// other, which browser players stall on; the queue bounds that to `max_interleave_delta`. The direct path
-    /// stays for the comparison test below.
-    interleave: bool,
+    /// How packets are put in order before the muxer: [`Order::Interleaved`] outside tests.
+    order: Order,
+    /// The queue of [`Order::Interleaved`], made with the header (it needs the muxer's time bases).
+    queue: Option<Interleaver>,
     /// The clock live timestamps are checked against.
     opened: Instant,
+}
+
+/// How an output puts its packets in order before the muxer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// camgate's queue (`interleave.rs`): libavformat's order, with each packet's wait measured and the
+    /// first picture sent at once.
+    Interleaved,
+    /// libavformat's own queue (`av_interleaved_write_frame`), which `Interleaved` replaced; kept for the
+    /// comparison test below.
+    #[cfg(test)]
+    Libavformat,
+    /// Straight to the muxer in the order given. Cheapest, but a camera that sends one stream in a burst (after
+    /// a re-seek, say) then reaches players with seconds of one stream ahead of the other, which browser
+    /// players stall on; the queues bound that to [`MAX_INTERLEAVE_DELTA`]. Kept for the comparison test.
+    #[cfg(test)]
+    AsGiven,
+}
+
+/// How far one stream may run ahead of the other in the queue before it is written anyway: a silent audio
+/// track holds video back no longer than this.
+const MAX_INTERLEAVE_DELTA: Duration = Duration::from_millis(500);
+
+/// How a packet handed to [`FlvOutput::write`] is measured: when the camera packet it comes from was read,
+/// and the histogram that counts how long a video packet took until the muxer had it. One output per camera
+/// measures; writes to the others, and writes of packets that were not just read, pass [`Measure::NONE`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measure<'a> {
+    /// When the camera packet was read (video only; `None` when not known).
+    pub read: Option<Instant>,
+    /// Where this output counts the latency of the video packets it writes during this call (earlier
+    /// packets that leave the queue now included).
+    pub into: Option<&'a LatencyHistogram>,
+}
+
+impl Measure<'_> {
+    /// Not measured.
+    pub const NONE: Measure<'static> = Measure { read: None, into: None };
 }
 
 /// What became of a packet handed to [`FlvOutput::write`].
@@ -140,7 +179,8 @@ impl FlvOutput {
             audio: None,
             start: None,
             header_written: false,
-            interleave: true,
+            order: Order::Interleaved,
+            queue: None,
             opened: Instant::now(),
         }
     }
@@ -181,9 +221,8 @@ impl FlvOutput {
     /// Writes the FLV header (and, for RTMP, the metadata and codec headers). Must precede any packet.
     pub fn write_header(&mut self) -> Result<(), WriteError> {
         let mut options = Dictionary::new();
-        // Interleaving waits for a packet of every stream; bound that so a silent audio track cannot hold video
-        // back for more than half a second.
-        options.set("max_interleave_delta", "500000");
+        // For libavformat's own queue (tests only; see `Order`).
+        options.set("max_interleave_delta", &MAX_INTERLEAVE_DELTA.as_micros().to_string());
         // Each packet leaves at once, for RTMP and the preview alike: latency matters more than syscalls.
         options.set("flush_packets", "1");
         self.interrupter.arm(self.write_timeout);
@@ -194,13 +233,22 @@ impl FlvOutput {
             let per_second = i64::from(out.time_base.denominator()) / i64::from(out.time_base.numerator().max(1));
             out.guard = TimestampGuard::new(10 * per_second, (per_second / 50).max(1));
         }
+        let time_bases: Vec<Rational> = self.ctx.streams().map(|stream| stream.time_base()).collect();
+        self.queue = Some(Interleaver::new(&time_bases, MAX_INTERLEAVE_DELTA));
         self.header_written = true;
         Ok(())
     }
 
     /// Rescales `packet` from `from` to the output time base, shifts it so the stream starts at 0, repairs
-    /// its timestamps, and writes it.
-    pub fn write(&mut self, track: Track, packet: &mut Packet, from: Rational) -> Result<Written, WriteError> {
+    /// its timestamps, and writes it — once it is its turn (see `interleave.rs`): the packet is taken, and
+    /// earlier ones may leave with it.
+    pub fn write(
+        &mut self,
+        track: Track,
+        packet: &mut Packet,
+        from: Rational,
+        measure: Measure<'_>,
+    ) -> Result<Written, WriteError> {
         let out = match track {
             Track::Video => self.video.as_mut(),
             Track::Audio => self.audio.as_mut(),
@@ -242,13 +290,50 @@ impl FlvOutput {
         packet.set_position(-1);
         let size = packet.size();
         self.interrupter.arm(self.write_timeout);
-        if self.interleave {
-            packet.write_interleaved(&mut self.ctx).map_err(map_write_error)?;
-        } else {
-            // Straight to the muxer, in the order the camera sent (see `interleave`).
-            packet.write(&mut self.ctx).map_err(map_write_error)?;
+        match self.order {
+            Order::Interleaved => {
+                let mut packet = std::mem::replace(packet, Packet::empty());
+                // SAFETY: `packet` is a valid AVPacket this function owns. A packet that does not own its data
+                // (none of FFmpeg's demuxers and encoders make one, but nothing promises it) may point into a
+                // buffer its maker reuses, so it gets its own copy before it waits in the queue.
+                let ret = unsafe {
+                    if (*packet.as_ptr()).buf.is_null() {
+                        ffi::av_packet_make_refcounted(packet.as_mut_ptr())
+                    } else {
+                        0
+                    }
+                };
+                if ret < 0 {
+                    return Err(WriteError::Ffmpeg(ffmpeg_next::Error::from(ret)));
+                }
+                let queue = self.queue.as_mut().ok_or(WriteError::Ffmpeg(ffmpeg_next::Error::InvalidData))?;
+                if let Err(held) = queue.push(Held { packet, read: measure.read }) {
+                    // Not a stream of this output's: cannot happen, `add_stream` made every index.
+                    drop(held);
+                    return Ok(Written::Dropped);
+                }
+                while let Some(held) = self.queue.as_mut().and_then(Interleaver::pop_ready) {
+                    self.write_now(held, measure.into)?;
+                }
+            }
+            #[cfg(test)]
+            Order::Libavformat => packet.write_interleaved(&mut self.ctx).map_err(map_write_error)?,
+            #[cfg(test)]
+            Order::AsGiven => {
+                packet.write(&mut self.ctx).map_err(map_write_error)?;
+            }
         }
         Ok(Written::Yes(size))
+    }
+
+    /// Hands a packet whose turn it is to the muxer, and counts a measured video packet's latency.
+    fn write_now(&mut self, held: Held, into: Option<&LatencyHistogram>) -> Result<(), WriteError> {
+        held.packet.write(&mut self.ctx).map_err(map_write_error)?;
+        let video = self.video.as_ref().map(|v| v.index);
+        if let (Some(read), Some(into), true) = (held.read, into, video == Some(held.packet.stream())) {
+            into.record(read.elapsed());
+        }
+        Ok(())
     }
 
     /// The next packets come from a new source (the offline slate, or the camera back after it) whose
@@ -282,6 +367,9 @@ impl FlvOutput {
             return Ok(());
         }
         self.interrupter.finish_within(within);
+        while let Some(held) = self.queue.as_mut().and_then(Interleaver::pop_earliest) {
+            self.write_now(held, None)?;
+        }
         self.ctx.write_trailer().map_err(map_write_error)
     }
 }
@@ -326,13 +414,44 @@ mod tests {
             .collect()
     }
 
-    /// Copies the recording through an `FlvOutput` into `to`, interleaved (the path in use) or not.
-    fn copy_through(to: &std::path::Path, interleave: bool) {
+    /// The recording's packets (stream index, packet) in the order `arrival` gives them.
+    type Arrival = fn(Vec<(usize, Packet, f64)>) -> Vec<(usize, Packet, f64)>;
+
+    /// As the recording has them (already interleaved).
+    fn as_recorded(packets: Vec<(usize, Packet, f64)>) -> Vec<(usize, Packet, f64)> {
+        packets
+    }
+
+    /// As a camera sends them whose audio lags: audio in bursts of four packets (~85 ms), each 90 ms after its
+    /// last packet's time, and the audio of 1.5 s to 2.3 s held up until 2.39 s (so video runs on alone past
+    /// the queue's 500 ms bound).
+    fn audio_late_in_bursts(packets: Vec<(usize, Packet, f64)>) -> Vec<(usize, Packet, f64)> {
+        let audio_times: Vec<f64> = packets.iter().filter(|p| p.0 == 1).map(|p| p.2).collect();
+        let mut nth_audio = 0;
+        let mut timed: Vec<(f64, (usize, Packet, f64))> = Vec::new();
+        for (stream, packet, at) in packets {
+            if stream == 0 {
+                timed.push((at, (stream, packet, at)));
+                continue;
+            }
+            let burst_end = audio_times[(nth_audio / 4 * 4 + 3).min(audio_times.len() - 1)];
+            nth_audio += 1;
+            let arrives = if (1.5..2.3).contains(&at) { 2.39 } else { burst_end + 0.09 };
+            timed.push((arrives, (stream, packet, at)));
+        }
+        // Stable: packets arriving together keep their recorded order.
+        timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        timed.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Copies the recording through an `FlvOutput` into `to`, ordered by `order`, the packets arriving as
+    /// `arrival` says.
+    fn copy_through(to: &std::path::Path, order: Order, arrival: Arrival) {
         let mut input = ffmpeg_next::format::input(&recording()).expect("the recording");
         let target: OutputTarget = to.to_str().unwrap().parse().unwrap();
         let interrupter = Interrupter::new(Arc::new(AtomicBool::new(false)));
         let mut output = FlvOutput::open(&target, interrupter, Duration::from_secs(5)).unwrap();
-        output.interleave = interleave;
+        output.order = order;
         let mut tracks = Vec::new();
         for stream in input.streams() {
             let track = match stream.parameters().medium() {
@@ -343,9 +462,17 @@ mod tests {
             tracks.push((track, stream.time_base()));
         }
         output.write_header().unwrap();
-        for (stream, mut packet) in input.packets() {
-            let (track, time_base) = tracks[stream.index()];
-            output.write(track, &mut packet, time_base).unwrap();
+        let packets: Vec<(usize, Packet, f64)> = input
+            .packets()
+            .map(|(stream, packet)| {
+                let at = packet.dts().unwrap_or(0) as f64 * f64::from(stream.time_base());
+                (stream.index(), packet, at)
+            })
+            .collect();
+        assert_eq!(tracks.iter().map(|t| t.0).collect::<Vec<_>>(), [Track::Video, Track::Audio], "video is stream 0");
+        for (stream, mut packet, _) in arrival(packets) {
+            let (track, time_base) = tracks[stream];
+            output.write(track, &mut packet, time_base, Measure::NONE).unwrap();
         }
         output.finish(Duration::from_secs(5)).unwrap();
     }
@@ -359,8 +486,8 @@ mod tests {
         crate::pipeline::init();
         let dir = tempfile::tempdir().unwrap();
         let (direct, interleaved) = (dir.path().join("direct.flv"), dir.path().join("interleaved.flv"));
-        copy_through(&direct, false);
-        copy_through(&interleaved, true);
+        copy_through(&direct, Order::AsGiven, as_recorded);
+        copy_through(&interleaved, Order::Interleaved, as_recorded);
         let (direct, interleaved, original) =
             (read_all(direct.to_str().unwrap()), read_all(interleaved.to_str().unwrap()), read_all(&recording()));
         for kind in [media::Type::Video, media::Type::Audio] {
@@ -382,5 +509,81 @@ mod tests {
                 written.len()
             );
         }
+    }
+
+    #[test]
+    fn camgates_queue_writes_the_packets_of_libavformats_queue_in_its_order() {
+        crate::pipeline::init();
+        let dir = tempfile::tempdir().unwrap();
+        for (name, arrival) in
+            [("as recorded", as_recorded as Arrival), ("audio late, in bursts", audio_late_in_bursts)]
+        {
+            let (ours, theirs) = (dir.path().join("camgate.flv"), dir.path().join("libavformat.flv"));
+            copy_through(&ours, Order::Interleaved, arrival);
+            copy_through(&theirs, Order::Libavformat, arrival);
+            let (ours, theirs) = (read_all(ours.to_str().unwrap()), read_all(theirs.to_str().unwrap()));
+            assert!(ours.len() > 100, "{name}: packets were written");
+            // The whole file, both streams together: the same packets in the same order.
+            assert_eq!(ours.len(), theirs.len(), "{name}");
+            for (n, (x, y)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(x, y, "{name}: packet {n} differs between the two queues");
+            }
+            // And the order is the one players need: decoding time never goes back from one tag to the next,
+            // except once where the audio held up overran the 500 ms bound and video went on without it.
+            let backsteps = ours.windows(2).filter(|w| w[1].2 < w[0].2).count();
+            let expected = if name == "as recorded" { 0 } else { 1 };
+            assert_eq!(backsteps, expected, "{name}: tags earlier than the one before");
+        }
+    }
+
+    #[test]
+    fn a_video_packet_is_measured_when_it_leaves_the_queue_not_when_it_is_handed_over() {
+        crate::pipeline::init();
+        let dir = tempfile::tempdir().unwrap();
+        let target: OutputTarget = dir.path().join("out.flv").to_str().unwrap().parse().unwrap();
+        let mut input = ffmpeg_next::format::input(&recording()).expect("the recording");
+        let interrupter = Interrupter::new(Arc::new(AtomicBool::new(false)));
+        let mut output = FlvOutput::open(&target, interrupter, Duration::from_secs(5)).unwrap();
+        let mut time_bases = Vec::new();
+        for (stream, track) in input.streams().zip([Track::Video, Track::Audio]) {
+            assert_eq!(stream.parameters().medium() == media::Type::Video, track == Track::Video, "video first");
+            output.add_stream(track, StreamSource::Copy(&stream.parameters())).unwrap();
+            time_bases.push(stream.time_base());
+        }
+        output.write_header().unwrap();
+        let (mut video, mut audio) = (Vec::new(), Vec::new());
+        for (stream, packet) in input.packets() {
+            if stream.index() == 0 { video.push(packet) } else { audio.push(packet) }
+        }
+        let histogram = LatencyHistogram::default();
+        let counted = || histogram.snapshot().count();
+        let seconds = |packet: &Packet, track| {
+            packet.dts().unwrap() as f64 * f64::from(time_bases[usize::from(track == Track::Audio)])
+        };
+        let mut write = |track, packet: &Packet| {
+            let time_base = time_bases[usize::from(track == Track::Audio)];
+            let measure = Measure { read: Some(Instant::now()), into: Some(&histogram) };
+            output.write(track, &mut packet.clone(), time_base, measure).unwrap();
+        };
+        write(Track::Video, &video[0]);
+        assert_eq!(counted(), 1, "the first picture leaves at once");
+        write(Track::Video, &video[1]);
+        write(Track::Video, &video[2]);
+        assert_eq!(counted(), 1, "the next pictures wait for audio");
+        // Each picture is counted once audio at least as late has come, not before.
+        for packet in &audio {
+            let before = counted();
+            write(Track::Audio, packet);
+            let now = seconds(packet, Track::Audio);
+            for (picture, count) in [(&video[1], 2), (&video[2], 3)] {
+                if before < count && counted() >= count {
+                    assert!(now >= seconds(picture, Track::Video), "counted before audio as late had come");
+                }
+            }
+            if counted() == 3 {
+                return;
+            }
+        }
+        panic!("the pictures were never counted ({} of 3)", counted());
     }
 }

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ffmpeg_next::{Packet, Rational};
 use tracing::{debug, info, warn};
 
-use super::output::{FlvOutput, Track};
+use super::output::{FlvOutput, Measure, Track};
 use super::silence::SilenceFiller;
 use super::slate_picture::{self, SlateEncoder};
 use super::{FINISH_WITHIN, Halt, attach_new_extradata, share, write_halt};
@@ -177,7 +177,7 @@ fn show(camera: &CameraId, mut held: HeldOutputs, stop: &Receiver<()>) -> Option
 fn write_all(outputs: &mut [FlvOutput], track: Track, packet: &mut Packet, time_base: Rational) -> Result<(), Halt> {
     for output in outputs {
         let mut copy = share(packet);
-        let written = output.write(track, &mut copy, time_base);
+        let written = output.write(track, &mut copy, time_base, Measure::NONE);
         written.map_err(|e| write_halt(Stage::WriteOutput, e, output.interrupter()))?;
     }
     Ok(())
