@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! cargo run --release --example first_frame -- --gops 2,10 --trials 6
+//! cargo run --release --example first_frame -- --gops 2 --trials 12 --audio aac   # the camera with AAC
 //! ```
 //!
 //! It runs the library's `Gateway` in-process (as the binary does), the fixture RTSP server (H.264 without
-//! audio, 640x360 at 25 fps) and nginx-rtmp on loopback. The player is connected to nginx before anything is
+//! audio by default, or with AAC, which camgate copies; 640x360 at 25 fps) and nginx-rtmp on loopback. The player is connected to nginx before anything is
 //! published, as SRS holds a player while `on_play` starts the camera; it reads packets without stream
 //! analysis, so the time taken is when the frame arrived. Trials start at different moments of the camera's
 //! GOP (a pause of a pseudo-random share of the GOP before each), since a cold start waits for the camera's
@@ -31,6 +32,7 @@ const FPS: u32 = 25;
 fn main() {
     let mut gops = vec![2u32, 10];
     let mut trials = 6usize;
+    let mut with_audio = false;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -38,7 +40,14 @@ fn main() {
         match flag.as_str() {
             "--gops" => gops = value.split(',').map(|g| g.parse().expect("--gops 2,10")).collect(),
             "--trials" => trials = value.parse().expect("--trials N"),
-            other => panic!("unknown flag {other} (--gops, --trials)"),
+            "--audio" => {
+                with_audio = match value.as_str() {
+                    "aac" => true,
+                    "none" => false,
+                    _ => panic!("--audio aac|none"),
+                }
+            }
+            other => panic!("unknown flag {other} (--gops, --trials, --audio)"),
         }
     }
     // RUST_LOG=info shows what the gateway does (quiet by default: the table is the output).
@@ -50,12 +59,13 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("| camera GOP | how it starts | from | first frame p50 | max | trials |");
     println!("|---|---|---|---|---|---|");
+    let camera = if with_audio { mount::H264_AAC } else { mount::H264 };
     for gop in gops {
         let rtsp = RtspServer::start_with(RtspOptions { gop: gop * FPS, ..RtspOptions::default() });
         let rtmp = RtmpServer::start();
-        let keeper = keep_camera_running(rtsp.url(mount::H264));
+        let keeper = keep_camera_running(rtsp.url(camera));
         for mode in [RunMode::Always, RunMode::OnDemand, RunMode::Warm] {
-            let times = runtime.block_on(measure(&rtsp, &rtmp, mode, gop, trials));
+            let times = runtime.block_on(measure(&rtsp, &rtmp, camera, mode, gop, trials));
             let (p50, max) = summary(&times);
             let (how, from) = match mode {
                 RunMode::Always => ("always-on, started through the API", "start request"),
@@ -90,16 +100,23 @@ fn keep_camera_running(url: String) -> std::sync::Arc<std::sync::atomic::AtomicB
     stop
 }
 
-async fn measure(rtsp: &RtspServer, rtmp: &RtmpServer, mode: RunMode, gop: u32, trials: usize) -> Vec<f64> {
+async fn measure(
+    rtsp: &RtspServer,
+    rtmp: &RtmpServer,
+    camera: &str,
+    mode: RunMode,
+    gop: u32,
+    trials: usize,
+) -> Vec<f64> {
     let mut config = common::rig();
     config.max_cameras = 4;
     let settings = GatewaySettings { on_demand_linger: Duration::from_millis(100), ..GatewaySettings::default() };
     let gateway = Gateway::new(Supervisor::new(config), settings, None);
     let id = format!("ff{}", mode_tag(mode));
     let stream = format!("livestream{id}");
-    let mut spec = StreamSpec::new(&id, &rtsp.url(mount::H264), &rtmp.url(&stream)).unwrap();
+    let mut spec = StreamSpec::new(&id, &rtsp.url(camera), &rtmp.url(&stream)).unwrap();
     spec.video.mode = VideoMode::Copy;
-    spec.audio.mode = AudioMode::None;
+    spec.audio.mode = if camera == mount::H264_AAC { AudioMode::Auto } else { AudioMode::None };
     let gop_time = Duration::from_secs(u64::from(gop));
     if mode != RunMode::Always {
         gateway.put(spec.clone(), mode).await.unwrap();
