@@ -7,12 +7,13 @@
 //! gone quiet holds the other back no longer than that. The packets and their order are libavformat's (a test in
 //! `output.rs` compares the two on a recorded camera). Three things differ from handing them to libavformat:
 //!
-//! - camgate sees when each packet leaves, so a video packet's latency counts its wait here. That wait is often
-//!   most of it: a video packet waits for the camera's next audio packet, and cameras send audio in packets
-//!   of 20 ms to over 100 ms;
+//! - camgate sees when each packet leaves, so a video packet's latency counts its wait here. A video packet
+//!   waits when the camera's audio runs behind its video; the test fixture's runs 20 ms ahead, and its packets
+//!   rarely wait more than a fraction of a millisecond (BENCHMARKS.md, "Interleaving in camgate's hands");
 //! - an output's first packet leaves at once. It is always its first picture (the output drops audio from
-//!   before it), so nothing can be due before it; libavformat would hold it until the first audio packet, which
-//!   delays every start by up to the camera's audio packet interval;
+//!   before it), so nothing can be due before it. libavformat held it until the camera's next audio packet, and
+//!   as the camera counted its first frame as sent once the queue had it, its batched reads began, and the
+//!   picture waited out a whole batch (~100 ms) in the queue;
 //! - it costs about the same per packet: a packet waiting here moves into a ring buffer allocated once, where
 //!   libavformat allocates a list entry per packet, but `av_write_frame` then takes a reference of its own (a
 //!   small allocation), where libavformat's queue hands its packet over.
@@ -47,8 +48,8 @@ impl Interleaver {
     /// `max_interleave_delta`.
     pub fn new(time_bases: &[Rational], max_delta: Duration) -> Interleaver {
         Interleaver {
-            // A few packets wait at a time: room for half a second of 25 fps video and 50 audio packets/s
-            // without growing.
+            // A few packets wait at a time, and never more than `max_delta` of a stream: room for half a second
+            // of 25 fps video, or of 50 audio packets a second, without growing.
             lanes: time_bases
                 .iter()
                 .map(|&time_base| Lane { time_base, waiting: VecDeque::with_capacity(32) })
@@ -217,5 +218,12 @@ mod tests {
         put(&mut queue, 1, 1919);
         put(&mut queue, 1, 1920);
         assert_eq!(drain(&mut queue), [(1, 1919), (0, 3600)]);
+    }
+
+    #[test]
+    fn a_packet_of_a_stream_the_queue_does_not_know_is_given_back() {
+        let mut queue = flv();
+        assert!(queue.push(packet(2, 0)).is_err());
+        assert!(queue.pop_ready().is_none(), "nothing was queued");
     }
 }
