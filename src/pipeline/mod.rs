@@ -545,7 +545,10 @@ impl<'a> Session<'a> {
             }
             batch.before_read();
             match packet.read(&mut self.input) {
-                Ok(()) => armed = false,
+                Ok(()) => {
+                    batch.after_read();
+                    armed = false;
+                }
                 Err(_) if self.input_interrupter.check() == Some(Interruption::Fenced) => return Err(Halt::Fenced),
                 Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {
                     if self.input_interrupter.expired() {

@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A read that took this long had to wait for the camera (a packet already buffered comes back in
-/// microseconds); one preempted on a busy machine may look the same, which only starts a batch early.
+/// microseconds); one preempted on a busy machine may look the same, which only starts a batch early. Only the
+/// read is timed, not the handling of its packet after it: a thread whose writes are slow (a loaded machine, a
+/// slow RTMP server) would otherwise take every packet for a wait, park after each, and fall behind the camera.
 const WAITED: Duration = Duration::from_micros(200);
 
 /// The most of a camera's data a batch lets gather (payload bytes, as libavformat returns them).
@@ -42,6 +44,8 @@ pub(crate) struct ReadBatch {
     /// The window now: `longest`, or shorter for a camera that sends [`BATCH_BYTES`] sooner.
     window: Duration,
     asked: Instant,
+    /// How long the last read took.
+    read_took: Duration,
     /// Bytes read since `period_start`.
     bytes: u64,
     period_start: Instant,
@@ -51,7 +55,14 @@ impl ReadBatch {
     /// Batches of up to `longest` (zero: none).
     pub(crate) fn new(longest: Duration) -> ReadBatch {
         let now = Instant::now();
-        ReadBatch { longest, window: Duration::ZERO, asked: now, bytes: 0, period_start: now }
+        ReadBatch {
+            longest,
+            window: Duration::ZERO,
+            asked: now,
+            read_took: Duration::ZERO,
+            bytes: 0,
+            period_start: now,
+        }
     }
 
     /// The window now (zero until the camera's rate has been measured once).
@@ -64,6 +75,13 @@ impl ReadBatch {
     pub(crate) fn before_read(&mut self) {
         if !self.longest.is_zero() {
             self.asked = Instant::now();
+        }
+    }
+
+    /// Call as soon as a read has returned a packet.
+    pub(crate) fn after_read(&mut self) {
+        if !self.longest.is_zero() {
+            self.read_took = self.asked.elapsed();
         }
     }
 
@@ -80,7 +98,7 @@ impl ReadBatch {
             self.window = window_for(self.longest, self.bytes, period);
             (self.bytes, self.period_start) = (0, self.asked);
         }
-        if self.window.is_zero() || !active || self.asked.elapsed() < WAITED || stop.load(Ordering::SeqCst) {
+        if self.window.is_zero() || !active || self.read_took < WAITED || stop.load(Ordering::SeqCst) {
             return;
         }
         // A spurious or stray unpark only ends this batch early.
@@ -110,8 +128,16 @@ mod tests {
         let mut batch = ReadBatch::new(longest);
         batch.period_start -= RATE_PERIOD;
         batch.before_read();
+        batch.after_read();
         batch.after_packet(1, false, &AtomicBool::new(false));
         batch
+    }
+
+    /// A read that waited for the camera: `before_read`, the wait, `after_read`.
+    fn read_that_waited(batch: &mut ReadBatch) {
+        batch.before_read();
+        std::thread::sleep(WAITED * 2);
+        batch.after_read();
     }
 
     /// Runs `body` on a thread; whether it finished within 10 s (a batch here is 30 s).
@@ -130,24 +156,30 @@ mod tests {
         assert!(finishes_without_a_batch(move || {
             let mut batch = measured(window);
             batch.before_read();
+            batch.after_read();
             batch.after_packet(100, true, &AtomicBool::new(false)); // the read returned at once
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = measured(window);
             batch.before_read();
+            batch.after_read();
             std::thread::sleep(WAITED * 2);
+            // The read returned at once; handling its packet took long (a slow write): no batch.
+            batch.after_packet(100, true, &AtomicBool::new(false));
+        }));
+        assert!(finishes_without_a_batch(move || {
+            let mut batch = measured(window);
+            read_that_waited(&mut batch);
             batch.after_packet(100, false, &AtomicBool::new(false)); // before the first frame
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = ReadBatch::new(window);
-            batch.before_read();
-            std::thread::sleep(WAITED * 2);
+            read_that_waited(&mut batch);
             batch.after_packet(100, true, &AtomicBool::new(false)); // the rate not measured yet
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = ReadBatch::new(Duration::ZERO);
-            batch.before_read();
-            std::thread::sleep(WAITED * 2);
+            read_that_waited(&mut batch);
             batch.after_packet(100, true, &AtomicBool::new(false)); // batching off (or a transcoding camera)
         }));
         // ...and the test's slow camera would batch the whole 30 s.
@@ -163,8 +195,7 @@ mod tests {
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                batch.before_read();
-                std::thread::sleep(WAITED * 2); // the read waited for the camera
+                read_that_waited(&mut batch);
                 ready_tx.send(()).unwrap();
                 batch.after_packet(100, true, &stop);
                 done_tx.send(()).unwrap();
