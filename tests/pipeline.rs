@@ -218,6 +218,63 @@ fn g711_alaw_audio_becomes_aac() {
 }
 
 #[test]
+fn g711_audio_at_a_chosen_aac_rate_is_the_camera_s_sound() {
+    // With `audio.encoding.sample_rate` above 16 kHz, 8 kHz G.711 was once resampled to 0 Hz: the audio path
+    // failed, the camera's audio was dropped, and silence filled its place at the chosen rate. So the check is
+    // the sound itself: the fixture's 440 Hz tone, decoded back from the recording.
+    let rtsp = RtspServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alaw48.flv");
+    let supervisor = supervisor();
+    let mut spec = StreamSpec::new("alaw48", &rtsp.url("h264_alaw"), path.to_str().unwrap()).unwrap();
+    spec.audio.encoding.sample_rate = Some(48_000);
+    supervisor.start_blocking(spec).unwrap();
+    wait_running(&supervisor, "alaw48");
+    // 48 kHz AAC frames are 1024 samples, ~47 a second: three seconds of them.
+    wait_for(Duration::from_secs(15), "140 audio frames written", || {
+        (supervisor.status(&id("alaw48"))?.totals.audio_frames_out >= 140).then_some(())
+    });
+    let warnings = supervisor.status(&id("alaw48")).unwrap().warnings;
+    supervisor.stop_blocking(&id("alaw48")).unwrap();
+
+    let (rate, rms, samples) = decoded_audio_level(path.to_str().unwrap());
+    assert_eq!(rate, 48_000);
+    assert!(samples > 48_000, "over a second of audio decoded: {samples} samples");
+    assert!(rms > 0.05, "the camera's tone, not silence: RMS {rms:.4} over {samples} samples");
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// Decodes every audio packet of the recording at `path`: its sample rate, the RMS of its samples (first
+/// channel) and how many samples there were.
+fn decoded_audio_level(path: &str) -> (u32, f64, usize) {
+    common::init_ffmpeg();
+    let mut input = ffmpeg_next::format::input(&path).expect("the recording opens");
+    let stream = input.streams().best(ffmpeg_next::media::Type::Audio).expect("an audio stream");
+    let index = stream.index();
+    let context = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters()).unwrap();
+    let mut decoder = context.decoder().audio().expect("an audio decoder");
+    let (mut sum, mut samples) = (0.0f64, 0usize);
+    let mut frame = ffmpeg_next::frame::Audio::empty();
+    let mut take = |decoder: &mut ffmpeg_next::decoder::Audio| {
+        while decoder.receive_frame(&mut frame).is_ok() {
+            assert_eq!(frame.format(), ffmpeg_next::format::Sample::F32(ffmpeg_next::format::sample::Type::Planar));
+            for &x in &frame.plane::<f32>(0)[..frame.samples()] {
+                sum += f64::from(x) * f64::from(x);
+            }
+            samples += frame.samples();
+        }
+    };
+    for (stream, packet) in input.packets() {
+        if stream.index() == index && decoder.send_packet(&packet).is_ok() {
+            take(&mut decoder);
+        }
+    }
+    let _ = decoder.send_eof();
+    take(&mut decoder);
+    (decoder.rate(), (sum / samples.max(1) as f64).sqrt(), samples)
+}
+
+#[test]
 fn camera_without_audio_gives_video_only() {
     let rtsp = RtspServer::start();
     let rtmp = RtmpServer::start();

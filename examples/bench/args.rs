@@ -20,6 +20,8 @@ usage: bench [options]
   --threads N         x264 threads per camera, 0 = x264's choice (default 0, camgate's default)
   --preview on|off    also feed the built-in HTTP-FLV preview hub, as the binary does by default (default off)
   --read-batch-ms M   camgate's read_batch_ms for copied video (default 100, camgate's default; 0 = off)
+  --audio-rate HZ     camgate's audio.encoding.sample_rate when it transcodes the audio (G.711 sources);
+                      default: camgate's choice (16000 for G.711)
   --source-gop N      keyframe interval of the synthetic cameras in frames (default 50 = 2 s)
   --rtsp-servers K    camera server processes, cameras spread over them (default 1)
   --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8); a run's
@@ -126,6 +128,8 @@ pub struct Args {
     pub preview: bool,
     /// camgate's `read_batch_ms`.
     pub read_batch_ms: u64,
+    /// camgate's `audio.encoding.sample_rate` (`None`: camgate's choice).
+    pub audio_rate: Option<u32>,
     pub source_gop: u32,
     pub rtsp_servers: usize,
     pub ttff_sample: usize,
@@ -150,6 +154,7 @@ impl Args {
             threads: 0,
             preview: false,
             read_batch_ms: camgate::model::DEFAULT_READ_BATCH_MS,
+            audio_rate: None,
             source_gop: 50,
             rtsp_servers: 1,
             ttff_sample: 8,
@@ -179,6 +184,7 @@ impl Args {
                 "--threads" => out.threads = num("--threads")? as u32,
                 "--preview" => out.preview = matches!(value.as_str(), "on" | "true" | "1"),
                 "--read-batch-ms" => out.read_batch_ms = num("--read-batch-ms")? as u64,
+                "--audio-rate" => out.audio_rate = Some(num("--audio-rate")? as u32),
                 "--source-gop" => out.source_gop = (num("--source-gop")? as u32).max(1),
                 "--rtsp-servers" => out.rtsp_servers = (num("--rtsp-servers")? as usize).max(1),
                 "--ttff-sample" => out.ttff_sample = num("--ttff-sample")? as usize,

@@ -31,6 +31,9 @@ pub struct ChildConfig {
     pub preview: bool,
     /// `read_batch_ms` of every camera.
     pub read_batch_ms: u64,
+    /// `audio.encoding.sample_rate` of every camera.
+    #[serde(default)]
+    pub audio_rate: Option<u32>,
     pub warmup: f64,
     pub seconds: f64,
     /// Stop cameras that stopped answering instead of measuring a window.
@@ -133,6 +136,7 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
         spec.video.encoding.threads = config.threads;
         spec.preview = config.preview;
         spec.read_batch_ms = config.read_batch_ms;
+        spec.audio.encoding.sample_rate = config.audio_rate;
         starts.push(sys::unix_us());
         supervisor.start_blocking(spec).map_err(|e| e.to_string())?;
     }

@@ -7,6 +7,7 @@
 use ffmpeg_next::codec::{self, Id};
 use ffmpeg_next::format::stream::Stream;
 use ffmpeg_next::format::{Sample, sample};
+use ffmpeg_next::util::option::Settable;
 use ffmpeg_next::{Packet, Rational, Rescale, decoder, encoder, filter, frame};
 
 use super::channel_layout;
@@ -226,7 +227,11 @@ impl AudioTranscoder {
             let mut out = graph.get("out").expect("just added");
             out.set_sample_format(self.encoder.format());
             out.set_channel_layout(self.encoder.channel_layout());
-            out.set_sample_rate(self.encoder.rate());
+            // Not `set_sample_rate`: ffmpeg-next writes that list as one 64-bit value, which the sink reads as
+            // two C ints, the rate and 0. FFmpeg then resamples to whichever is nearer the input's rate, so
+            // 8 kHz G.711 went to 0 Hz (and its audio was dropped) for any chosen rate above 16 kHz. One int.
+            let rate = std::ffi::c_int::try_from(self.encoder.rate()).map_err(|_| ffmpeg_next::Error::InvalidData)?;
+            Settable::set(&mut out, "sample_rates", &rate)?;
         }
         graph.output("in", 0)?.input("out", 0)?.parse("anull")?;
         graph.validate()?;
