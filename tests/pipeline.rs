@@ -203,11 +203,12 @@ fn g711_alaw_audio_becomes_aac() {
     let report = probe_rtmp(&rtmp.url("alaw"), 4.0);
     assert_watchable(&report, 640, 360);
     let audio = report.audio.as_ref().expect("an audio stream");
-    assert_eq!((audio.codec.as_str(), audio.sample_rate, audio.channels), ("aac", 16_000, 1));
-    // 16 kHz AAC frames are 1024 samples = 64 ms: about 15 per second.
+    // 48 kHz: G.711's 8 kHz raised so that AAC's frames stay short (see `pipeline/audio.rs`).
+    assert_eq!((audio.codec.as_str(), audio.sample_rate, audio.channels), ("aac", 48_000, 1));
+    // 48 kHz AAC frames are 1024 samples = 21.3 ms: about 47 per second.
     let span = audio.stats.dts_span().expect("audio timestamps");
     let per_second = audio.stats.packets as f64 / span.max(0.001);
-    assert!((13.0..=17.5).contains(&per_second), "{per_second:.1} AAC frames/s");
+    assert!((43.0..=51.0).contains(&per_second), "{per_second:.1} AAC frames/s");
 
     let status = supervisor.status(&id("alaw")).unwrap();
     let session = status.session.unwrap();
@@ -224,22 +225,23 @@ fn g711_audio_at_a_chosen_aac_rate_is_the_camera_s_sound() {
     // the sound itself: the fixture's 440 Hz tone, decoded back from the recording.
     let rtsp = RtspServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("alaw48.flv");
+    let path = dir.path().join("alaw44.flv");
     let supervisor = supervisor();
-    let mut spec = StreamSpec::new("alaw48", &rtsp.url("h264_alaw"), path.to_str().unwrap()).unwrap();
-    spec.audio.encoding.sample_rate = Some(48_000);
+    let mut spec = StreamSpec::new("alaw44", &rtsp.url("h264_alaw"), path.to_str().unwrap()).unwrap();
+    // Not the default (48 kHz): a rate the camera's owner chose.
+    spec.audio.encoding.sample_rate = Some(44_100);
     supervisor.start_blocking(spec).unwrap();
-    wait_running(&supervisor, "alaw48");
-    // 48 kHz AAC frames are 1024 samples, ~47 a second: three seconds of them.
-    wait_for(Duration::from_secs(15), "140 audio frames written", || {
-        (supervisor.status(&id("alaw48"))?.totals.audio_frames_out >= 140).then_some(())
+    wait_running(&supervisor, "alaw44");
+    // 44.1 kHz AAC frames are 1024 samples, ~43 a second: three seconds of them.
+    wait_for(Duration::from_secs(15), "130 audio frames written", || {
+        (supervisor.status(&id("alaw44"))?.totals.audio_frames_out >= 130).then_some(())
     });
-    let warnings = supervisor.status(&id("alaw48")).unwrap().warnings;
-    supervisor.stop_blocking(&id("alaw48")).unwrap();
+    let warnings = supervisor.status(&id("alaw44")).unwrap().warnings;
+    supervisor.stop_blocking(&id("alaw44")).unwrap();
 
     let (rate, rms, samples) = decoded_audio_level(path.to_str().unwrap());
-    assert_eq!(rate, 48_000);
-    assert!(samples > 48_000, "over a second of audio decoded: {samples} samples");
+    assert_eq!(rate, 44_100);
+    assert!(samples > 44_100, "over a second of audio decoded: {samples} samples");
     assert!(rms > 0.05, "the camera's tone, not silence: RMS {rms:.4} over {samples} samples");
     assert!(warnings.is_empty(), "{warnings:?}");
 }

@@ -21,7 +21,7 @@ usage: bench [options]
   --preview on|off    also feed the built-in HTTP-FLV preview hub, as the binary does by default (default off)
   --read-batch-ms M   camgate's read_batch_ms for copied video (default 100, camgate's default; 0 = off)
   --audio-rate HZ     camgate's audio.encoding.sample_rate when it transcodes the audio (G.711 sources);
-                      default: camgate's choice (16000 for G.711)
+                      default: camgate's choice (48000 for G.711)
   --source-gop N      keyframe interval of the synthetic cameras in frames (default 50 = 2 s)
   --rtsp-servers K    camera server processes, cameras spread over them (default 1)
   --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8); a run's

@@ -47,10 +47,10 @@ pub fn command(system: System, copy: bool, source: &Source, threads: u32, input:
                     .map(String::from),
                 );
             }
-            // camgate copies AAC and turns G.711 into 64 kbit/s AAC at 16 kHz.
+            // camgate copies AAC and turns G.711 into 64 kbit/s AAC at 48 kHz.
             match source.audio.as_str() {
                 "aac" => args.extend(["-c:a", "copy"].map(String::from)),
-                "alaw" => args.extend(["-c:a", "aac", "-b:a", "64k", "-ar", "16000"].map(String::from)),
+                "alaw" => args.extend(["-c:a", "aac", "-b:a", "64k", "-ar", "48000"].map(String::from)),
                 _ => {}
             }
         }

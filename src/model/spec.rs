@@ -188,8 +188,9 @@ pub struct VideoSpec {
 pub struct AudioEncoding {
     /// AAC bitrate in kbit/s.
     pub bitrate_kbps: u32,
-    /// Output sample rate. `None`: keep the input rate when AAC supports it and it is at least 16 kHz,
-    /// else 16 kHz (G.711's 8 kHz is poorly supported by browser players).
+    /// Output sample rate. `None`: keep the input rate when AAC supports it and it is at least 32 kHz, else
+    /// 48 kHz (G.711's 8 kHz is poorly supported by browser players, and at low rates AAC's frames are long
+    /// enough to delay the video, which waits for audio as late as itself).
     pub sample_rate: Option<u32>,
 }
 

@@ -249,9 +249,13 @@ fn is_aac_lc(parameters: &codec::Parameters) -> bool {
     super::extradata(parameters).first().is_some_and(|config| config >> 3 == 2)
 }
 
-/// Keeps rates AAC and browsers handle well; G.711's 8 kHz (and other low or odd rates) become 16 kHz.
+/// Keeps AAC rates of 32 kHz and up; lower or odd rates (G.711's 8 kHz) become 48 kHz. An AAC frame is 1024
+/// samples, and the encoder holds about one frame back, so audio leaves the encoder two frames after it came
+/// in: 43 ms at 48 kHz, 128 ms at 16 kHz. FLV interleaving holds each video packet until audio as late has
+/// been written, so that delay is the video's too: a G.711 camera's video packets waited 142–164 ms (p50) at
+/// 16 kHz against under 1 ms at 48 kHz, for the same CPU (BENCHMARKS.md, "G.711 cameras: the AAC rate").
 fn output_rate(input: u32) -> u32 {
-    if input >= 16_000 && AAC_SAMPLE_RATES.contains(&input) { input } else { 16_000 }
+    if input >= 32_000 && AAC_SAMPLE_RATES.contains(&input) { input } else { 48_000 }
 }
 
 fn open_encoder(
@@ -276,10 +280,12 @@ mod tests {
 
     #[test]
     fn low_rates_are_raised() {
-        assert_eq!(output_rate(8000), 16_000);
+        assert_eq!(output_rate(8000), 48_000);
+        assert_eq!(output_rate(16_000), 48_000);
+        assert_eq!(output_rate(32_000), 32_000);
         assert_eq!(output_rate(44_100), 44_100);
         assert_eq!(output_rate(48_000), 48_000);
-        assert_eq!(output_rate(11_025), 16_000);
-        assert_eq!(output_rate(47_000), 16_000);
+        assert_eq!(output_rate(11_025), 48_000);
+        assert_eq!(output_rate(47_000), 48_000);
     }
 }
