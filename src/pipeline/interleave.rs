@@ -30,12 +30,20 @@ pub struct Held {
     pub read: Option<Instant>,
 }
 
+impl Held {
+    /// The packet's DTS; one without (never, after the output's timestamp guard) counts as earliest.
+    fn dts(&self) -> i64 {
+        self.packet.dts().unwrap_or(i64::MIN)
+    }
+}
+
 /// Per-output packet queues in decoding-time order (see the module's doc).
 pub struct Interleaver {
     /// One per output stream, by stream index.
     lanes: Vec<Lane>,
     max_delta_us: i128,
-    released: u64,
+    /// Whether a packet has left yet (the first leaves at once).
+    started: bool,
 }
 
 struct Lane {
@@ -55,7 +63,7 @@ impl Interleaver {
                 .map(|&time_base| Lane { time_base, waiting: VecDeque::with_capacity(32) })
                 .collect(),
             max_delta_us: max_delta.as_micros() as i128,
-            released: 0,
+            started: false,
         }
     }
 
@@ -73,7 +81,7 @@ impl Interleaver {
 
     /// The next packet that may leave now, if any; call until `None` after each [`push`](Self::push).
     pub fn pop_ready(&mut self) -> Option<Held> {
-        if self.released == 0 {
+        if !self.started {
             // The output's first packet (see the module's doc).
             return self.pop_earliest();
         }
@@ -97,7 +105,7 @@ impl Interleaver {
     pub fn pop_earliest(&mut self) -> Option<Held> {
         let lane = self.earliest()?;
         let held = self.lanes[lane].waiting.pop_front();
-        self.released += u64::from(held.is_some());
+        self.started |= held.is_some();
         held
     }
 
@@ -122,7 +130,7 @@ impl Interleaver {
 impl Lane {
     /// The packet's DTS in microseconds, rounded as `av_rescale_q` rounds.
     fn micros(&self, held: &Held) -> i128 {
-        let ts = i128::from(held.packet.dts().unwrap_or(i64::MIN));
+        let ts = i128::from(held.dts());
         let num = ts * i128::from(self.time_base.numerator()) * 1_000_000;
         let den = i128::from(self.time_base.denominator().max(1));
         let half = if num < 0 { -den / 2 } else { den / 2 };
@@ -133,9 +141,7 @@ impl Lane {
     /// time bases, as `av_compare_ts` does.
     fn compare(&self, mine: &Held, other: &Lane, theirs: &Held) -> Ordering {
         let cross = |held: &Held, lane: &Lane, by: &Lane| {
-            i128::from(held.packet.dts().unwrap_or(i64::MIN))
-                * i128::from(lane.time_base.numerator())
-                * i128::from(by.time_base.denominator())
+            i128::from(held.dts()) * i128::from(lane.time_base.numerator()) * i128::from(by.time_base.denominator())
         };
         cross(mine, self, other).cmp(&cross(theirs, other, self))
     }

@@ -446,22 +446,29 @@ mod tests {
 
     /// Copies the recording through an `FlvOutput` into `to`, ordered by `order`, the packets arriving as
     /// `arrival` says.
-    fn copy_through(to: &std::path::Path, order: Order, arrival: Arrival) {
-        let mut input = ffmpeg_next::format::input(&recording()).expect("the recording");
+    /// The recording (its video is stream 0, its audio stream 1), and an output into `to` ordered by `order`
+    /// with the recording's two streams declared and its header written; the streams' time bases by index.
+    fn output_for_recording(
+        to: &std::path::Path,
+        order: Order,
+    ) -> (ffmpeg_next::format::context::Input, FlvOutput, [Rational; 2]) {
+        let input = ffmpeg_next::format::input(&recording()).expect("the recording");
         let target: OutputTarget = to.to_str().unwrap().parse().unwrap();
         let interrupter = Interrupter::new(Arc::new(AtomicBool::new(false)));
         let mut output = FlvOutput::open(&target, interrupter, Duration::from_secs(5)).unwrap();
         output.order = order;
-        let mut tracks = Vec::new();
-        for stream in input.streams() {
-            let track = match stream.parameters().medium() {
-                media::Type::Video => Track::Video,
-                _ => Track::Audio,
-            };
+        let mut time_bases = [Rational(0, 1); 2];
+        for (stream, track) in input.streams().zip([Track::Video, Track::Audio]) {
+            assert_eq!(stream.parameters().medium() == media::Type::Video, track == Track::Video, "video first");
             output.add_stream(track, StreamSource::Copy(&stream.parameters())).unwrap();
-            tracks.push((track, stream.time_base()));
+            time_bases[stream.index()] = stream.time_base();
         }
         output.write_header().unwrap();
+        (input, output, time_bases)
+    }
+
+    fn copy_through(to: &std::path::Path, order: Order, arrival: Arrival) {
+        let (mut input, mut output, time_bases) = output_for_recording(to, order);
         let packets: Vec<(usize, Packet, f64)> = input
             .packets()
             .map(|(stream, packet)| {
@@ -469,10 +476,9 @@ mod tests {
                 (stream.index(), packet, at)
             })
             .collect();
-        assert_eq!(tracks.iter().map(|t| t.0).collect::<Vec<_>>(), [Track::Video, Track::Audio], "video is stream 0");
         for (stream, mut packet, _) in arrival(packets) {
-            let (track, time_base) = tracks[stream];
-            output.write(track, &mut packet, time_base, Measure::NONE).unwrap();
+            let track = if stream == 0 { Track::Video } else { Track::Audio };
+            output.write(track, &mut packet, time_bases[stream], Measure::NONE).unwrap();
         }
         output.finish(Duration::from_secs(5)).unwrap();
     }
@@ -540,17 +546,7 @@ mod tests {
     fn a_video_packet_is_measured_when_it_leaves_the_queue_not_when_it_is_handed_over() {
         crate::pipeline::init();
         let dir = tempfile::tempdir().unwrap();
-        let target: OutputTarget = dir.path().join("out.flv").to_str().unwrap().parse().unwrap();
-        let mut input = ffmpeg_next::format::input(&recording()).expect("the recording");
-        let interrupter = Interrupter::new(Arc::new(AtomicBool::new(false)));
-        let mut output = FlvOutput::open(&target, interrupter, Duration::from_secs(5)).unwrap();
-        let mut time_bases = Vec::new();
-        for (stream, track) in input.streams().zip([Track::Video, Track::Audio]) {
-            assert_eq!(stream.parameters().medium() == media::Type::Video, track == Track::Video, "video first");
-            output.add_stream(track, StreamSource::Copy(&stream.parameters())).unwrap();
-            time_bases.push(stream.time_base());
-        }
-        output.write_header().unwrap();
+        let (mut input, mut output, time_bases) = output_for_recording(&dir.path().join("out.flv"), Order::Interleaved);
         let (mut video, mut audio) = (Vec::new(), Vec::new());
         for (stream, packet) in input.packets() {
             if stream.index() == 0 { video.push(packet) } else { audio.push(packet) }
