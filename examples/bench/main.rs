@@ -22,6 +22,7 @@ mod proxy;
 mod reader;
 mod report;
 mod sys;
+mod targets;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -145,6 +146,16 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(path) = &args.plot {
         std::fs::write(path, report.svg()).map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!("bench: wrote {}", path.display());
+    }
+    if args.check {
+        if report.targets.checks.is_empty() {
+            return Err("--check: this run measured none of the targets (the report says what each needs)".into());
+        }
+        let failed = report.targets.failed();
+        if failed > 0 {
+            eprintln!("bench: --check: {failed} of {} target checks not met", report.targets.checks.len());
+            std::process::exit(3);
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::args::{Args, System};
 use crate::sys::Summary;
+use crate::targets::Checks;
 
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -201,6 +202,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub hung: Vec<HungRow>,
     pub ratios: Vec<Ratio>,
+    /// The targets of issue 13 this invocation's figures speak to.
+    pub targets: Checks,
 }
 
 fn div(a: f64, b: f64) -> Option<f64> {
@@ -218,10 +221,11 @@ impl Report {
             rows: Vec::new(),
             hung: Vec::new(),
             ratios: Vec::new(),
+            targets: Checks::default(),
         }
     }
 
-    /// Computes the ratios once all rows are in.
+    /// Computes the ratios and checks the targets once all rows are in.
     pub fn finish(&mut self) {
         let mut ratios = Vec::new();
         for cg in self.rows.iter().filter(|r| r.system == System::Camgate.name()) {
@@ -238,6 +242,7 @@ impl Report {
             }
         }
         self.ratios = ratios;
+        self.targets = Checks::of(&self.args, &self.rows, &self.ratios);
     }
 
     pub fn table(&self) -> String {
@@ -286,6 +291,7 @@ impl Report {
                 );
             }
         }
+        out.push_str(&self.targets.table());
         for row in self.rows.iter().filter(|r| !r.errors.is_empty()) {
             let _ = writeln!(out, "\n{} n={}: {}", row.system, row.cameras, row.errors.join("; "));
         }
