@@ -3,7 +3,7 @@
 # harness: each invocation below runs with `--check`, which prints every target the run measures, met or not,
 # and fails the invocation unless all are met. Every invocation runs even when an earlier one fails; the
 # summary at the end lists the ones that did not meet their targets, and the exit status is non-zero if any
-# did not. About 25 minutes on 2 cores. Writes JSON and the printed tables to target/bench-targets/ and the copy
+# did not. About 7 minutes on 2 cores. Writes JSON and the printed tables to target/bench-targets/ and the copy
 # curve to docs/bench-copy-curve-1000.svg. Run it on a quiet machine (check `uptime`), never beside the tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
