@@ -28,6 +28,10 @@ usage: bench [options]
                       cameras start just after their camera servers' keyframes, so each has a GOP to get
                       ready for its next one, and the observers run at real-time priority where allowed
   --hung-stop K       also time stopping K cameras that stopped answering (default 0 = skip)
+  --system-cpus LIST  run the system under test (camgate's process, or every ffmpeg) on these CPUs only,
+                      e.g. 0 (default: any)
+  --servers-cpus LIST run the camera servers, nginx and the bench's own observers on these CPUs only, e.g. 1;
+                      with --system-cpus, measures what a system carries on cores of its own (default: any)
   --check             exit with status 3 unless every target of issue 13 this run measures is met (and it
                       measures at least one); the report lists each target, met or not, either way
   --json PATH         write every figure as JSON
@@ -136,6 +140,10 @@ pub struct Args {
     pub rtsp_servers: usize,
     pub ttff_sample: usize,
     pub hung_stop: usize,
+    /// CPUs the system under test may run on (`None`: any).
+    pub system_cpus: Option<Vec<usize>>,
+    /// CPUs the camera servers, nginx and the bench's observers may run on (`None`: any).
+    pub servers_cpus: Option<Vec<usize>>,
     /// Exit with a failure unless every target the run measures is met.
     pub check: bool,
     pub json: Option<PathBuf>,
@@ -163,6 +171,8 @@ impl Args {
             rtsp_servers: 1,
             ttff_sample: 8,
             hung_stop: 0,
+            system_cpus: None,
+            servers_cpus: None,
             check: false,
             json: None,
             plot: None,
@@ -198,6 +208,8 @@ impl Args {
                 "--rtsp-servers" => out.rtsp_servers = (num("--rtsp-servers")? as usize).max(1),
                 "--ttff-sample" => out.ttff_sample = num("--ttff-sample")? as usize,
                 "--hung-stop" => out.hung_stop = num("--hung-stop")? as usize,
+                "--system-cpus" => out.system_cpus = Some(cpus(value)?),
+                "--servers-cpus" => out.servers_cpus = Some(cpus(value)?),
                 "--json" => out.json = Some(value.into()),
                 "--plot" => out.plot = Some(value.into()),
                 other => return Err(format!("unknown option {other}")),
@@ -213,6 +225,17 @@ impl Args {
             VideoMode::Auto => VideoMode::Transcode,
             other => other,
         }
+    }
+}
+
+/// A non-empty list of CPU numbers this machine has.
+fn cpus(s: &str) -> Result<Vec<usize>, String> {
+    let cpus: Vec<usize> = list(s)?;
+    let have = crate::sys::online_cpus();
+    match cpus.iter().find(|&&c| c >= have) {
+        _ if cpus.is_empty() => Err("a CPU list needs at least one CPU".into()),
+        Some(c) => Err(format!("CPU {c}: this machine has CPUs 0 to {}", have - 1)),
+        None => Ok(cpus),
     }
 }
 

@@ -42,6 +42,9 @@ pub struct ChildConfig {
     /// keyframe of the cameras' source, so every run starts at the same point of the GOP.
     #[serde(default)]
     pub start_on_cue: bool,
+    /// CPUs the whole process may run on (`None`: any).
+    #[serde(default)]
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// What the child measured.
@@ -89,6 +92,10 @@ fn id(i: usize) -> CameraId {
 }
 
 pub fn run(config: ChildConfig) -> Result<(), String> {
+    // First, while this is the only thread: every thread started later inherits the set.
+    if let Some(cpus) = &config.cpus {
+        sys::pin(None, cpus)?;
+    }
     // As the binary does.
     camgate::runtime::allocator::tune_for_many_threads();
     camgate::init_ffmpeg();

@@ -1,6 +1,7 @@
 //! The old way: one `ffmpeg` CLI process per camera, measured from /proc like camgate.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -67,13 +68,25 @@ pub struct FfmpegProcess {
 }
 
 impl FfmpegProcess {
-    pub fn spawn(args: &[String]) -> std::io::Result<FfmpegProcess> {
-        let mut child = Command::new("ffmpeg")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+    /// Starts `ffmpeg ARGS`, on the CPUs in `cpus` only if given.
+    pub fn spawn(args: &[String], cpus: Option<&[usize]>) -> std::io::Result<FfmpegProcess> {
+        let mut command = Command::new("ffmpeg");
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        if let Some(cpus) = cpus {
+            let set = sys::cpu_set(cpus).map_err(std::io::Error::other)?;
+            // SAFETY: the closure runs in the forked child before exec; it only calls sched_setaffinity, which is
+            // async-signal-safe, on a set copied into it.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let progress = Arc::new(Mutex::new((Instant::now(), 0u64)));
         {

@@ -93,6 +93,11 @@ impl Servers {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    // Before any thread or process starts: the camera servers, nginx and the observers inherit this set; the
+    // system under test is moved to its own below.
+    if let Some(cpus) = &args.servers_cpus {
+        sys::pin(None, cpus)?;
+    }
     common::init_ffmpeg();
     ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);
     let load_before = sys::loadavg();
@@ -250,6 +255,7 @@ fn run_camgate(args: &Args, servers: &Servers, n: usize) -> Result<Row, String> 
         seconds: args.seconds,
         hung: false,
         start_on_cue: true,
+        cpus: args.system_cpus.clone(),
     };
     let mut row = Row::new(args, System::Camgate, n, "camgate library, one thread per camera".into());
     let ChildRun { starts, result, servers_cpu: (source, rtmp) } = run_child(&config, servers, Some(&mut watchers))?;
@@ -353,7 +359,9 @@ fn run_ffmpeg(args: &Args, servers: &Servers, system: System, n: usize) -> Resul
             &format!("{prefix}{i}"),
         );
         starts.push(sys::unix_us());
-        procs.push(FfmpegProcess::spawn(&argv).map_err(|e| format!("cannot run ffmpeg: {e}"))?);
+        procs.push(
+            FfmpegProcess::spawn(&argv, args.system_cpus.as_deref()).map_err(|e| format!("cannot run ffmpeg: {e}"))?,
+        );
     }
     let until = Instant::now() + START_WITHIN;
     while Instant::now() < until && procs.iter().any(|p| p.progress().1 == 0) {
@@ -408,6 +416,7 @@ fn hung_camgate(args: &Args, servers: &Servers) -> Result<HungRow, String> {
         seconds: 0.0,
         hung: true,
         start_on_cue: false,
+        cpus: args.system_cpus.clone(),
     };
     let result = run_child(&config, servers, None)?.result;
     Ok(HungRow::new(System::Camgate, result.running, &result.stop_ms))
@@ -422,7 +431,10 @@ fn hung_ffmpeg(args: &Args, servers: &Servers, system: System) -> Result<HungRow
     let procs: Vec<FfmpegProcess> = (0..args.hung_stop)
         .map(|i| {
             let out = servers.rtmp.url(&format!("hung-{tag}-{i}"));
-            FfmpegProcess::spawn(&ffmpeg_run::command(system, copy, &args.source, args.threads, &url, &out))
+            FfmpegProcess::spawn(
+                &ffmpeg_run::command(system, copy, &args.source, args.threads, &url, &out),
+                args.system_cpus.as_deref(),
+            )
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot run ffmpeg: {e}"))?;

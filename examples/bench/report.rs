@@ -49,7 +49,7 @@ impl Machine {
             .unwrap_or_default();
         Machine {
             cpu: field("model name"),
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cores: crate::sys::online_cpus(),
             memory_gib: mem_kb / 1024.0 / 1024.0,
             os,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
@@ -253,6 +253,15 @@ impl Report {
         let _ = writeln!(out, "load before: {}   after: {}", self.load_before, self.load_after);
         if !self.observers.is_empty() {
             let _ = writeln!(out, "keyframe and first-frame observers: {}", self.observers);
+        }
+        if self.args.system_cpus.is_some() || self.args.servers_cpus.is_some() {
+            let show = |cpus: &Option<Vec<usize>>| cpus.as_ref().map_or("any".to_owned(), |c| format!("{c:?}"));
+            let _ = writeln!(
+                out,
+                "CPUs: system under test {}, camera servers + nginx + observers {}",
+                show(&self.args.system_cpus),
+                show(&self.args.servers_cpus)
+            );
         }
         let _ = writeln!(out, "\n{}", HEADER);
         for row in &self.rows {

@@ -96,6 +96,48 @@ pub fn context_switches(pid: Option<u32>) -> u64 {
     total
 }
 
+/// The machine's online CPUs, whatever this thread is pinned to.
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// The CPU set holding `cpus`.
+pub fn cpu_set(cpus: &[usize]) -> Result<libc::cpu_set_t, String> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(format!("CPU {cpu} is beyond what a CPU set can hold"));
+        }
+        // SAFETY: `cpu` is below CPU_SETSIZE, checked above, so the bit is inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    Ok(set)
+}
+
+/// Restricts threads to the CPUs in `cpus`: every thread of process `pid`, or with `None` the calling thread
+/// only (the threads and processes it starts later inherit its set, so call it before they start).
+pub fn pin(pid: Option<u32>, cpus: &[usize]) -> Result<(), String> {
+    let set = cpu_set(cpus)?;
+    let tids: Vec<i32> = match pid {
+        None => vec![0],
+        Some(pid) => fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(|e| format!("threads of process {pid}: {e}"))?
+            .flatten()
+            .filter_map(|task| task.file_name().to_str()?.parse().ok())
+            .collect(),
+    };
+    for tid in tids {
+        // SAFETY: `set` is a valid cpu_set_t and the size passed is its own.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+            return Err(format!("pinning thread {tid} to CPUs {cpus:?}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
 /// The 1-minute load average and the running/total task counts, as /proc/loadavg shows them.
 pub fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_owned()).unwrap_or_default()
