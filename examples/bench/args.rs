@@ -232,11 +232,10 @@ impl Args {
 fn cpus(s: &str) -> Result<Vec<usize>, String> {
     let cpus: Vec<usize> = list(s)?;
     let have = crate::sys::online_cpus();
-    match cpus.iter().find(|&&c| c >= have) {
-        _ if cpus.is_empty() => Err("a CPU list needs at least one CPU".into()),
-        Some(c) => Err(format!("CPU {c}: this machine has CPUs 0 to {}", have - 1)),
-        None => Ok(cpus),
+    if let Some(c) = cpus.iter().find(|&&c| c >= have) {
+        return Err(format!("CPU {c}: this machine has CPUs 0 to {}", have - 1));
     }
+    Ok(cpus)
 }
 
 fn list<T: FromStr>(s: &str) -> Result<Vec<T>, String>

@@ -43,8 +43,21 @@ pub struct Checks {
     pub not_measured: Vec<(&'static str, &'static str)>,
 }
 
+/// Which figure a target holds to its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    CopyCpu,
+    CopyRss,
+    CopyRealtime,
+    TranscodeCpu,
+    CopyLatency,
+    TranscodeLatency,
+    FirstFrame200,
+}
+
 /// A target: its name, the issue's wording of the figure, and what a run needs to measure it.
 pub struct Target {
+    pub kind: Kind,
     pub name: &'static str,
     pub figure: &'static str,
     pub needs: &'static str,
@@ -53,36 +66,43 @@ pub struct Target {
 /// The targets of issue 13, in the issue's order.
 pub const TARGETS: [Target; 7] = [
     Target {
+        kind: Kind::CopyCpu,
         name: "copy-cpu",
         figure: "copy: CPU per frame vs `ffmpeg -c copy`, ≤ 0.5×",
         needs: "copied video (--mode copy, or auto with an H.264 source) and --systems camgate,ffmpeg-same",
     },
     Target {
+        kind: Kind::CopyRss,
         name: "copy-rss",
         figure: "copy: RSS added per camera with the binary's defaults, ≤ 1 MB",
         needs: "copied video, camgate, --preview on (the binary's default) and a count of 50 or more",
     },
     Target {
+        kind: Kind::CopyRealtime,
         name: "copy-realtime",
         figure: "copy: 1000 cameras realtime on this machine",
         needs: "copied video, camgate and --warmup 2 or more; 1000 in --cameras for it to be met",
     },
     Target {
+        kind: Kind::TranscodeCpu,
         name: "transcode-cpu",
         figure: "transcode with camgate's defaults vs the CLI's own threading, ≥ 4 cameras, ≤ 0.85×",
         needs: "--mode transcode, --threads 0, --systems camgate,ffmpeg-same and a count of 4 or more",
     },
     Target {
+        kind: Kind::CopyLatency,
         name: "copy-latency",
         figure: "copy: packet latency inside camgate (read → written), p99 ≤ 1 ms",
         needs: "copied video and camgate",
     },
     Target {
+        kind: Kind::TranscodeLatency,
         name: "transcode-latency",
         figure: "transcode: packet latency inside camgate, p99 ≤ 2 frame intervals",
         needs: "transcoded video (--mode transcode) and camgate",
     },
     Target {
+        kind: Kind::FirstFrame200,
         name: "first-frame-200",
         figure: "first frame at the RTMP server after the camera's next keyframe, 200 started at once, ≤ 100 ms",
         needs: "camgate, a count of 200 or more and --ttff-sample above 0",
@@ -129,8 +149,8 @@ impl Checks {
 
         for target in &TARGETS {
             let before = out.checks.len();
-            match target.name {
-                "copy-cpu" => {
+            match target.kind {
+                Kind::CopyCpu => {
                     for (cameras, ratio) in versus_same(&copy, 1) {
                         out.push(
                             target,
@@ -142,7 +162,7 @@ impl Checks {
                         );
                     }
                 }
-                "copy-rss" if args.preview => {
+                Kind::CopyRss if args.preview => {
                     for row in copy.iter().filter(|r| r.cameras >= COPY_RSS_MIN_CAMERAS) {
                         let mb = row.rss_mb_per_camera;
                         out.push(
@@ -155,7 +175,7 @@ impl Checks {
                         );
                     }
                 }
-                "copy-realtime" if !copy.is_empty() && args.warmup >= REALTIME_MIN_WARMUP_SECS => {
+                Kind::CopyRealtime if !copy.is_empty() && args.warmup >= REALTIME_MIN_WARMUP_SECS => {
                     let largest = copy.iter().filter(|r| r.realtime == r.cameras).map(|r| r.cameras).max().unwrap_or(0);
                     let most = copy.iter().map(|r| r.cameras).max().unwrap_or(0);
                     let caveat = (largest < most).then(|| {
@@ -171,7 +191,7 @@ impl Checks {
                         caveat,
                     );
                 }
-                "transcode-cpu" if args.threads == 0 => {
+                Kind::TranscodeCpu if args.threads == 0 => {
                     for (cameras, ratio) in versus_same(&transcode, TRANSCODE_MIN_CAMERAS) {
                         out.push(
                             target,
@@ -183,7 +203,7 @@ impl Checks {
                         );
                     }
                 }
-                "copy-latency" => {
+                Kind::CopyLatency => {
                     for row in &copy {
                         let Some(p99) = row.latency_p99_ms else { continue };
                         // The histogram starts when libavformat returns the packet. With batched reads the
@@ -208,7 +228,7 @@ impl Checks {
                         );
                     }
                 }
-                "transcode-latency" => {
+                Kind::TranscodeLatency => {
                     let bound = TRANSCODE_LATENCY_FRAMES * 1000.0 / f64::from(args.source.fps.max(1));
                     for row in &transcode {
                         let Some(p99) = row.latency_p99_ms else { continue };
@@ -222,7 +242,7 @@ impl Checks {
                         );
                     }
                 }
-                "first-frame-200" => {
+                Kind::FirstFrame200 => {
                     for row in
                         rows.iter().filter(|r| r.system == System::Camgate.name() && r.cameras >= FIRST_FRAME_CAMERAS)
                     {
