@@ -41,6 +41,9 @@ use crate::sys::Summary;
 
 /// A camera keeps realtime when it writes at least this share of the source's frame rate.
 const REALTIME_SHARE: f64 = 0.95;
+/// Cameras that wrote this share of the source's frame rate on average over the window were still catching up
+/// on their start: the window counts frames that were due before it, so the CPU per frame flatters.
+const CATCHING_UP_SHARE: f64 = 1.05;
 /// How long a run waits for all its cameras to write their first frame.
 const START_WITHIN: Duration = Duration::from_secs(30);
 

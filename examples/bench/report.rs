@@ -76,6 +76,9 @@ pub struct Row {
     pub realtime: usize,
     pub fps_out_min: f64,
     pub fps_out_mean: f64,
+    /// The mean rate was well above the source's: cameras still catching up on their start (see
+    /// `CATCHING_UP_SHARE`).
+    pub catching_up: bool,
     pub frames_out: u64,
     /// CPU seconds of the process(es) over the window.
     pub cpu_secs: f64,
@@ -139,6 +142,7 @@ impl Row {
             self.fps_out_min = 0.0;
         }
         self.fps_out_mean = if fps.is_empty() { 0.0 } else { fps.iter().sum::<f64>() / fps.len() as f64 };
+        self.catching_up = self.fps_out_mean >= super::CATCHING_UP_SHARE * f64::from(source_fps);
     }
 
     pub fn set_cpu(&mut self, cpu_secs: f64, cameras: usize) {
@@ -301,6 +305,14 @@ impl Report {
             }
         }
         out.push_str(&self.targets.table());
+        for row in self.rows.iter().filter(|r| r.catching_up) {
+            let _ = writeln!(
+                out,
+                "\n{} n={}: {:.1} fps on average against the source's {}: cameras still catching up on their start, \
+                 so the CPU per frame counts frames due before the window (a longer --warmup settles it)",
+                row.system, row.cameras, row.fps_out_mean, self.args.source.fps
+            );
+        }
         for row in self.rows.iter().filter(|r| !r.errors.is_empty()) {
             let _ = writeln!(out, "\n{} n={}: {}", row.system, row.cameras, row.errors.join("; "));
         }

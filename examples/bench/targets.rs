@@ -178,10 +178,18 @@ impl Checks {
                 Kind::CopyRealtime if !copy.is_empty() && args.warmup >= REALTIME_MIN_WARMUP_SECS => {
                     let largest = copy.iter().filter(|r| r.realtime == r.cameras).map(|r| r.cameras).max().unwrap_or(0);
                     let most = copy.iter().map(|r| r.cameras).max().unwrap_or(0);
-                    let caveat = (largest < most).then(|| {
+                    let short_of_most = (largest < most).then(|| {
                         let r = copy.iter().find(|r| r.cameras == most).expect("the largest run is one of them");
                         format!("at {most}, {} of {} kept realtime", r.realtime, r.cameras)
                     });
+                    // Realtime while catching up is realtime (the backlog shrinks), but worth saying.
+                    let catching_up = copy.iter().find(|r| r.cameras == largest && r.catching_up).map(|r| {
+                        format!("at {largest}, {:.1} fps on average: still catching up on their start", r.fps_out_mean)
+                    });
+                    let caveat = match (short_of_most, catching_up) {
+                        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                        (a, b) => a.or(b),
+                    };
                     out.push(
                         target,
                         most,
@@ -417,6 +425,13 @@ mod tests {
         assert_eq!((check.cameras, check.verdict), (550, Verdict::NotMet));
         assert_eq!(check.measured, "450 realtime");
         assert_eq!(check.caveat.as_deref(), Some("at 550, 331 of 550 kept realtime"));
+
+        let mut catching_up = row(System::Camgate, "copy", 450);
+        catching_up.fps_out_mean = 29.4;
+        catching_up.catching_up = true;
+        let checks = Checks::of(&args(&[]), &[catching_up], &[]);
+        let check = checks.checks.iter().find(|c| c.target == "copy-realtime").expect("checked");
+        assert_eq!(check.caveat.as_deref(), Some("at 450, 29.4 fps on average: still catching up on their start"));
 
         let thousand = [row(System::Camgate, "copy", 1000)];
         assert_eq!(verdicts(&Checks::of(&args(&[]), &thousand, &[]), "copy-realtime"), [(1000, Verdict::Met)]);
