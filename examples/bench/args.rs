@@ -22,6 +22,9 @@ usage: bench [options]
   --read-batch-ms M   camgate's read_batch_ms for copied video (default 100, camgate's default; 0 = off)
   --audio-rate HZ     camgate's audio.encoding.sample_rate when it transcodes the audio (G.711 sources);
                       default: camgate's choice (48000 for G.711)
+  --source-aac-rate HZ
+                      sample rate of the synthetic cameras' AAC audio, one of AAC's: 8000 to 96000
+                      (default 48000)
   --source-gop N      keyframe interval of the synthetic cameras in frames (default 50 = 2 s)
   --rtsp-servers K    camera server processes, cameras spread over them (default 1)
   --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8); a run's
@@ -136,6 +139,8 @@ pub struct Args {
     pub read_batch_ms: u64,
     /// camgate's `audio.encoding.sample_rate` (`None`: camgate's choice).
     pub audio_rate: Option<u32>,
+    /// Sample rate of the synthetic cameras' AAC audio.
+    pub source_aac_rate: u32,
     pub source_gop: u32,
     pub rtsp_servers: usize,
     pub ttff_sample: usize,
@@ -167,6 +172,7 @@ impl Args {
             preview: false,
             read_batch_ms: camgate::model::DEFAULT_READ_BATCH_MS,
             audio_rate: None,
+            source_aac_rate: 48000,
             source_gop: 50,
             rtsp_servers: 1,
             ttff_sample: 8,
@@ -204,6 +210,14 @@ impl Args {
                 "--preview" => out.preview = matches!(value.as_str(), "on" | "true" | "1"),
                 "--read-batch-ms" => out.read_batch_ms = num("--read-batch-ms")? as u64,
                 "--audio-rate" => out.audio_rate = Some(num("--audio-rate")? as u32),
+                "--source-aac-rate" => {
+                    out.source_aac_rate = num("--source-aac-rate")? as u32;
+                    const AAC_RATES: [u32; 12] =
+                        [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000];
+                    if !AAC_RATES.contains(&out.source_aac_rate) {
+                        return Err(format!("--source-aac-rate {value}: AAC's rates are {AAC_RATES:?}"));
+                    }
+                }
                 "--source-gop" => out.source_gop = (num("--source-gop")? as u32).max(1),
                 "--rtsp-servers" => out.rtsp_servers = (num("--rtsp-servers")? as usize).max(1),
                 "--ttff-sample" => out.ttff_sample = num("--ttff-sample")? as usize,

@@ -112,6 +112,7 @@ fn run(args: &Args) -> Result<(), String> {
         gop: args.source_gop,
         auth: None,
         busy: args.source.busy,
+        aac_rate: args.source_aac_rate,
     };
     let servers = Servers {
         rtsp: (0..args.rtsp_servers).map(|_| RtspServer::start_with(opts.clone())).collect(),

@@ -78,11 +78,13 @@ pub struct RtspOptions {
     /// The picture: a moving ball (cheap to encode), or with `busy` moving fine detail, noise and text, as
     /// hard for an encoder as a real camera's scene (benchmarks).
     pub busy: bool,
+    /// Sample rate of the AAC mounts' audio, in Hz.
+    pub aac_rate: u32,
 }
 
 impl Default for RtspOptions {
     fn default() -> Self {
-        RtspOptions { width: 640, height: 360, fps: 25, gop: 25, auth: None, busy: false }
+        RtspOptions { width: 640, height: 360, fps: 25, gop: 25, auth: None, busy: false, aac_rate: 48000 }
     }
 }
 
@@ -134,6 +136,7 @@ impl RtspServer {
             .args(["--fps", &opts.fps.to_string()])
             .args(["--gop", &opts.gop.to_string()])
             .args(["--pattern", if opts.busy { "busy" } else { "ball" }])
+            .args(["--aac-rate", &opts.aac_rate.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
