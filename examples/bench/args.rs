@@ -41,6 +41,9 @@ usage: bench [options]
   --plot PATH         write an SVG of CPU (cores) against cameras
 ";
 
+/// The sample rates AAC defines, one of which the fixture's AAC mounts must use.
+const AAC_RATES: [u32; 12] = [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000];
+
 /// A synthetic camera: picture size, video codec, audio codec.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Source {
@@ -212,8 +215,6 @@ impl Args {
                 "--audio-rate" => out.audio_rate = Some(num("--audio-rate")? as u32),
                 "--source-aac-rate" => {
                     out.source_aac_rate = num("--source-aac-rate")? as u32;
-                    const AAC_RATES: [u32; 12] =
-                        [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000];
                     if !AAC_RATES.contains(&out.source_aac_rate) {
                         return Err(format!("--source-aac-rate {value}: AAC's rates are {AAC_RATES:?}"));
                     }

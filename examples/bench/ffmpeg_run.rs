@@ -74,16 +74,10 @@ impl FfmpegProcess {
         command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         if let Some(cpus) = cpus {
             let set = sys::cpu_set(cpus).map_err(std::io::Error::other)?;
-            // SAFETY: the closure runs in the forked child before exec; it only calls sched_setaffinity, which is
+            // SAFETY: the closure runs in the forked child before exec and only calls `set_affinity`, which is
             // async-signal-safe, on a set copied into it.
             unsafe {
-                command.pre_exec(move || {
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
+                command.pre_exec(move || sys::set_affinity(0, &set));
             }
         }
         let mut child = command.spawn()?;

@@ -117,6 +117,17 @@ pub fn cpu_set(cpus: &[usize]) -> Result<libc::cpu_set_t, String> {
     Ok(set)
 }
 
+/// Restricts thread `tid` (0: the calling thread) to the CPUs in `set`. Async-signal-safe, so a forked child
+/// may call it before exec.
+pub fn set_affinity(tid: i32, set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: `set` is a valid cpu_set_t and the size passed is its own.
+    if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Restricts threads to the CPUs in `cpus`: every thread of process `pid`, or with `None` the calling thread
 /// only (the threads and processes it starts later inherit its set, so call it before they start).
 pub fn pin(pid: Option<u32>, cpus: &[usize]) -> Result<(), String> {
@@ -130,10 +141,7 @@ pub fn pin(pid: Option<u32>, cpus: &[usize]) -> Result<(), String> {
             .collect(),
     };
     for tid in tids {
-        // SAFETY: `set` is a valid cpu_set_t and the size passed is its own.
-        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-            return Err(format!("pinning thread {tid} to CPUs {cpus:?}: {}", std::io::Error::last_os_error()));
-        }
+        set_affinity(tid, &set).map_err(|e| format!("pinning thread {tid} to CPUs {cpus:?}: {e}"))?;
     }
     Ok(())
 }

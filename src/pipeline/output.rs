@@ -444,8 +444,6 @@ mod tests {
         timed.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// Copies the recording through an `FlvOutput` into `to`, ordered by `order`, the packets arriving as
-    /// `arrival` says.
     /// The recording (its video is stream 0, its audio stream 1), and an output into `to` ordered by `order`
     /// with the recording's two streams declared and its header written; the streams' time bases by index.
     fn output_for_recording(
@@ -467,6 +465,8 @@ mod tests {
         (input, output, time_bases)
     }
 
+    /// Copies the recording through an `FlvOutput` into `to`, ordered by `order`, the packets arriving as
+    /// `arrival` says.
     fn copy_through(to: &std::path::Path, order: Order, arrival: Arrival) {
         let (mut input, mut output, time_bases) = output_for_recording(to, order);
         let packets: Vec<(usize, Packet, f64)> = input
