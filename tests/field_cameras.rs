@@ -12,7 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use camgate::gateway::{Gateway, GatewaySettings, RunMode};
-use camgate::{AudioMode, CameraId, CameraStatus, StreamSpec, Supervisor, Transport, VideoMode, WorkerState};
+use camgate::{
+    AudioMode, CameraId, CameraStatus, RtspReader, StreamSpec, Supervisor, Transport, VideoMode, WorkerState,
+};
 use common::{
     FreezableRelay, ProbeOptions, RtmpServer, RtspOptions, RtspServer, decode, first_video_packet, free_port, mount,
     probe, record_viewer, wait_for,
@@ -79,6 +81,15 @@ fn auto_transport_falls_back_to_udp_when_the_camera_refuses_tcp_and_says_so() {
     assert_eq!(report.video.map(|v| v.codec), Some("h264".to_owned()));
     assert_eq!(report.audio.map(|a| a.codec), Some("aac".to_owned()));
 
+    // The same with camgate's own reader over TCP: the camera's 461 sends it to UDP just the same.
+    let mut own = spec("auto-own", &rtsp.url(mount::H264_UDP_ONLY), &rtmp);
+    own.rtsp_reader = RtspReader::Buffered;
+    supervisor.start_blocking(own).unwrap();
+    let running = status_where(&supervisor, "auto-own", "running over UDP", |s| s.state == WorkerState::Running);
+    let session = running.session.unwrap();
+    assert_eq!(session.transport, Some(Transport::Udp));
+    assert!(session.transport_note.is_some_and(|n| n.contains("461") && n.contains("using UDP")));
+
     // A camera that takes TCP stays on TCP, with no note.
     supervisor.start_blocking(spec("plain", &rtsp.url(mount::H264_AAC), &rtmp)).unwrap();
     let plain = status_where(&supervisor, "plain", "running", |s| s.state == WorkerState::Running);
@@ -101,7 +112,6 @@ fn rtsp_failures_read_as_what_to_check_with_the_status_code() {
         ..RtspOptions::default()
     });
     let rtmp = RtmpServer::start();
-    let supervisor = supervisor();
     let port = rtsp.port();
     let cases: [(&str, String, Option<u16>, &str); 5] = [
         (
@@ -130,15 +140,62 @@ fn rtsp_failures_read_as_what_to_check_with_the_status_code() {
             "connection refused: nothing accepts RTSP at 127.0.0.1",
         ),
     ];
-    for (camera, input, _, _) in &cases {
-        supervisor.start_blocking(spec(camera, input, &rtmp)).unwrap();
+    // Each case with libavformat's RTSP reader and with camgate's own: the same status and advice.
+    for reader in [RtspReader::Ffmpeg, RtspReader::Buffered] {
+        let supervisor = supervisor();
+        for (camera, input, _, _) in &cases {
+            let mut spec = spec(camera, input, &rtmp);
+            spec.rtsp_reader = reader;
+            supervisor.start_blocking(spec).unwrap();
+        }
+        for (camera, _, status, words) in &cases {
+            let failed = status_where(&supervisor, camera, "a failure reported", |s| s.last_error.is_some());
+            let error = failed.last_error.clone().unwrap();
+            assert_eq!(failed.rtsp_status, *status, "{camera} ({reader:?}): {error}");
+            assert!(error.contains(words), "{camera} ({reader:?}): {error}");
+            let leaked = error.contains("right-password") || error.contains("wrong@");
+            assert!(!leaked, "no credentials in errors: {error}");
+        }
     }
-    for (camera, _, status, words) in &cases {
-        let failed = status_where(&supervisor, camera, "a failure reported", |s| s.last_error.is_some());
-        let error = failed.last_error.clone().unwrap();
-        assert_eq!(failed.rtsp_status, *status, "{camera}: {error}");
-        assert!(error.contains(words), "{camera}: {error}");
-        assert!(!error.contains("right-password") && !error.contains("wrong@"), "no credentials in errors: {error}");
+    // The right credentials: camgate's reader answers the camera's 401 and streams.
+    let supervisor = supervisor();
+    let mut own = spec("authok-own", &rtsp.url_with_auth(mount::H264), &rtmp);
+    own.rtsp_reader = RtspReader::Buffered;
+    supervisor.start_blocking(own).unwrap();
+    let running = status_where(&supervisor, "authok-own", "running", |s| s.state == WorkerState::Running);
+    assert_eq!(running.session.and_then(|s| s.transport_note), None);
+    assert_eq!(read_back(&rtmp, "authok-own", 1.0).video.map(|v| v.codec), Some("h264".to_owned()));
+}
+
+/// A camera that asks for Digest authentication (as most do): both readers answer it with the URL's
+/// credentials, and a wrong password is a 401 with its advice.
+#[test]
+fn digest_authentication_is_answered_by_both_readers() {
+    let rtsp = RtspServer::start_with(RtspOptions {
+        auth: Some(("admin".into(), "digest-pw".into())),
+        digest: true,
+        ..RtspOptions::default()
+    });
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let wrong = format!("rtsp://admin:wrong@127.0.0.1:{}{}", rtsp.port(), mount::H264);
+    for (reader, name) in [(RtspReader::Ffmpeg, "lavf"), (RtspReader::Buffered, "own")] {
+        let mut good = spec(&format!("digest-{name}"), &rtsp.url_with_auth(mount::H264), &rtmp);
+        good.rtsp_reader = reader;
+        supervisor.start_blocking(good).unwrap();
+        let mut bad = spec(&format!("wrong-{name}"), &wrong, &rtmp);
+        bad.rtsp_reader = reader;
+        supervisor.start_blocking(bad).unwrap();
+    }
+    for name in ["lavf", "own"] {
+        let camera = format!("digest-{name}");
+        let running = status_where(&supervisor, &camera, "running", |s| s.state == WorkerState::Running);
+        assert_eq!(running.session.and_then(|s| s.transport_note), None, "{camera}");
+        assert_eq!(read_back(&rtmp, &camera, 1.0).video.map(|v| v.codec), Some("h264".to_owned()));
+        let camera = format!("wrong-{name}");
+        let failed = status_where(&supervisor, &camera, "a failure reported", |s| s.last_error.is_some());
+        assert_eq!(failed.rtsp_status, Some(401), "{camera}: {:?}", failed.last_error);
+        assert!(failed.last_error.unwrap().contains("wrong user name or password"));
     }
 }
 

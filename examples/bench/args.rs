@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use camgate::VideoMode;
+use camgate::{RtspReader, VideoMode};
 use serde::{Deserialize, Serialize};
 
 pub const USAGE: &str = "\
@@ -20,6 +20,8 @@ usage: bench [options]
   --threads N         x264 threads per camera, 0 = x264's choice (default 0, camgate's default)
   --preview on|off    also feed the built-in HTTP-FLV preview hub, as the binary does by default (default off)
   --read-batch-ms M   camgate's read_batch_ms for copied video (default 100, camgate's default; 0 = off)
+  --rtsp-reader R     camgate's rtsp_reader: ffmpeg (libavformat's, camgate's default) or buffered
+                      (camgate's own); default ffmpeg
   --audio-rate HZ     camgate's audio.encoding.sample_rate when it transcodes the audio (G.711 sources);
                       default: camgate's choice (48000 for G.711)
   --source-aac-rate HZ
@@ -140,6 +142,8 @@ pub struct Args {
     pub preview: bool,
     /// camgate's `read_batch_ms`.
     pub read_batch_ms: u64,
+    /// camgate's `rtsp_reader`.
+    pub rtsp_reader: RtspReader,
     /// camgate's `audio.encoding.sample_rate` (`None`: camgate's choice).
     pub audio_rate: Option<u32>,
     /// Sample rate of the synthetic cameras' AAC audio.
@@ -174,6 +178,7 @@ impl Args {
             threads: 0,
             preview: false,
             read_batch_ms: camgate::model::DEFAULT_READ_BATCH_MS,
+            rtsp_reader: RtspReader::default(),
             audio_rate: None,
             source_aac_rate: 48000,
             source_gop: 50,
@@ -212,6 +217,10 @@ impl Args {
                 "--threads" => out.threads = num("--threads")? as u32,
                 "--preview" => out.preview = matches!(value.as_str(), "on" | "true" | "1"),
                 "--read-batch-ms" => out.read_batch_ms = num("--read-batch-ms")? as u64,
+                "--rtsp-reader" => {
+                    out.rtsp_reader = serde_json::from_value(serde_json::Value::String(value.clone()))
+                        .map_err(|_| format!("--rtsp-reader {value:?}: ffmpeg or buffered"))?
+                }
                 "--audio-rate" => out.audio_rate = Some(num("--audio-rate")? as u32),
                 "--source-aac-rate" => {
                     out.source_aac_rate = num("--source-aac-rate")? as u32;

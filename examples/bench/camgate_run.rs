@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use camgate::model::latency::LatencyCounts;
-use camgate::{CameraId, StreamSpec, Supervisor, SupervisorConfig, VideoMode, WorkerState};
+use camgate::{CameraId, RtspReader, StreamSpec, Supervisor, SupervisorConfig, VideoMode, WorkerState};
 use serde::{Deserialize, Serialize};
 
 use crate::proxy::FreezableProxy;
@@ -31,6 +31,9 @@ pub struct ChildConfig {
     pub preview: bool,
     /// `read_batch_ms` of every camera.
     pub read_batch_ms: u64,
+    /// `rtsp_reader` of every camera.
+    #[serde(default)]
+    pub rtsp_reader: RtspReader,
     /// `audio.encoding.sample_rate` of every camera.
     #[serde(default)]
     pub audio_rate: Option<u32>,
@@ -143,6 +146,7 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
         spec.video.encoding.threads = config.threads;
         spec.preview = config.preview;
         spec.read_batch_ms = config.read_batch_ms;
+        spec.rtsp_reader = config.rtsp_reader;
         spec.audio.encoding.sample_rate = config.audio_rate;
         starts.push(sys::unix_us());
         supervisor.start_blocking(spec).map_err(|e| e.to_string())?;

@@ -111,6 +111,7 @@ fn run(args: &Args) -> Result<(), String> {
         fps: args.source.fps,
         gop: args.source_gop,
         auth: None,
+        digest: false,
         busy: args.source.busy,
         aac_rate: args.source_aac_rate,
     };
@@ -254,6 +255,7 @@ fn run_camgate(args: &Args, servers: &Servers, n: usize) -> Result<Row, String> 
         threads: args.threads,
         preview: args.preview,
         read_batch_ms: args.read_batch_ms,
+        rtsp_reader: args.rtsp_reader,
         audio_rate: args.audio_rate,
         warmup: args.warmup,
         seconds: args.seconds,
@@ -415,6 +417,7 @@ fn hung_camgate(args: &Args, servers: &Servers) -> Result<HungRow, String> {
         threads: args.threads,
         preview: args.preview,
         read_batch_ms: args.read_batch_ms,
+        rtsp_reader: args.rtsp_reader,
         audio_rate: args.audio_rate,
         warmup: 0.0,
         seconds: 0.0,

@@ -18,7 +18,8 @@ use utoipa::ToSchema;
 
 use super::desired::OnDemand;
 use crate::model::{
-    AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, SpecError, StreamSpec, Timeouts, Transport, VideoSpec,
+    AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, RtspReader, SpecError, StreamSpec, Timeouts, Transport,
+    VideoSpec,
 };
 use crate::preview::PreviewLimits;
 use crate::runtime::{Fence, SupervisorConfig};
@@ -422,6 +423,9 @@ pub struct CameraDefaults {
     pub retry: RetryPolicy,
     /// Copied video: how long to let packets gather before reading them (see `StreamSpec::read_batch_ms`).
     pub read_batch_ms: u64,
+    /// Which RTSP client reads cameras over interleaved TCP: `ffmpeg` (libavformat's) or `buffered`
+    /// (camgate's own, fewer system calls; see `StreamSpec::rtsp_reader`).
+    pub rtsp_reader: RtspReader,
 }
 
 impl Default for CameraDefaults {
@@ -435,6 +439,7 @@ impl Default for CameraDefaults {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             read_batch_ms: crate::model::DEFAULT_READ_BATCH_MS,
+            rtsp_reader: RtspReader::default(),
         }
     }
 }
@@ -483,6 +488,11 @@ pub struct CameraConfig {
     /// default (100; 0 for WebRTC playback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_batch_ms: Option<u64>,
+    /// Which RTSP client reads the camera over interleaved TCP: `ffmpeg` (libavformat's) or `buffered`
+    /// (camgate's own: about a tenth of the system calls per packet; cameras it cannot read fall back to
+    /// libavformat's); unset uses the configured default (`ffmpeg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtsp_reader: Option<RtspReader>,
     /// `true`: run only while the RTMP server reports viewers (SRS `on_play`/`on_stop` hooks) instead of all the
     /// time. `"warm"`: stay connected to the camera, its current GOP cached, and push to the RTMP server only
     /// while viewers are reported — the first viewer's stream starts at once from the cached keyframe. Both need
@@ -519,6 +529,7 @@ impl CameraConfig {
             timeouts: Some(spec.timeouts),
             retry: Some(spec.retry),
             read_batch_ms: Some(spec.read_batch_ms),
+            rtsp_reader: Some(spec.rtsp_reader),
             on_demand: mode.on_demand(),
         }
     }
@@ -556,6 +567,7 @@ impl CameraConfig {
             timeouts: self.timeouts.unwrap_or(defaults.timeouts),
             retry: self.retry.unwrap_or(defaults.retry),
             read_batch_ms: self.read_batch_ms.unwrap_or(defaults.read_batch_ms),
+            rtsp_reader: self.rtsp_reader.unwrap_or(defaults.rtsp_reader),
         };
         spec.validate()?;
         Ok(spec)

@@ -29,8 +29,9 @@ pub use output::OutputTarget;
 pub use redact::redact_url;
 pub use report::{AudioFormat, Counters, SessionInfo, Totals, VideoFormat, VideoThreads};
 pub use source::{DemoPreset, SourceUrl};
+pub(crate) use spec::percent_decode;
 pub use spec::{
     AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, DEFAULT_READ_BATCH_MS, H264_PROFILES, HARDWARE_ENCODERS,
-    MAX_EXTRA_OUTPUTS, MAX_READ_BATCH_MS, RateControl, RetryPolicy, StreamSpec, Timeouts, Transport, VideoEncoding,
-    VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
+    MAX_EXTRA_OUTPUTS, MAX_READ_BATCH_MS, RateControl, RetryPolicy, RtspReader, StreamSpec, Timeouts, Transport,
+    VideoEncoding, VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
 };

@@ -115,6 +115,14 @@ unsafe extern "C" fn callback(avcl: *mut c_void, level: c_int, fmt: *const c_cha
     let _ = std::panic::catch_unwind(|| emit(level, component, text.trim_end()));
 }
 
+/// An error of camgate's own RTSP reader (`pipeline::rtsp`), which stands in for libavformat's: logged and kept
+/// for the camera's next error as FFmpeg's lines are (component `rtsp`), so one path explains both readers.
+/// Cut to 300 characters: the text may quote what a camera sent.
+pub(crate) fn reader_error(text: &str) {
+    let text: String = text.chars().take(300).collect();
+    emit(ffi::AV_LOG_ERROR, "rtsp", &text);
+}
+
 /// The name of the FFmpeg component that logged (`rtsp`, `h264`, `flv` …).
 fn component(avcl: *mut c_void) -> &'static str {
     if avcl.is_null() {

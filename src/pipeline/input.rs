@@ -1,4 +1,5 @@
-//! Opening a camera: RTSP through libavformat over the camera's transport (interleaved TCP by default, UDP
+//! Opening a camera: RTSP through libavformat (or, over interleaved TCP, camgate's own reader feeding
+//! libavformat's SDP demuxer) over the camera's transport (interleaved TCP by default, UDP
 //! when the camera refuses TCP, an HTTP tunnel when UDP fails too), with bounded probing, a socket timeout, a
 //! protocol whitelist, and an interrupt callback so a stop or a silent camera ends the open at once.
 
@@ -14,9 +15,10 @@ use ffmpeg_next::{Dictionary, device, ffi};
 
 use super::diagnosis::transport_words;
 use super::interrupt::{Interrupter, Interruption};
+use super::rtsp::{self, Attached, RtspError};
 use crate::model::host_policy::{HostPolicy, NameVerdict};
 use crate::model::url::UrlHost;
-use crate::model::{DemoPreset, SourceUrl, Timeouts, Transport};
+use crate::model::{DemoPreset, RtspReader, SourceUrl, Timeouts, Transport};
 
 /// Why the camera's address could not be settled.
 #[derive(Debug)]
@@ -155,6 +157,8 @@ const PROBE_SIZE: &str = "1000000";
 pub struct Opened {
     /// The demuxer, streams probed.
     pub input: Input,
+    /// camgate's own RTSP session feeding `input`, when it reads the camera: must outlive `input`.
+    pub session: Option<Attached>,
     /// The transport in use (`None` for the demo camera).
     pub transport: Option<Transport>,
     /// Why that transport, when `auto` had to fall back.
@@ -173,32 +177,35 @@ pub struct OpenFailure {
 
 /// Connects to the camera at `target` (from [`settle_target`]; `None` for the demo camera) over `wanted`, and
 /// probes its streams. With [`Transport::Auto`]: interleaved TCP; if the camera refuses it (RTSP 461), UDP;
-/// if UDP cannot be set up either, RTSP tunnelled over HTTP. Each attempt gets the whole open timeout.
+/// if UDP cannot be set up either, RTSP tunnelled over HTTP. Each attempt gets the whole open timeout. With
+/// [`RtspReader::Buffered`], interleaved TCP is read by camgate's own reader (`pipeline::rtsp`).
 pub fn open_camera(
     url: &SourceUrl,
     target: Option<&str>,
     wanted: Transport,
     timeouts: &Timeouts,
+    reader: RtspReader,
     interrupter: &Arc<Interrupter>,
 ) -> Result<Opened, OpenFailure> {
     let (Some(target), None) = (target, url.demo()) else {
         let input = url.demo().map_or(Err(ffmpeg_next::Error::Bug), open_demo);
-        return input.map(|input| Opened { input, transport: None, note: None }).map_err(|error| OpenFailure {
+        return input
+            .map(|input| Opened { input, session: None, transport: None, note: None })
+            .map_err(|error| OpenFailure { error, transport: wanted, tried: Vec::new() });
+    };
+    let attempt = |transport| attempt(url, target, transport, timeouts, reader, interrupter);
+    // RTSPS is TLS on TCP: there is nothing to fall back to.
+    let wanted = if url.scheme() == "rtsps" && wanted == Transport::Auto { Transport::Tcp } else { wanted };
+    if wanted != Transport::Auto {
+        return attempt(wanted).map(|a| a.opened(wanted, None)).map_err(|error| OpenFailure {
             error,
             transport: wanted,
             tried: Vec::new(),
         });
-    };
-    // RTSPS is TLS on TCP: there is nothing to fall back to.
-    let wanted = if url.scheme() == "rtsps" && wanted == Transport::Auto { Transport::Tcp } else { wanted };
-    if wanted != Transport::Auto {
-        return open(url, target, wanted, timeouts, interrupter)
-            .map(|input| Opened { input, transport: Some(wanted), note: None })
-            .map_err(|error| OpenFailure { error, transport: wanted, tried: Vec::new() });
     }
     let mut tried = Vec::new();
-    let error = match open(url, target, Transport::Tcp, timeouts, interrupter) {
-        Ok(input) => return Ok(Opened { input, transport: Some(Transport::Tcp), note: None }),
+    let error = match attempt(Transport::Tcp) {
+        Ok(attempt) => return Ok(attempt.opened(Transport::Tcp, None)),
         // 461 Unsupported Transport, as FFmpeg reports it; anything else is not about the transport.
         Err(error @ ffmpeg_next::Error::Other { errno: libc::EPROTONOSUPPORT }) if interrupter.check().is_none() => {
             error
@@ -208,14 +215,14 @@ pub fn open_camera(
     tried.push(format!("{}: {error} (RTSP 461 Unsupported Transport)", transport_words(Transport::Tcp)));
     for transport in [Transport::Udp, Transport::Http] {
         interrupter.arm(timeouts.open());
-        match open(url, target, transport, timeouts, interrupter) {
-            Ok(input) => {
+        match attempt(transport) {
+            Ok(attempt) => {
                 let note = format!(
                     "{}; using {}",
                     tried.iter().map(|t| format!("refused {t}")).collect::<Vec<_>>().join("; "),
                     transport_words(transport)
                 );
-                return Ok(Opened { input, transport: Some(transport), note: Some(note) });
+                return Ok(attempt.opened(transport, Some(note)));
             }
             Err(error) if interrupter.check().is_some() || transport == Transport::Http => {
                 return Err(OpenFailure { error, transport, tried });
@@ -224,6 +231,79 @@ pub fn open_camera(
         }
     }
     unreachable!("the HTTP attempt returns either way")
+}
+
+/// A successful attempt.
+struct Attempt {
+    input: Input,
+    session: Option<Attached>,
+    /// Why camgate's reader left the camera to libavformat's, if it did.
+    note: Option<String>,
+}
+
+impl Attempt {
+    fn opened(self, transport: Transport, note: Option<String>) -> Opened {
+        let note = match (self.note, note) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+        Opened { input: self.input, session: self.session, transport: Some(transport), note }
+    }
+}
+
+/// One attempt over a forced transport, with camgate's reader where it applies (plain RTSP over interleaved
+/// TCP) and the camera needs nothing only libavformat's does. The caller arms `interrupter` first.
+fn attempt(
+    url: &SourceUrl,
+    target: &str,
+    transport: Transport,
+    timeouts: &Timeouts,
+    reader: RtspReader,
+    interrupter: &Arc<Interrupter>,
+) -> Result<Attempt, ffmpeg_next::Error> {
+    let mut note = None;
+    if reader == RtspReader::Buffered && url.scheme() == "rtsp" && transport == Transport::Tcp {
+        match open_buffered(target, interrupter) {
+            Ok((input, session)) => return Ok(Attempt { input, session: Some(session), note: None }),
+            Err(Buffered::Failed(error)) => return Err(error),
+            Err(Buffered::LeftToFfmpeg(reason)) => {
+                interrupter.arm(timeouts.open());
+                note = Some(format!("camgate's RTSP reader leaves this camera to libavformat's: {reason}"));
+            }
+        }
+    }
+    open(url, target, transport, timeouts, interrupter).map(|input| Attempt { input, session: None, note })
+}
+
+/// How camgate's reader failed.
+enum Buffered {
+    /// For good: what libavformat's reader would have failed with too.
+    Failed(ffmpeg_next::Error),
+    /// The camera needs something only libavformat's reader does.
+    LeftToFfmpeg(String),
+}
+
+/// Opens the camera with camgate's own RTSP reader, joined to libavformat's SDP demuxer (see `pipeline::rtsp`).
+fn open_buffered(target: &str, interrupter: &Arc<Interrupter>) -> Result<(Input, Attached), Buffered> {
+    let failed = |error: RtspError| match error {
+        RtspError::Unsupported(reason) => Buffered::LeftToFfmpeg(reason),
+        other => {
+            if !matches!(other, RtspError::Interrupted) {
+                super::ffmpeg_log::reader_error(&other.to_string());
+            }
+            Buffered::Failed(other.to_ffmpeg())
+        }
+    };
+    let mut session = Attached::play(target, interrupter).map_err(failed)?;
+    let mut options = Dictionary::new();
+    rtsp::demuxer_options(&mut options);
+    options.set("analyzeduration", ANALYZE_DURATION_US);
+    options.set("probesize", PROBE_SIZE);
+    options.set("fpsprobesize", "0");
+    match open_context(target, options, rtsp::sdp_format(), Some(session.avio()), interrupter) {
+        Ok(input) => Ok((input, session)),
+        Err(error) => Err(session.take_error().map_or(Buffered::Failed(error), failed)),
+    }
 }
 
 /// One attempt over a forced transport. The caller arms `interrupter` with the open timeout first.
@@ -259,20 +339,38 @@ fn open(
         },
     );
     options.set("user_agent", concat!("camgate/", env!("CARGO_PKG_VERSION")));
+    open_context(target, options, ptr::null(), None, interrupter)
+}
+
+/// Opens `target` with `options` — with demuxer `format` reading from `avio` when given, else as the URL
+/// says — and probes its streams.
+fn open_context(
+    target: &str,
+    options: Dictionary,
+    format: *const ffi::AVInputFormat,
+    avio: Option<*mut ffi::AVIOContext>,
+    interrupter: &Arc<Interrupter>,
+) -> Result<Input, ffmpeg_next::Error> {
     let target = CString::new(target).map_err(|_| ffmpeg_next::Error::InvalidData)?;
     let interrupt = interrupt::new(Box::new(interrupter.callback()));
     // SAFETY: `format::input_with_interrupt_and_dictionary` by hand, because it probes without decoder options
     // and camgate needs them (`probe_decoder_options`). `ps` is checked after allocation;
     // `avformat_open_input` frees it on failure; on success ownership passes to `Input::wrap_with_interrupt`,
     // which keeps the callback's state alive as long as the context and closes the context when dropped.
+    // A caller's `avio` is marked as such (`AVFMT_FLAG_CUSTOM_IO`), so closing the context leaves it to its
+    // owner; `format` is NULL or a demuxer from libavformat's static table.
     let mut input = unsafe {
         let mut ps = ffi::avformat_alloc_context();
         if ps.is_null() {
             return Err(ffmpeg_next::Error::Other { errno: libc::ENOMEM });
         }
         (*ps).interrupt_callback = interrupt.interrupt;
+        if let Some(avio) = avio {
+            (*ps).pb = avio;
+            (*ps).flags |= ffi::AVFMT_FLAG_CUSTOM_IO;
+        }
         let mut opts = options.disown();
-        let ret = ffi::avformat_open_input(&mut ps, target.as_ptr(), ptr::null_mut(), &mut opts);
+        let ret = ffi::avformat_open_input(&mut ps, target.as_ptr(), format, &mut opts);
         drop(Dictionary::own(opts));
         if ret < 0 {
             return Err(ffmpeg_next::Error::from(ret));

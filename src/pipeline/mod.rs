@@ -20,6 +20,7 @@ mod interleave;
 pub mod interrupt;
 mod output;
 mod read_batch;
+mod rtsp;
 mod silence;
 pub mod slate;
 mod slate_picture;
@@ -256,6 +257,9 @@ struct Session<'a> {
     /// Silence for the gaps in the camera's audio, when the output carries audio (see [`silence`]).
     silence: Option<SilenceFiller>,
     input: ffmpeg_next::format::context::Input,
+    /// camgate's own RTSP session feeding `input`, if it reads the camera; declared after `input` so that it
+    /// outlives the demuxer reading from it.
+    rtsp_session: Option<rtsp::Attached>,
     input_interrupter: Arc<Interrupter>,
     video_index: usize,
     video_time_base: Rational,
@@ -297,17 +301,26 @@ impl<'a> Session<'a> {
             TargetError::Resolve { host, reason } => Halt::Resolve { host, reason },
             TargetError::Refused(reason) => Halt::HostRefused(reason),
         })?;
-        let opened =
-            input::open_camera(&spec.input, target.as_deref(), spec.transport, &spec.timeouts, &input_interrupter)
-                .map_err(|failure| {
-                    match Halt::from_interruptible(Stage::OpenInput, failure.error, &input_interrupter) {
-                        Halt::Ffmpeg { source, .. } => {
-                            Halt::InputFailed { source, transport: failure.transport, tried: failure.tried }
-                        }
-                        other => other,
-                    }
-                })?;
-        let input::Opened { input, transport, note: transport_note } = opened;
+        let opened = input::open_camera(
+            &spec.input,
+            target.as_deref(),
+            spec.transport,
+            &spec.timeouts,
+            spec.rtsp_reader,
+            &input_interrupter,
+        )
+        .map_err(|failure| {
+            match Halt::from_interruptible(Stage::OpenInput, failure.error, &input_interrupter) {
+                Halt::Ffmpeg { source, .. } => {
+                    Halt::InputFailed { source, transport: failure.transport, tried: failure.tried }
+                }
+                other => other,
+            }
+        })?;
+        // Bound in this order so that, on any early return below, `input` (declared last) is dropped first:
+        // camgate's RTSP session must outlive the demuxer reading from it.
+        let rtsp_session = opened.session;
+        let input::Opened { input, transport, note: transport_note, .. } = opened;
         if let Some(note) = &transport_note {
             info!(camera = %spec.id, "{note}");
         }
@@ -440,6 +453,7 @@ impl<'a> Session<'a> {
             fence: fence.clone(),
             silence,
             input,
+            rtsp_session,
             input_interrupter,
             video_index,
             video_time_base,
@@ -559,7 +573,14 @@ impl<'a> Session<'a> {
                     continue;
                 }
                 Err(ffmpeg_next::Error::Eof) => return Err(Halt::InputEnded),
-                Err(e) => return Err(Halt::from_interruptible(Stage::ReadInput, e, &self.input_interrupter)),
+                Err(e) => {
+                    if let Some(error) = self.rtsp_session.as_mut().and_then(rtsp::Attached::take_error)
+                        && !matches!(error, rtsp::RtspError::Interrupted)
+                    {
+                        ffmpeg_log::reader_error(&error.to_string());
+                    }
+                    return Err(Halt::from_interruptible(Stage::ReadInput, e, &self.input_interrupter));
+                }
             }
             if self.gate.is_some() {
                 self.follow_gate()?;

@@ -75,6 +75,8 @@ pub struct RtspOptions {
     pub gop: u32,
     /// Require HTTP Basic auth with (user, password) on every mount.
     pub auth: Option<(String, String)>,
+    /// With `auth`: require Digest auth (MD5) instead of Basic.
+    pub digest: bool,
     /// The picture: a moving ball (cheap to encode), or with `busy` moving fine detail, noise and text, as
     /// hard for an encoder as a real camera's scene (benchmarks).
     pub busy: bool,
@@ -84,7 +86,16 @@ pub struct RtspOptions {
 
 impl Default for RtspOptions {
     fn default() -> Self {
-        RtspOptions { width: 640, height: 360, fps: 25, gop: 25, auth: None, busy: false, aac_rate: 48000 }
+        RtspOptions {
+            width: 640,
+            height: 360,
+            fps: 25,
+            gop: 25,
+            auth: None,
+            digest: false,
+            busy: false,
+            aac_rate: 48000,
+        }
     }
 }
 
@@ -142,6 +153,9 @@ impl RtspServer {
             .stderr(log);
         if let Some((user, password)) = &opts.auth {
             cmd.args(["--user", user, "--password", password]);
+            if opts.digest {
+                cmd.arg("--digest");
+            }
         }
         let mut child = ChildGuard::spawn("rtsp_server.py", cmd)
             .map_err(|e| (format!("cannot run {PYTHON} {script:?}: {e}"), false))?;

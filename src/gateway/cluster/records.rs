@@ -4,14 +4,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::gateway::config::CameraConfig;
-use crate::model::DEFAULT_READ_BATCH_MS;
+use crate::model::{DEFAULT_READ_BATCH_MS, RtspReader};
 
 /// A camera of the desired set, as it was requested: each node that runs it resolves it with its own
 /// templates and defaults (its own RTMP origin, for one).
 ///
-/// The request is stored with every setting explicit (`CameraConfig::from_spec`) but one: `read_batch_ms` is
-/// left out when it is the built-in default. Nodes older than that setting refuse fields they do not know, so
-/// during a rolling upgrade they can still read every camera that keeps the default. Reading a record fills
+/// The request is stored with every setting explicit (`CameraConfig::from_spec`) but two: `read_batch_ms` and
+/// `rtsp_reader` are left out when they are the built-in defaults. Nodes older than those settings refuse
+/// fields they do not know, so during a rolling upgrade they can still read every camera that keeps them. Reading a record fills
 /// the default back in, the same on every node whatever its `[defaults]` say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CameraRecord {
@@ -22,19 +22,24 @@ pub struct CameraRecord {
     pub camera: CameraConfig,
 }
 
-/// A request as stored: `read_batch_ms` left out at its built-in default.
+/// A request as stored: `read_batch_ms` and `rtsp_reader` left out at their built-in defaults.
 fn store_camera<S: Serializer>(camera: &CameraConfig, serializer: S) -> Result<S::Ok, S::Error> {
-    if camera.read_batch_ms == Some(DEFAULT_READ_BATCH_MS) {
-        CameraConfig { read_batch_ms: None, ..camera.clone() }.serialize(serializer)
-    } else {
-        camera.serialize(serializer)
+    let mut stored = camera.clone();
+    if stored.read_batch_ms == Some(DEFAULT_READ_BATCH_MS) {
+        stored.read_batch_ms = None;
     }
+    if stored.rtsp_reader == Some(RtspReader::default()) {
+        stored.rtsp_reader = None;
+    }
+    stored.serialize(serializer)
 }
 
-/// A stored request, with `read_batch_ms` at its built-in default where the record leaves it out.
+/// A stored request, with `read_batch_ms` and `rtsp_reader` at their built-in defaults where the record
+/// leaves them out.
 fn recorded_camera<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CameraConfig, D::Error> {
     let mut camera = CameraConfig::deserialize(deserializer)?;
     camera.read_batch_ms.get_or_insert(DEFAULT_READ_BATCH_MS);
+    camera.rtsp_reader.get_or_insert_default();
     Ok(camera)
 }
 
@@ -101,5 +106,18 @@ mod tests {
             assert_eq!(json["camera"]["read_batch_ms"], read_batch_ms, "{json}");
             assert_eq!(back.camera.read_batch_ms, Some(read_batch_ms));
         }
+    }
+
+    #[test]
+    fn a_record_leaves_the_default_reader_out_and_reads_it_back() {
+        let (json, back) = recorded(DEFAULT_READ_BATCH_MS);
+        assert!(json["camera"].get("rtsp_reader").is_none(), "{json}");
+        assert_eq!(back.camera.rtsp_reader, Some(RtspReader::Ffmpeg));
+        let mut spec = StreamSpec::new("cam", "rtsp://192.0.2.1/stream", "rtmp://192.0.2.2/live/cam").unwrap();
+        spec.rtsp_reader = RtspReader::Buffered;
+        let json = serde_json::to_value(CameraRecord::new(CameraConfig::from_spec(&spec, RunMode::Always))).unwrap();
+        assert_eq!(json["camera"]["rtsp_reader"], "buffered", "{json}");
+        let back: CameraRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.camera.rtsp_reader, Some(RtspReader::Buffered));
     }
 }
