@@ -61,9 +61,9 @@ pub mod runtime;
 // the statuses and events they report, and their errors.
 pub use gateway::Gateway;
 pub use model::{
-    AudioEncoding, AudioMode, AudioSpec, CameraId, OutputTarget, PipelineError, RateControl, RetryPolicy, RtspReader,
-    SourceUrl, SpecError, Stage, StreamSpec, SupervisorError, Timeouts, Transport, VideoEncoding, VideoMode, VideoSpec,
-    redact_url,
+    AudioEncoding, AudioMode, AudioSpec, CameraId, OutputTarget, PipelineError, RateControl, RetryPolicy, RtmpWriter,
+    RtspReader, SourceUrl, SpecError, Stage, StreamSpec, SupervisorError, Timeouts, Transport, VideoEncoding,
+    VideoMode, VideoSpec, redact_url,
 };
 pub use runtime::{CameraStatus, Event, Rates, StartOutcome, Supervisor, SupervisorConfig, WorkerState};
 

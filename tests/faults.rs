@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use camgate::{
-    AudioMode, CameraId, CameraStatus, RetryPolicy, StreamSpec, Supervisor, SupervisorConfig, Timeouts, VideoMode,
-    WorkerState,
+    AudioMode, CameraId, CameraStatus, RetryPolicy, RtmpWriter, StreamSpec, Supervisor, SupervisorConfig, Timeouts,
+    VideoMode, WorkerState,
 };
 use common::{
     FreezableRelay, ProbeOptions, ProbeReport, RtmpServer, RtspOptions, RtspServer, free_port, mount, probe, wait_for,
@@ -115,13 +115,24 @@ fn rtsp_server_killed_and_brought_back_recovers_with_a_fresh_output() {
     supervisor.stop_blocking(&id("a")).unwrap();
 }
 
+/// libavformat's RTMP client and camgate's own.
+const WRITERS: [RtmpWriter; 2] = [RtmpWriter::Ffmpeg, RtmpWriter::Buffered];
+
 #[test]
 fn rtmp_server_killed_and_brought_back_gets_the_stream_again() {
+    for writer in WRITERS {
+        rtmp_server_killed_and_brought_back(writer);
+    }
+}
+
+fn rtmp_server_killed_and_brought_back(writer: RtmpWriter) {
     let rtsp = RtspServer::start();
     let rtmp = RtmpServer::start();
     let port = rtmp.port();
     let supervisor = supervisor();
-    supervisor.start_blocking(resilient("r", &rtsp.url(mount::H264), &rtmp.url("r"))).unwrap();
+    let mut spec = resilient("r", &rtsp.url(mount::H264), &rtmp.url("r"));
+    spec.rtmp_writer = writer;
+    supervisor.start_blocking(spec).unwrap();
     wait_state(&supervisor, "r", WorkerState::Running, Duration::from_secs(20));
 
     drop(rtmp);
@@ -199,6 +210,12 @@ fn camera_down_when_started_is_retried_until_it_comes_up() {
 /// hold frames back so the stop has packets left to write.
 #[test]
 fn a_stop_with_an_rtmp_server_that_stopped_reading_returns_within_the_stop_timeout() {
+    for writer in WRITERS {
+        a_stop_with_a_stalled_rtmp_server(writer);
+    }
+}
+
+fn a_stop_with_a_stalled_rtmp_server(writer: RtmpWriter) {
     let rtsp = RtspServer::start_with(RtspOptions { width: 1280, height: 720, ..RtspOptions::default() });
     let rtmp = RtmpServer::start();
     let relay = FreezableRelay::start(rtmp.port());
@@ -217,6 +234,7 @@ fn a_stop_with_an_rtmp_server_that_stopped_reading_returns_within_the_stop_timeo
     // Writes may block for 10 s (the default), far longer than a stop may take: only the finishing deadline
     // keeps the stop in bounds.
     assert!(spec.timeouts.write() > stop_timeout);
+    spec.rtmp_writer = writer;
     supervisor.start_blocking(spec).unwrap();
     wait_for(Duration::from_secs(20), "frames out", || {
         supervisor.status(&id("stall")).filter(|s| s.totals.video_frames_out >= 25)
@@ -235,7 +253,7 @@ fn a_stop_with_an_rtmp_server_that_stopped_reading_returns_within_the_stop_timeo
     let asked = Instant::now();
     let stopped = supervisor.stop_blocking(&id("stall"));
     let took = asked.elapsed();
-    eprintln!("stop with a stalled RTMP server took {took:?}");
+    eprintln!("{writer:?}: stop with a stalled RTMP server took {took:?}");
     assert!(stopped.is_ok(), "{stopped:?}");
-    assert!(took < stop_timeout, "the stop took {took:?}");
+    assert!(took < stop_timeout, "{writer:?}: the stop took {took:?}");
 }

@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use camgate::{
-    AudioMode, CameraId, CameraStatus, RetryPolicy, RtspReader, StartOutcome, StreamSpec, Supervisor, SupervisorConfig,
-    SupervisorError, VideoMode, WorkerState,
+    AudioMode, CameraId, CameraStatus, RetryPolicy, RtmpWriter, RtspReader, StartOutcome, StreamSpec, Supervisor,
+    SupervisorConfig, SupervisorError, VideoMode, WorkerState,
 };
 use common::{
     ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe, record_viewer, wait_for,
@@ -785,9 +785,14 @@ fn aligned<'a>(a: &'a [Recorded], b: &'a [Recorded], video: bool) -> Vec<(&'a Re
     let a: Vec<&Recorded> = a.iter().filter(|p| p.video == video).collect();
     let b: Vec<&Recorded> = b.iter().filter(|p| p.video == video).collect();
     // The camera that joined later starts later: find its first packet (a keyframe, for video) in the other's.
+    // A session that joined the camera in the middle of a keyframe's packets starts with the rest of it, which
+    // the other does not hold: then its next keyframe is the one to find.
     let start_in = |late: &[&Recorded], early: &[&Recorded]| {
-        let first = late.iter().position(|p| !video || p.key)?;
-        Some((early.iter().position(|p| p.data == late[first].data)?, first))
+        late.iter()
+            .enumerate()
+            .filter(|(_, p)| !video || p.key)
+            .take(3)
+            .find_map(|(first, packet)| Some((early.iter().position(|p| p.data == packet.data)?, first)))
     };
     if let Some((in_a, in_b)) = start_in(&b, &a) {
         a[in_a..].iter().zip(&b[in_b..]).map(|(x, y)| (*x, *y)).collect()
@@ -848,4 +853,129 @@ fn camgates_rtsp_reader_delivers_what_libavformats_does_packet_for_packet() {
         assert!(uneven.len() <= 2, "{kind}: steps differ at {uneven:?}");
         assert!(uneven.iter().all(|(_, a, b)| (a - b).abs() <= 40), "{kind}: steps differ at {uneven:?}");
     }
+}
+
+/// The previous path (libavformat's RTMP client) and the new one (camgate's writer), publishing the same camera
+/// at once to an RTMP server that records what it receives: packet for packet, the server got the same
+/// payloads, keyframe flags and timestamp steps from both, in both streams, and the same stream description.
+#[test]
+fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    for (camera, writer) in [("lavf", RtmpWriter::Ffmpeg), ("own", RtmpWriter::Buffered)] {
+        let mut spec = StreamSpec::new(camera, &rtsp.url("h264_aac"), &rtmp.recorded_url(camera)).unwrap();
+        spec.rtmp_writer = writer;
+        supervisor.start_blocking(spec).unwrap();
+    }
+    for camera in ["lavf", "own"] {
+        wait_running(&supervisor, camera);
+    }
+    wait_for(Duration::from_secs(20), "100 frames written by each", || {
+        let frames = |c: &str| supervisor.status(&id(c)).map_or(0, |s| s.totals.video_frames_out);
+        (frames("lavf") >= 100 && frames("own") >= 100).then_some(())
+    });
+    for camera in ["lavf", "own"] {
+        let stopped = supervisor.stop_blocking(&id(camera)).unwrap();
+        assert!(stopped.last_error.is_none(), "{camera}: {:?}", stopped.last_error);
+    }
+    // The server closes a recording when its publisher has gone (deleteStream, or the connection's end).
+    let read = |camera: &str| {
+        wait_for(Duration::from_secs(10), "the server's recording", || {
+            let packets = std::panic::catch_unwind(|| recorded_packets(&rtmp.recording(camera))).ok()?;
+            (packets.iter().filter(|p| p.video).count() >= 100).then_some(packets)
+        })
+    };
+    let (lavf, own) = (read("lavf"), read("own"));
+    let describe = |camera: &str| {
+        let input = ffmpeg_next::format::input(&rtmp.recording(camera)).expect("the recording opens");
+        let streams: Vec<String> = input
+            .streams()
+            .map(|s| {
+                let p = s.parameters();
+                // SAFETY: the parameters belong to a stream of the open input.
+                let (w, h, rate) = unsafe { ((*p.as_ptr()).width, (*p.as_ptr()).height, (*p.as_ptr()).sample_rate) };
+                format!("{:?} {w}x{h} {rate} Hz, {} bytes of extradata", p.id(), unsafe {
+                    (*p.as_ptr()).extradata_size
+                })
+            })
+            .collect();
+        streams
+    };
+    assert_eq!(describe("lavf"), describe("own"), "the streams as the server describes them");
+    for video in [true, false] {
+        let pairs = aligned(&lavf, &own, video);
+        let kind = if video { "video" } else { "audio" };
+        assert!(pairs.len() >= if video { 50 } else { 80 }, "{kind}: only {} packets in common", pairs.len());
+        let mut uneven = Vec::new();
+        for (n, (a, b)) in pairs.iter().enumerate() {
+            assert_eq!(a.data, b.data, "{kind} packet {n}: payloads differ");
+            assert_eq!(a.key, b.key, "{kind} packet {n}: keyframe flags differ");
+            if n > 0 {
+                let (step_a, step_b) = (a.dts_ms - pairs[n - 1].0.dts_ms, b.dts_ms - pairs[n - 1].1.dts_ms);
+                if (step_a - step_b).abs() > 1 {
+                    uneven.push((n, step_a, step_b));
+                }
+            }
+        }
+        // As in the readers' comparison: each camera session's clock moves once, at its first RTCP report.
+        eprintln!("{kind}: {} packets compared, uneven steps {uneven:?}", pairs.len());
+        assert!(uneven.len() <= 2, "{kind}: steps differ at {uneven:?}");
+        assert!(uneven.iter().all(|(_, a, b)| (a - b).abs() <= 40), "{kind}: steps differ at {uneven:?}");
+    }
+}
+
+/// camgate's own reader and writer together, the cheapest path, on the camera kinds of the fixture: what reaches
+/// the RTMP server passes every check a copied (or transcoded) stream must, and neither left the camera to
+/// libavformat's.
+#[test]
+fn camgates_own_reader_and_writer_stream_each_kind_of_camera() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let cameras =
+        [("own-aac", "h264_aac", Some(48_000)), ("own-h265", "h265", Some(48_000)), ("own-none", "h264", None)];
+    for (camera, mount, _) in cameras {
+        let mut spec = StreamSpec::new(camera, &rtsp.url(mount), &rtmp.url(camera)).unwrap();
+        spec.rtsp_reader = RtspReader::Buffered;
+        spec.rtmp_writer = RtmpWriter::Buffered;
+        supervisor.start_blocking(spec).unwrap();
+    }
+    for (camera, _, audio) in cameras {
+        let status = wait_running(&supervisor, camera);
+        assert_eq!(status.session.expect("session info").transport_note, None, "{camera}");
+        let report = probe_rtmp(&rtmp.url(camera), 4.0);
+        assert_watchable(&report, 640, 360);
+        assert_eq!(report.audio.as_ref().map(|a| a.sample_rate), audio, "{camera}");
+    }
+    for (camera, _, _) in cameras {
+        let status = supervisor.stop_blocking(&id(camera)).unwrap();
+        assert!(status.last_error.is_none(), "{camera}: {:?}", status.last_error);
+    }
+}
+
+/// A server that refuses the publish (nginx-rtmp: the stream already has a publisher) fails the second camera
+/// at its output with the server's own words, with either writer, and the first streams on.
+#[test]
+fn a_refused_publish_is_reported_in_the_servers_words_by_both_writers() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let first = StreamSpec::new("holder", &rtsp.url("h264"), &rtmp.url("busy")).unwrap();
+    supervisor.start_blocking(first).unwrap();
+    wait_running(&supervisor, "holder");
+    for (camera, writer) in [("second-lavf", RtmpWriter::Ffmpeg), ("second-own", RtmpWriter::Buffered)] {
+        let mut spec = StreamSpec::new(camera, &rtsp.url("h264"), &rtmp.url("busy")).unwrap();
+        spec.rtmp_writer = writer;
+        spec.retry = RetryPolicy { max_retries: Some(0), ..RetryPolicy::default() };
+        supervisor.start_blocking(spec).unwrap();
+        let status = wait_for(Duration::from_secs(20), "the second publish to fail", || {
+            supervisor.status(&id(camera)).filter(|s| s.state == WorkerState::Failed)
+        });
+        let error = status.last_error.unwrap_or_default();
+        eprintln!("{writer:?}: {error}");
+        assert!(error.contains("Already publishing"), "{writer:?}: {error}");
+        assert!(!error.contains("busy"), "{writer:?}: the stream key is hidden: {error}");
+    }
+    assert_eq!(supervisor.status(&id("holder")).unwrap().state, WorkerState::Running);
 }

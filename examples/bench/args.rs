@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use camgate::{RtspReader, VideoMode};
+use camgate::{RtmpWriter, RtspReader, VideoMode};
 use serde::{Deserialize, Serialize};
 
 pub const USAGE: &str = "\
@@ -21,6 +21,8 @@ usage: bench [options]
   --preview on|off    also feed the built-in HTTP-FLV preview hub, as the binary does by default (default off)
   --read-batch-ms M   camgate's read_batch_ms for copied video (default 100, camgate's default; 0 = off)
   --rtsp-reader R     camgate's rtsp_reader: ffmpeg (libavformat's, camgate's default) or buffered
+                      (camgate's own); default ffmpeg
+  --rtmp-writer W     camgate's rtmp_writer: ffmpeg (libavformat's, camgate's default) or buffered
                       (camgate's own); default ffmpeg
   --audio-rate HZ     camgate's audio.encoding.sample_rate when it transcodes the audio (G.711 sources);
                       default: camgate's choice (48000 for G.711)
@@ -144,6 +146,8 @@ pub struct Args {
     pub read_batch_ms: u64,
     /// camgate's `rtsp_reader`.
     pub rtsp_reader: RtspReader,
+    /// camgate's `rtmp_writer`.
+    pub rtmp_writer: RtmpWriter,
     /// camgate's `audio.encoding.sample_rate` (`None`: camgate's choice).
     pub audio_rate: Option<u32>,
     /// Sample rate of the synthetic cameras' AAC audio.
@@ -179,6 +183,7 @@ impl Args {
             preview: false,
             read_batch_ms: camgate::model::DEFAULT_READ_BATCH_MS,
             rtsp_reader: RtspReader::default(),
+            rtmp_writer: RtmpWriter::default(),
             audio_rate: None,
             source_aac_rate: 48000,
             source_gop: 50,
@@ -220,6 +225,10 @@ impl Args {
                 "--rtsp-reader" => {
                     out.rtsp_reader = serde_json::from_value(serde_json::Value::String(value.clone()))
                         .map_err(|_| format!("--rtsp-reader {value:?}: ffmpeg or buffered"))?
+                }
+                "--rtmp-writer" => {
+                    out.rtmp_writer = serde_json::from_value(serde_json::Value::String(value.clone()))
+                        .map_err(|_| format!("--rtmp-writer {value:?}: ffmpeg or buffered"))?
                 }
                 "--audio-rate" => out.audio_rate = Some(num("--audio-rate")? as u32),
                 "--source-aac-rate" => {

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use camgate::model::latency::LatencyCounts;
-use camgate::{CameraId, RtspReader, StreamSpec, Supervisor, SupervisorConfig, VideoMode, WorkerState};
+use camgate::{CameraId, RtmpWriter, RtspReader, StreamSpec, Supervisor, SupervisorConfig, VideoMode, WorkerState};
 use serde::{Deserialize, Serialize};
 
 use crate::proxy::FreezableProxy;
@@ -34,6 +34,9 @@ pub struct ChildConfig {
     /// `rtsp_reader` of every camera.
     #[serde(default)]
     pub rtsp_reader: RtspReader,
+    /// `rtmp_writer` of every camera.
+    #[serde(default)]
+    pub rtmp_writer: RtmpWriter,
     /// `audio.encoding.sample_rate` of every camera.
     #[serde(default)]
     pub audio_rate: Option<u32>,
@@ -147,6 +150,7 @@ pub fn run(config: ChildConfig) -> Result<(), String> {
         spec.preview = config.preview;
         spec.read_batch_ms = config.read_batch_ms;
         spec.rtsp_reader = config.rtsp_reader;
+        spec.rtmp_writer = config.rtmp_writer;
         spec.audio.encoding.sample_rate = config.audio_rate;
         starts.push(sys::unix_us());
         supervisor.start_blocking(spec).map_err(|e| e.to_string())?;

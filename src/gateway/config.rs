@@ -18,8 +18,8 @@ use utoipa::ToSchema;
 
 use super::desired::OnDemand;
 use crate::model::{
-    AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, RtspReader, SpecError, StreamSpec, Timeouts, Transport,
-    VideoSpec,
+    AudioSpec, CameraId, HostPolicy, OutputTarget, RetryPolicy, RtmpWriter, RtspReader, SpecError, StreamSpec,
+    Timeouts, Transport, VideoSpec,
 };
 use crate::preview::PreviewLimits;
 use crate::runtime::{Fence, SupervisorConfig};
@@ -426,6 +426,9 @@ pub struct CameraDefaults {
     /// Which RTSP client reads cameras over interleaved TCP: `ffmpeg` (libavformat's) or `buffered`
     /// (camgate's own, fewer system calls; see `StreamSpec::rtsp_reader`).
     pub rtsp_reader: RtspReader,
+    /// Which RTMP client publishes to `rtmp://` outputs: `ffmpeg` (libavformat's) or `buffered` (camgate's own,
+    /// fewer system calls; see `StreamSpec::rtmp_writer`).
+    pub rtmp_writer: RtmpWriter,
 }
 
 impl Default for CameraDefaults {
@@ -440,6 +443,7 @@ impl Default for CameraDefaults {
             retry: RetryPolicy::default(),
             read_batch_ms: crate::model::DEFAULT_READ_BATCH_MS,
             rtsp_reader: RtspReader::default(),
+            rtmp_writer: RtmpWriter::default(),
         }
     }
 }
@@ -493,6 +497,11 @@ pub struct CameraConfig {
     /// libavformat's); unset uses the configured default (`ffmpeg`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtsp_reader: Option<RtspReader>,
+    /// Which RTMP client publishes to the camera's `rtmp://` outputs: `ffmpeg` (libavformat's) or `buffered`
+    /// (camgate's own: one system call per packet instead of about four; outputs it cannot write fall back to
+    /// libavformat's); unset uses the configured default (`ffmpeg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmp_writer: Option<RtmpWriter>,
     /// `true`: run only while the RTMP server reports viewers (SRS `on_play`/`on_stop` hooks) instead of all the
     /// time. `"warm"`: stay connected to the camera, its current GOP cached, and push to the RTMP server only
     /// while viewers are reported — the first viewer's stream starts at once from the cached keyframe. Both need
@@ -530,6 +539,7 @@ impl CameraConfig {
             retry: Some(spec.retry),
             read_batch_ms: Some(spec.read_batch_ms),
             rtsp_reader: Some(spec.rtsp_reader),
+            rtmp_writer: Some(spec.rtmp_writer),
             on_demand: mode.on_demand(),
         }
     }
@@ -568,6 +578,7 @@ impl CameraConfig {
             retry: self.retry.unwrap_or(defaults.retry),
             read_batch_ms: self.read_batch_ms.unwrap_or(defaults.read_batch_ms),
             rtsp_reader: self.rtsp_reader.unwrap_or(defaults.rtsp_reader),
+            rtmp_writer: self.rtmp_writer.unwrap_or(defaults.rtmp_writer),
         };
         spec.validate()?;
         Ok(spec)

@@ -32,6 +32,6 @@ pub use source::{DemoPreset, SourceUrl};
 pub(crate) use spec::percent_decode;
 pub use spec::{
     AAC_SAMPLE_RATES, AudioEncoding, AudioMode, AudioSpec, DEFAULT_READ_BATCH_MS, H264_PROFILES, HARDWARE_ENCODERS,
-    MAX_EXTRA_OUTPUTS, MAX_READ_BATCH_MS, RateControl, RetryPolicy, RtspReader, StreamSpec, Timeouts, Transport,
-    VideoEncoding, VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
+    MAX_EXTRA_OUTPUTS, MAX_READ_BATCH_MS, RateControl, RetryPolicy, RtmpWriter, RtspReader, StreamSpec, Timeouts,
+    Transport, VideoEncoding, VideoMode, VideoSpec, X264_PRESETS, X264_TUNES,
 };

@@ -73,6 +73,19 @@ pub enum RtspReader {
     Buffered,
 }
 
+/// Which RTMP client publishes to an `rtmp://` output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtmpWriter {
+    /// libavformat's RTMP client, for every output.
+    #[default]
+    Ffmpeg,
+    /// camgate's own writer over plain RTMP (`pipeline::rtmp`): the same messages, one `send` per packet
+    /// instead of about four system calls. Outputs it cannot write (RTMPS, credentials in the URL, `mp4:`
+    /// stream names) are written by libavformat's as before.
+    Buffered,
+}
+
 /// How the video stream is treated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -359,6 +372,16 @@ pub struct StreamSpec {
     /// Which RTSP client reads the camera over interleaved TCP (see [`RtspReader`]).
     #[serde(default, skip_serializing_if = "RtspReader::is_ffmpeg")]
     pub rtsp_reader: RtspReader,
+    /// Which RTMP client publishes to the `rtmp://` outputs (see [`RtmpWriter`]).
+    #[serde(default, skip_serializing_if = "RtmpWriter::is_ffmpeg")]
+    pub rtmp_writer: RtmpWriter,
+}
+
+impl RtmpWriter {
+    /// Whether this is the default, libavformat's client.
+    pub fn is_ffmpeg(&self) -> bool {
+        *self == RtmpWriter::Ffmpeg
+    }
 }
 
 impl RtspReader {
@@ -399,6 +422,7 @@ impl StreamSpec {
             retry: RetryPolicy::default(),
             read_batch_ms: DEFAULT_READ_BATCH_MS,
             rtsp_reader: RtspReader::default(),
+            rtmp_writer: RtmpWriter::default(),
         })
     }
 
@@ -463,6 +487,7 @@ impl StreamSpec {
             retry: RetryPolicy::default(),
             read_batch_ms: DEFAULT_READ_BATCH_MS,
             rtsp_reader: RtspReader::default(),
+            rtmp_writer: RtmpWriter::default(),
         })
     }
 

@@ -123,6 +123,14 @@ pub(crate) fn reader_error(text: &str) {
     emit(ffi::AV_LOG_ERROR, "rtsp", &text);
 }
 
+/// An error of camgate's own RTMP writer (`pipeline::rtmp`), kept like [`reader_error`]'s (component `rtmp`);
+/// the thread's secrets (the stream key) are hidden as in FFmpeg's lines. Cut to 300 characters: the text
+/// may quote what a server sent.
+pub(crate) fn writer_error(text: &str) {
+    let text: String = text.chars().take(300).collect();
+    emit(ffi::AV_LOG_ERROR, "rtmp", &text);
+}
+
 /// The name of the FFmpeg component that logged (`rtsp`, `h264`, `flv` …).
 fn component(avcl: *mut c_void) -> &'static str {
     if avcl.is_null() {

@@ -18,8 +18,10 @@ mod gop_cache;
 mod input;
 mod interleave;
 pub mod interrupt;
+mod net;
 mod output;
 mod read_batch;
+mod rtmp;
 mod rtsp;
 mod silence;
 pub mod slate;
@@ -892,7 +894,7 @@ fn open_mains(
 ) -> Result<Vec<FlvOutput>, Halt> {
     let mut outputs = Vec::with_capacity(1 + spec.extra_outputs.len());
     for target in spec.output.iter().chain(&spec.extra_outputs) {
-        let mut output = FlvOutput::open(target, Arc::clone(interrupter), spec.timeouts.write())
+        let mut output = FlvOutput::open(target, spec.rtmp_writer, Arc::clone(interrupter), spec.timeouts.write())
             .map_err(|e| Halt::from_interruptible(Stage::OpenOutput, e, interrupter))?;
         add_streams(&mut output, video, audio)?;
         output.write_header().map_err(|e| write_halt(Stage::OpenOutput, e, interrupter))?;

@@ -10,12 +10,14 @@ use ffmpeg_next::format::context::{Output, StreamIo};
 use ffmpeg_next::packet::{Mut, Ref};
 use ffmpeg_next::util::interrupt::{self, InterruptGuard};
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, ffi};
+use tracing::info;
 
 use super::interleave::{Held, Interleaver};
 use super::interrupt::Interrupter;
+use super::rtmp::{Publisher, RtmpError};
 use super::timestamps::TimestampGuard;
-use crate::model::OutputTarget;
 use crate::model::latency::LatencyHistogram;
+use crate::model::{OutputTarget, RtmpWriter};
 use crate::preview::{Channel, HubWriter};
 
 /// Which of the (at most two) output streams a packet belongs to.
@@ -119,13 +121,29 @@ pub enum WriteError {
 }
 
 impl FlvOutput {
-    /// Connects to `target` (for RTMP this is the TCP connect, handshake and publish) and prepares an FLV muxer.
-    /// Blocking steps give up when `interrupter` fires; the caller arms its deadline.
+    /// Connects to `target` (for RTMP this is the TCP connect, handshake and publish, by `writer`'s client) and
+    /// prepares an FLV muxer. Blocking steps give up when `interrupter` fires; the caller arms its deadline.
     pub fn open(
         target: &OutputTarget,
+        writer: RtmpWriter,
         interrupter: Arc<Interrupter>,
         write_timeout: Duration,
     ) -> Result<FlvOutput, ffmpeg_next::Error> {
+        if writer == RtmpWriter::Buffered && matches!(target, OutputTarget::Rtmp(_)) {
+            match Publisher::publish(&target.expose(), &interrupter) {
+                Ok(publisher) => return FlvOutput::around_publisher(publisher, interrupter, write_timeout),
+                Err(RtmpError::Unsupported(reason)) => {
+                    info!(output = %target.redacted(), "camgate's RTMP writer leaves this output to libavformat's: {reason}");
+                }
+                Err(error) => {
+                    if !matches!(error, RtmpError::Interrupted) {
+                        let text = error.to_string();
+                        super::ffmpeg_log::writer_error(&text);
+                    }
+                    return Err(error.to_ffmpeg());
+                }
+            }
+        }
         let url = CString::new(target.expose()).map_err(|_| ffmpeg_next::Error::InvalidData)?;
         let mut options = Dictionary::new();
         // Only the protocols the target needs, so an output can never reach anything else.
@@ -183,6 +201,20 @@ impl FlvOutput {
             queue: None,
             opened: Instant::now(),
         }
+    }
+
+    /// An FLV muxer whose bytes `publisher` sends.
+    fn around_publisher(
+        publisher: Publisher,
+        interrupter: Arc<Interrupter>,
+        write_timeout: Duration,
+    ) -> Result<FlvOutput, ffmpeg_next::Error> {
+        let io = StreamIo::from_write(publisher)?;
+        let ctx = ffmpeg_next::format::output_to_stream(io, None, Some("flv"))?;
+        // The publisher's waits consult the interrupter themselves; the muxer's callback is kept like every
+        // output's.
+        let interrupt = interrupt::new(Box::new(interrupter.callback()));
+        Ok(FlvOutput::around(ctx, interrupt.guard, interrupter, write_timeout))
     }
 
     /// An FLV muxer feeding the preview hub's `channel` through a custom AVIO; writes never block.
@@ -453,7 +485,7 @@ mod tests {
         let input = ffmpeg_next::format::input(&recording()).expect("the recording");
         let target: OutputTarget = to.to_str().unwrap().parse().unwrap();
         let interrupter = Interrupter::new(Arc::new(AtomicBool::new(false)));
-        let mut output = FlvOutput::open(&target, interrupter, Duration::from_secs(5)).unwrap();
+        let mut output = FlvOutput::open(&target, RtmpWriter::Ffmpeg, interrupter, Duration::from_secs(5)).unwrap();
         output.order = order;
         let mut time_bases = [Rational(0, 1); 2];
         for (stream, track) in input.streams().zip([Track::Video, Track::Audio]) {

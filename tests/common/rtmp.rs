@@ -54,6 +54,8 @@ impl RtmpServer {
             .tempdir()
             .map_err(|e| (format!("cannot create a temp dir: {e}"), false))?;
         let prefix = dir.path();
+        std::fs::create_dir(prefix.join("rec"))
+            .map_err(|e| (format!("cannot create the recordings' dir: {e}"), false))?;
         let conf = prefix.join("nginx.conf");
         let error_log = prefix.join("error.log");
         std::fs::write(&conf, config(prefix, port, drop_idle))
@@ -94,6 +96,18 @@ impl RtmpServer {
     /// `rtmp://127.0.0.1:PORT/live/<stream>`, for publishing and playing alike.
     pub fn url(&self, stream: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{}", self.port, stream)
+    }
+
+    /// The URL of stream `name` of the recording application: what is published there is written to
+    /// [`recording`](Self::recording)`(name)` as the server received it.
+    pub fn recorded_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/rec/{name}", self.port)
+    }
+
+    /// The file the server records stream `name` of [`recorded_url`](Self::recorded_url) into; complete once
+    /// its publisher has left.
+    pub fn recording(&self, name: &str) -> PathBuf {
+        self.dir.path().join("rec").join(format!("{name}.flv"))
     }
 
     /// The nginx process, e.g. to sample its CPU time.
@@ -145,6 +159,14 @@ rtmp {{
             wait_key on;
             record off;
             {drop_idle}
+        }}
+        # What a publisher sent, as the server received it: `rec/NAME` is written to `rec/NAME.flv` in
+        # the server's directory (see `recording`).
+        application rec {{
+            live on;
+            record all;
+            record_path {p}/rec;
+            record_unique off;
         }}
     }}
 }}

@@ -4,13 +4,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::gateway::config::CameraConfig;
-use crate::model::{DEFAULT_READ_BATCH_MS, RtspReader};
+use crate::model::{DEFAULT_READ_BATCH_MS, RtmpWriter, RtspReader};
 
 /// A camera of the desired set, as it was requested: each node that runs it resolves it with its own
 /// templates and defaults (its own RTMP origin, for one).
 ///
-/// The request is stored with every setting explicit (`CameraConfig::from_spec`) but two: `read_batch_ms` and
-/// `rtsp_reader` are left out when they are the built-in defaults. Nodes older than those settings refuse
+/// The request is stored with every setting explicit (`CameraConfig::from_spec`) but three: `read_batch_ms`,
+/// `rtsp_reader` and `rtmp_writer` are left out when they are the built-in defaults. Nodes older than those settings refuse
 /// fields they do not know, so during a rolling upgrade they can still read every camera that keeps them. Reading a record fills
 /// the default back in, the same on every node whatever its `[defaults]` say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct CameraRecord {
     pub camera: CameraConfig,
 }
 
-/// A request as stored: `read_batch_ms` and `rtsp_reader` left out at their built-in defaults.
+/// A request as stored: `read_batch_ms`, `rtsp_reader` and `rtmp_writer` left out at their built-in defaults.
 fn store_camera<S: Serializer>(camera: &CameraConfig, serializer: S) -> Result<S::Ok, S::Error> {
     let mut stored = camera.clone();
     if stored.read_batch_ms == Some(DEFAULT_READ_BATCH_MS) {
@@ -31,15 +31,19 @@ fn store_camera<S: Serializer>(camera: &CameraConfig, serializer: S) -> Result<S
     if stored.rtsp_reader == Some(RtspReader::default()) {
         stored.rtsp_reader = None;
     }
+    if stored.rtmp_writer == Some(RtmpWriter::default()) {
+        stored.rtmp_writer = None;
+    }
     stored.serialize(serializer)
 }
 
-/// A stored request, with `read_batch_ms` and `rtsp_reader` at their built-in defaults where the record
-/// leaves them out.
+/// A stored request, with `read_batch_ms`, `rtsp_reader` and `rtmp_writer` at their built-in defaults where
+/// the record leaves them out.
 fn recorded_camera<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CameraConfig, D::Error> {
     let mut camera = CameraConfig::deserialize(deserializer)?;
     camera.read_batch_ms.get_or_insert(DEFAULT_READ_BATCH_MS);
     camera.rtsp_reader.get_or_insert_default();
+    camera.rtmp_writer.get_or_insert_default();
     Ok(camera)
 }
 
@@ -119,5 +123,18 @@ mod tests {
         assert_eq!(json["camera"]["rtsp_reader"], "buffered", "{json}");
         let back: CameraRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back.camera.rtsp_reader, Some(RtspReader::Buffered));
+    }
+
+    #[test]
+    fn a_record_leaves_the_default_writer_out_and_reads_it_back() {
+        let (json, back) = recorded(DEFAULT_READ_BATCH_MS);
+        assert!(json["camera"].get("rtmp_writer").is_none(), "{json}");
+        assert_eq!(back.camera.rtmp_writer, Some(RtmpWriter::Ffmpeg));
+        let mut spec = StreamSpec::new("cam", "rtsp://192.0.2.1/stream", "rtmp://192.0.2.2/live/cam").unwrap();
+        spec.rtmp_writer = RtmpWriter::Buffered;
+        let json = serde_json::to_value(CameraRecord::new(CameraConfig::from_spec(&spec, RunMode::Always))).unwrap();
+        assert_eq!(json["camera"]["rtmp_writer"], "buffered", "{json}");
+        let back: CameraRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.camera.rtmp_writer, Some(RtmpWriter::Buffered));
     }
 }

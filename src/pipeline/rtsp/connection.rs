@@ -2,11 +2,10 @@
 //! SETUP per media, PLAY, answering a 401 on the way), then packets one at a time out of large reads, with
 //! keep-alives when due and a TEARDOWN at the end.
 //!
-//! Every wait is a `poll` of at most [`POLL_SLICE`], after which the camera's [`Interrupter`] is consulted, as
-//! libavformat does; a stop's signal (`runtime::wake`) ends a wait at once.
+//! Every wait is interruptible (`pipeline::net`): a stop's signal (`runtime::wake`) ends it at once.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +14,8 @@ use super::auth::{self, Challenge, Credentials};
 use super::framing::{self, Framer, FramingError, Item};
 use super::sdp::{self, SdpError};
 use crate::pipeline::interrupt::Interrupter;
+use crate::pipeline::net::{self, NetError};
 
-/// The longest single `poll`: how late a raised flag or a passed deadline may be noticed without a signal.
-const POLL_SLICE: Duration = Duration::from_millis(100);
 /// The session timeout when the camera names none (RFC 2326 §12.37).
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many media sections are set up (two interleaved channels each).
@@ -45,6 +43,15 @@ pub(crate) enum RtspError {
     /// Something this reader leaves to libavformat's (a redirect, shared payload types …).
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl From<NetError> for RtspError {
+    fn from(error: NetError) -> RtspError {
+        match error {
+            NetError::Interrupted => RtspError::Interrupted,
+            NetError::Io(e) => RtspError::Io(e),
+        }
+    }
 }
 
 impl RtspError {
@@ -135,7 +142,7 @@ impl Connection {
         // Setting an empty user name and no password on an rtsp URL cannot fail.
         let _ = bare.set_username("");
         let _ = bare.set_password(None);
-        let socket = connect(address, interrupter)?;
+        let socket = net::connect(address, interrupter)?;
         let mut connection = Connection {
             socket,
             framer: Framer::new(),
@@ -397,7 +404,8 @@ impl Connection {
     }
 
     fn wait(&self, events: i16) -> Result<(), RtspError> {
-        wait_for(self.socket.as_raw_fd(), events, &self.interrupter)
+        net::wait_for(self.socket.as_raw_fd(), events, &self.interrupter)?;
+        Ok(())
     }
 }
 
@@ -405,46 +413,6 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.teardown();
     }
-}
-
-/// Waits until `fd` is ready for `events`, consulting `interrupter` at least every [`POLL_SLICE`].
-fn wait_for(fd: std::os::fd::RawFd, events: i16, interrupter: &Interrupter) -> Result<(), RtspError> {
-    loop {
-        if interrupter.check().is_some() {
-            return Err(RtspError::Interrupted);
-        }
-        let mut pollfd = libc::pollfd { fd, events, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call; `fd` is open (owned by the caller).
-        let ready = unsafe { libc::poll(&mut pollfd, 1, POLL_SLICE.as_millis() as libc::c_int) };
-        if ready > 0 {
-            return Ok(());
-        }
-        if ready < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() != std::io::ErrorKind::Interrupted {
-                return Err(error.into());
-            }
-        }
-    }
-}
-
-/// A non-blocking TCP connection to `address`, the wait for it interruptible.
-fn connect(address: SocketAddr, interrupter: &Interrupter) -> Result<TcpStream, RtspError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    match socket.connect(&address.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            wait_for(socket.as_raw_fd(), libc::POLLOUT, interrupter)?;
-            if let Some(error) = socket.take_error()? {
-                return Err(error.into());
-            }
-        }
-        Err(e) => return Err(e.into()),
-    }
-    Ok(socket.into())
 }
 
 /// The URL a media section is set up at (as libavformat resolves it): an absolute control as it is, `*` or
