@@ -42,7 +42,18 @@ fn status_where(
     what: &str,
     done: impl Fn(&CameraStatus) -> bool,
 ) -> CameraStatus {
-    wait_for(Duration::from_secs(30), what, || supervisor.status(&id(camera)).filter(|s| done(s)))
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = supervisor.status(&id(camera));
+        if let Some(status) = status.as_ref().filter(|s| done(s)) {
+            return status.clone();
+        }
+        last = status.or(last);
+        // On a timeout, the status the camera was stuck in says more than the wait's length.
+        assert!(Instant::now() < deadline, "timed out after 30 s waiting for {what}; camera {camera} last: {last:#?}");
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn read_back(rtmp: &RtmpServer, camera: &str, seconds: f64) -> common::ProbeReport {
@@ -69,6 +80,9 @@ fn auto_transport_falls_back_to_udp_when_the_camera_refuses_tcp_and_says_so() {
     assert!(error.contains("RTSP 461 Unsupported Transport") && error.contains("interleaved TCP"), "{error}");
     assert!(error.contains("FFmpeg:"), "FFmpeg's own words stay alongside: {error}");
     assert_eq!(refused.state, WorkerState::Reconnecting);
+    // Its retries would keep building and tearing down the fixture's shared pipeline (torn down whenever its
+    // last client leaves) under the cameras below, a churn no real camera has.
+    supervisor.stop_blocking(&id("tcponly")).unwrap();
 
     // Auto: TCP, refused, then UDP — and the status says which, and why.
     supervisor.start_blocking(spec("auto", &rtsp.url(mount::H264_UDP_ONLY), &rtmp)).unwrap();
