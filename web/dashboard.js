@@ -95,16 +95,25 @@
     }
   }
 
+  // Which submission of the add form is the latest: a start can take a while (the camera's address is
+  // checked), and the next camera may be typed and submitted meanwhile.
+  let lastAdd = 0;
+
   $('add-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const form = e.target;
+    const add = ++lastAdd;
+    const fields = ['id', 'input', 'output'];
+    const sent = fields.map((name) => form.elements[name].value);
     const id = form.elements.id.value.trim();
     const body = { input: form.elements.input.value.trim(), preview: form.elements.preview.checked };
     const output = form.elements.output.value.trim();
     if (output) body.output = output;
     if (await startCamera(id, body)) {
-      form.reset();
-      select(id);
+      // Cleared only if it still shows this camera: what was typed since is the next one.
+      if (fields.every((name, i) => form.elements[name].value === sent[i])) form.reset();
+      // The player follows the camera added last, whichever start was answered last.
+      if (add === lastAdd) select(id);
     }
   });
 

@@ -130,16 +130,42 @@ test('with tokens: the page asks for one, then adds, plays and stops cameras', {
   await page.click('#token-form button[type="submit"]');
   await page.locator('#connection[data-state="live"]').waitFor();
 
+  // Starts answered late: the network holds each of these PUTs until the test lets it through, so the next
+  // camera can be typed and added while one is still starting, in a fixed order. The server answers them all.
+  const held = new Map(['door', 'hall'].map((id) => {
+    let release;
+    const gate = new Promise((resolve) => { release = resolve; });
+    return [id, { gate, release }];
+  }));
+  await page.route(/\/api\/v1\/cameras\/(door|hall)$/, async (route) => {
+    const id = new URL(route.request().url()).pathname.split('/').pop();
+    if (route.request().method() === 'PUT') await held.get(id).gate;
+    await route.continue();
+  });
+  const add = async (id, input) => {
+    await page.fill('#add-form input[name="id"]', id);
+    await page.fill('#add-form input[name="input"]', input);
+  };
+  const submit = () => page.click('#add-form button[type="submit"]');
+
   // A camera with a password that cannot be reached: it must show, reconnecting, with the password hidden.
   const password = 'pw-s3cret-word';
-  await page.fill('#add-form input[name="id"]', 'door');
-  await page.fill('#add-form input[name="input"]', `rtsp://admin:${password}@127.0.0.1:9/stream1`);
-  await page.click('#add-form button[type="submit"]');
-  await row(page, 'door').waitFor();
-  await page.fill('#add-form input[name="id"]', 'lobby');
-  await page.fill('#add-form input[name="input"]', 'demo://');
-  await page.click('#add-form button[type="submit"]');
+  await add('door', `rtsp://admin:${password}@127.0.0.1:9/stream1`);
+  await submit();
+  // The next one typed while the first is starting: the first one's answer must not clear the form under it.
+  await add('hall', 'rtsp://127.0.0.1:9/hall');
+  held.get('door').release();
+  await page.locator('#message').filter({ hasText: 'Started door.' }).waitFor();
+  assert.equal(await page.inputValue('#add-form input[name="id"]'), 'hall', 'what was typed meanwhile stays');
+  await submit();
+  // And a third, answered before the second: the second's late answer must not take the player from it.
+  await add('lobby', 'demo://');
+  await submit();
   await waitForState(page, 'lobby', 'running');
+  held.get('hall').release();
+  await page.locator('#message').filter({ hasText: 'Started hall.' }).waitFor();
+  assert.equal(await page.textContent('#player-title'), 'Preview: lobby', 'the player stays on the last added');
+  await row(page, 'door').waitFor();
 
   // Added cameras are selected: the player sends the token too.
   const moved = await playedSeconds(page);
@@ -149,12 +175,12 @@ test('with tokens: the page asks for one, then adds, plays and stops cameras', {
   assert.ok(!text.includes(password), 'no camera password in the page or its storage');
   assert.match(await row(page, 'door').locator('td.url').textContent(), /\*\*\*/);
 
-  for (const id of ['lobby', 'door']) {
+  for (const id of ['lobby', 'door', 'hall']) {
     await row(page, id).getByRole('button', { name: 'Stop' }).click();
     await waitForState(page, id, 'stopped');
   }
   const list = await fetch(`${LOCKED}/api/v1/cameras`, { headers: { Authorization: `Bearer ${TOKEN}` } });
-  assert.deepEqual(await list.json(), [], 'the API reports both stopped cameras gone');
+  assert.deepEqual(await list.json(), [], 'the API reports the stopped cameras gone');
   assert.deepEqual(errors, []);
   await context.close();
 });
