@@ -107,25 +107,41 @@ fn a_copying_camera_batches_its_reads_and_streams_whole() {
     let rtsp = RtspServer::start();
     let rtmp = RtmpServer::start();
     let supervisor = supervisor();
-    // The same camera twice: one thread reads each packet as it arrives, the other lets them gather for 100 ms.
-    for (camera, read_batch_ms) in [("each", 0), ("batched", 100)] {
+    // The same camera three times: one thread reads each packet as it arrives, the others let them gather for
+    // 100 ms, one with libavformat's reader and one with camgate's.
+    let cameras =
+        [("each", 0, RtspReader::Ffmpeg), ("batched", 100, RtspReader::Ffmpeg), ("own", 100, RtspReader::Buffered)];
+    for (camera, read_batch_ms, reader) in cameras {
         let mut spec = StreamSpec::new(camera, &rtsp.url("h264_aac"), &rtmp.url(camera)).unwrap();
         spec.read_batch_ms = read_batch_ms;
+        spec.rtsp_reader = reader;
         supervisor.start_blocking(spec).unwrap();
         wait_running(&supervisor, camera);
     }
-    let before = (thread_wakeups("cam-each"), thread_wakeups("cam-batched"));
-    // What a viewer of the batched camera gets is whole: every check of a copied stream, over 4 s of it.
-    let report = probe_rtmp(&rtmp.url("batched"), 4.0);
-    assert_watchable(&report, 640, 360);
-    assert!(report.audio.is_some(), "the audio is still there");
-    let after = (thread_wakeups("cam-each"), thread_wakeups("cam-batched"));
-    let (each, batched) = (after.0 - before.0, after.1 - before.1);
-    eprintln!("wake-ups over the read-back: {each} reading each packet, {batched} batching");
+    let wakeups = || cameras.map(|(camera, ..)| thread_wakeups(&format!("cam-{camera}")));
+    let before = wakeups();
+    // What a viewer of a batching camera gets is whole: every check of a copied stream, over 4 s of it.
+    std::thread::scope(|scope| {
+        for camera in ["batched", "own"] {
+            let rtmp = &rtmp;
+            scope.spawn(move || {
+                let report = probe_rtmp(&rtmp.url(camera), 4.0);
+                assert_watchable(&report, 640, 360);
+                assert!(report.audio.is_some(), "{camera}: the audio is still there");
+            });
+        }
+    });
+    let after = wakeups();
+    let [each, batched, own] = [0, 1, 2].map(|i| after[i] - before[i]);
+    eprintln!(
+        "wake-ups over the read-back: {each} reading each packet, {batched} batching, {own} with camgate's reader"
+    );
     // ~70 packets a second arrive in ~100 bursts. Each of the batched camera's 100 ms windows is one batch and
     // one read that waits: ~20 wake-ups a second (~100 without batching; under two thirds of that is asked).
     assert!(batched * 3 < each * 2, "the batched camera woke {batched} times, the other {each}");
-    for camera in ["each", "batched"] {
+    // camgate's reader waits where it empties the socket instead (`Waits::InReader`): it batches just the same.
+    assert!(own * 3 < each * 2, "the camera batching in camgate's reader woke {own} times, the other {each}");
+    for (camera, ..) in cameras {
         let status = supervisor.stop_blocking(&id(camera)).unwrap();
         assert_eq!(status.state, WorkerState::Stopped);
         assert!(status.last_error.is_none(), "{camera}: {:?}", status.last_error);

@@ -45,7 +45,7 @@ use self::input::TargetError;
 use self::interrupt::{Interrupter, Interruption};
 pub(crate) use self::output::Track;
 use self::output::{FlvOutput, Measure, StreamSource, WriteError, Written};
-use self::read_batch::ReadBatch;
+use self::read_batch::{ReadBatch, Waits};
 use self::silence::SilenceFiller;
 use self::slate::{HeldAudio, HeldOutputs, Slate};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
@@ -546,7 +546,8 @@ impl<'a> Session<'a> {
         let mut armed = false;
         // Only copied video batches (see `read_batch`); the path does not change within a session.
         let batch_ms = if matches!(self.video, VideoPath::Copy { .. }) { self.spec.read_batch_ms } else { 0 };
-        let mut batch = ReadBatch::new(Duration::from_millis(batch_ms));
+        let waits = if self.rtsp_session.is_some() { Waits::InReader } else { Waits::AfterPacket };
+        let mut batch = ReadBatch::new(Duration::from_millis(batch_ms), waits);
         if let Some(gate) = self.gate {
             gate.follow_from_this_thread();
         }
@@ -598,7 +599,11 @@ impl<'a> Session<'a> {
                 Counters::add(&counters.audio_packets_in, 1);
                 self.forward_audio(packet, counters, observer)?;
             }
-            batch.after_packet(bytes, self.first_frame_sent, &self.stop);
+            if let Some(linger) = batch.after_packet(bytes, self.first_frame_sent, &self.stop)
+                && let Some(session) = self.rtsp_session.as_mut()
+            {
+                session.set_linger(linger);
+            }
         }
     }
 

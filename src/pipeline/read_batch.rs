@@ -19,6 +19,16 @@
 //! measured each second. At 2 Mbit/s that is the whole 100 ms; at 8 Mbit/s it is 24 ms. There is no batching
 //! in a camera's first second, before its rate is known.
 //!
+//! Where the thread waits depends on the reader. With libavformat's, a read that took long had waited for the
+//! camera, and the thread parks after handling its packet: two wake-ups a batch, one for that packet and one at
+//! the end of the park. camgate's own reader (`pipeline::rtsp`) knows when it has emptied the socket, and
+//! parks there, before waiting for the next packet ([`Waits::InReader`]): one wake-up a batch.
+//!
+//! A batch's end need not be punctual, so a batching thread gives the kernel leave to wake it up to a twentieth
+//! of the window late ([`TimerSlack`], 5 ms at 100 ms): the timers of many cameras then expire together, and
+//! the threads they wake run one after another instead of each preempting another camera's thread mid-batch.
+//! At 100 cameras that halved the camera threads' involuntary context switches (BENCHMARKS.md).
+//!
 //! A stop (`runtime::worker`) and a warm camera's gate opening (`pipeline::gate`) unpark the thread, so a batch
 //! delays neither.
 
@@ -36,11 +46,51 @@ const BATCH_BYTES: u64 = 24 * 1024;
 /// How often the camera's data rate, and so the window, is measured again.
 const RATE_PERIOD: Duration = Duration::from_secs(1);
 
+/// Where a batch's wait happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waits {
+    /// In [`ReadBatch::after_packet`], after a read that waited for the camera (libavformat's reader).
+    AfterPacket,
+    /// In the reader, when it finds the socket empty: [`ReadBatch::after_packet`] says how long to let it wait.
+    InReader,
+}
+
+/// The calling thread's timer slack widened for as long as this lives; the previous slack is put back on drop.
+/// Must be dropped on the thread that made it (it is neither `Send` nor `Sync`).
+#[derive(Debug)]
+struct TimerSlack {
+    previous: libc::c_ulong,
+    _this_thread: std::marker::PhantomData<*const ()>,
+}
+
+impl TimerSlack {
+    /// Lets the kernel end this thread's timed waits up to `slack` late; `None` if it cannot.
+    fn widen(slack: Duration) -> Option<TimerSlack> {
+        let nanos = libc::c_ulong::try_from(slack.as_nanos()).ok()?;
+        // SAFETY: PR_GET_TIMERSLACK takes no pointer and returns the calling thread's slack (or -1).
+        let previous = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+        let previous = libc::c_ulong::try_from(previous).ok()?;
+        // SAFETY: PR_SET_TIMERSLACK takes the slack by value and changes only the calling thread.
+        (unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, nanos, 0, 0, 0) } == 0)
+            .then_some(TimerSlack { previous, _this_thread: std::marker::PhantomData })
+    }
+}
+
+impl Drop for TimerSlack {
+    fn drop(&mut self) {
+        // SAFETY: as in `widen`; this runs on the thread that widened its slack (`TimerSlack` is not `Send`).
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, self.previous, 0, 0, 0) };
+    }
+}
+
 /// When a camera thread lets packets gather before reading on.
 #[derive(Debug)]
 pub(crate) struct ReadBatch {
     /// `read_batch_ms`.
     longest: Duration,
+    waits: Waits,
+    /// With [`Waits::InReader`], the wait the reader was last given.
+    lingering: Duration,
     /// The window now: `longest`, or shorter for a camera that sends [`BATCH_BYTES`] sooner.
     window: Duration,
     asked: Instant,
@@ -49,19 +99,24 @@ pub(crate) struct ReadBatch {
     /// Bytes read since `period_start`.
     bytes: u64,
     period_start: Instant,
+    /// While batching: a twentieth of `longest`.
+    _slack: Option<TimerSlack>,
 }
 
 impl ReadBatch {
-    /// Batches of up to `longest` (zero: none).
-    pub(crate) fn new(longest: Duration) -> ReadBatch {
+    /// Batches of up to `longest` (zero: none), waited for where `waits` says.
+    pub(crate) fn new(longest: Duration, waits: Waits) -> ReadBatch {
         let now = Instant::now();
         ReadBatch {
             longest,
+            waits,
+            lingering: Duration::ZERO,
             window: Duration::ZERO,
             asked: now,
             read_took: Duration::ZERO,
             bytes: 0,
             period_start: now,
+            _slack: if longest.is_zero() { None } else { TimerSlack::widen(longest / 20) },
         }
     }
 
@@ -86,11 +141,13 @@ impl ReadBatch {
     }
 
     /// Call once the packet the read returned (`bytes` long) has been handled; `active` says whether this
-    /// camera batches now (its first frame is out). If that read waited for the camera, waits for the
-    /// window, or until the thread is unparked for a stop.
-    pub(crate) fn after_packet(&mut self, bytes: usize, active: bool, stop: &AtomicBool) {
+    /// camera batches now (its first frame is out). With [`Waits::AfterPacket`]: if that read waited for the
+    /// camera, waits for the window, or until the thread is unparked for a stop. With [`Waits::InReader`]:
+    /// returns how long the reader should now let packets gather, when that changed.
+    #[must_use = "with `Waits::InReader`, the reader needs the new wait"]
+    pub(crate) fn after_packet(&mut self, bytes: usize, active: bool, stop: &AtomicBool) -> Option<Duration> {
         if self.longest.is_zero() {
-            return;
+            return None;
         }
         self.bytes += bytes as u64;
         let period = self.asked.saturating_duration_since(self.period_start);
@@ -98,11 +155,19 @@ impl ReadBatch {
             self.window = window_for(self.longest, self.bytes, period);
             (self.bytes, self.period_start) = (0, self.asked);
         }
-        if self.window.is_zero() || !active || self.read_took < WAITED || stop.load(Ordering::SeqCst) {
-            return;
+        let window = if active { self.window } else { Duration::ZERO };
+        if self.waits == Waits::InReader {
+            return (window != self.lingering).then(|| {
+                self.lingering = window;
+                window
+            });
+        }
+        if window.is_zero() || self.read_took < WAITED || stop.load(Ordering::SeqCst) {
+            return None;
         }
         // A spurious or stray unpark only ends this batch early.
-        std::thread::park_timeout(self.window);
+        std::thread::park_timeout(window);
+        None
     }
 }
 
@@ -125,11 +190,15 @@ mod tests {
 
     /// A batch of up to `longest`, its rate measured (a camera sending a byte a second).
     fn measured(longest: Duration) -> ReadBatch {
-        let mut batch = ReadBatch::new(longest);
+        measured_waiting(longest, Waits::AfterPacket)
+    }
+
+    fn measured_waiting(longest: Duration, waits: Waits) -> ReadBatch {
+        let mut batch = ReadBatch::new(longest, waits);
         batch.period_start -= RATE_PERIOD;
         batch.before_read();
         batch.after_read();
-        batch.after_packet(1, false, &AtomicBool::new(false));
+        assert_eq!(batch.after_packet(1, false, &AtomicBool::new(false)), None);
         batch
     }
 
@@ -157,7 +226,7 @@ mod tests {
             let mut batch = measured(window);
             batch.before_read();
             batch.after_read();
-            batch.after_packet(100, true, &AtomicBool::new(false)); // the read returned at once
+            assert_eq!(batch.after_packet(100, true, &AtomicBool::new(false)), None); // the read returned at once
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = measured(window);
@@ -165,22 +234,22 @@ mod tests {
             batch.after_read();
             std::thread::sleep(WAITED * 2);
             // The read returned at once; handling its packet took long (a slow write): no batch.
-            batch.after_packet(100, true, &AtomicBool::new(false));
+            assert_eq!(batch.after_packet(100, true, &AtomicBool::new(false)), None);
         }));
         assert!(finishes_without_a_batch(move || {
             let mut batch = measured(window);
             read_that_waited(&mut batch);
-            batch.after_packet(100, false, &AtomicBool::new(false)); // before the first frame
+            assert_eq!(batch.after_packet(100, false, &AtomicBool::new(false)), None); // before the first frame
         }));
         assert!(finishes_without_a_batch(move || {
-            let mut batch = ReadBatch::new(window);
+            let mut batch = ReadBatch::new(window, Waits::AfterPacket);
             read_that_waited(&mut batch);
-            batch.after_packet(100, true, &AtomicBool::new(false)); // the rate not measured yet
+            assert_eq!(batch.after_packet(100, true, &AtomicBool::new(false)), None); // the rate not measured yet
         }));
         assert!(finishes_without_a_batch(move || {
-            let mut batch = ReadBatch::new(Duration::ZERO);
+            let mut batch = ReadBatch::new(Duration::ZERO, Waits::AfterPacket);
             read_that_waited(&mut batch);
-            batch.after_packet(100, true, &AtomicBool::new(false)); // batching off (or a transcoding camera)
+            assert_eq!(batch.after_packet(100, true, &AtomicBool::new(false)), None); // batching off (or a transcoding camera)
         }));
         // ...and the test's slow camera would batch the whole 30 s.
         assert_eq!(measured(window).window(), window);
@@ -188,16 +257,16 @@ mod tests {
 
     #[test]
     fn a_stop_ends_a_batch_at_once() {
-        let mut batch = measured(Duration::from_secs(30));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
+                let mut batch = measured(Duration::from_secs(30));
                 read_that_waited(&mut batch);
                 ready_tx.send(()).unwrap();
-                batch.after_packet(100, true, &stop);
+                assert_eq!(batch.after_packet(100, true, &stop), None);
                 done_tx.send(()).unwrap();
             })
         };
@@ -208,6 +277,44 @@ mod tests {
         thread.thread().unpark();
         done_rx.recv_timeout(Duration::from_secs(10)).expect("the stop ended the batch");
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_reader_that_waits_itself_is_told_the_window_when_it_changes_and_nothing_parks_here() {
+        let window = Duration::from_secs(30);
+        assert!(finishes_without_a_batch(move || {
+            let mut batch = measured_waiting(window, Waits::InReader);
+            read_that_waited(&mut batch);
+            assert_eq!(batch.after_packet(100, false, &AtomicBool::new(false)), None, "before the first frame");
+            read_that_waited(&mut batch);
+            assert_eq!(batch.after_packet(100, true, &AtomicBool::new(false)), Some(window));
+            read_that_waited(&mut batch);
+            assert_eq!(batch.after_packet(100, true, &AtomicBool::new(false)), None, "told once");
+            assert_eq!(batch.after_packet(100, false, &AtomicBool::new(false)), Some(Duration::ZERO));
+        }));
+        assert!(finishes_without_a_batch(move || {
+            let mut batch = ReadBatch::new(window, Waits::InReader);
+            read_that_waited(&mut batch);
+            assert_eq!(batch.after_packet(100, true, &AtomicBool::new(false)), None, "the rate not measured yet");
+        }));
+    }
+
+    #[test]
+    fn a_batching_thread_widens_its_timer_slack_until_the_batches_end() {
+        std::thread::spawn(|| {
+            // SAFETY: reads the calling thread's slack; no pointer involved.
+            let slack = || unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+            let before = slack();
+            assert!(before > 0, "a thread's slack is readable");
+            let batch = ReadBatch::new(Duration::from_millis(100), Waits::InReader);
+            assert_eq!(slack(), 5_000_000, "a twentieth of the window");
+            drop(batch);
+            assert_eq!(slack(), before, "put back");
+            let _unbatched = ReadBatch::new(Duration::ZERO, Waits::AfterPacket);
+            assert_eq!(slack(), before, "no batches, no change");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

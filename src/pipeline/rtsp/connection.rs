@@ -121,6 +121,9 @@ pub(crate) struct Connection {
     interrupter: Arc<Interrupter>,
     /// Whether the last read emptied the socket: then the next one waits first.
     drained: bool,
+    /// How long to let the camera's packets gather before waiting on an emptied socket (`pipeline::read_batch`);
+    /// zero: wait for the next packet at once.
+    linger: Duration,
     /// Indexed by interleaved channel.
     routes: Vec<Option<Route>>,
 }
@@ -157,10 +160,16 @@ impl Connection {
             next_keepalive: Instant::now(),
             interrupter: Arc::clone(interrupter),
             drained: true,
+            linger: Duration::ZERO,
             routes: Vec::new(),
         };
         let sdp = connection.handshake()?;
         Ok((connection, sdp))
+    }
+
+    /// Lets the camera's packets gather for `linger` whenever a read finds the socket empty; zero stops it.
+    pub(crate) fn set_linger(&mut self, linger: Duration) {
+        self.linger = linger;
     }
 
     fn handshake(&mut self) -> Result<Vec<u8>, RtspError> {
@@ -366,6 +375,13 @@ impl Connection {
     /// Reads what the socket holds into the buffer, waiting first if the last read emptied it.
     fn fill(&mut self) -> Result<(), RtspError> {
         if self.drained {
+            if !self.linger.is_zero() && self.interrupter.check().is_none() {
+                // Packets gather in the socket meanwhile, and the next read takes them all: the thread wakes
+                // once a batch. Waiting in `poll` first would wake it for the camera's next packet too, only
+                // for it to park after that one. A stop (or a warm camera's gate opening) unparks it; a stray
+                // unpark only ends the batch early.
+                std::thread::park_timeout(self.linger);
+            }
             self.wait(libc::POLLIN)?;
         }
         let spare = self.framer.spare();

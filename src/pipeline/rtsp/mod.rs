@@ -24,6 +24,7 @@ mod sdp;
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ffmpeg_next::ffi;
 
@@ -95,6 +96,14 @@ impl Attached {
     /// The I/O context, for `AVFormatContext::pb`.
     pub(crate) fn avio(&self) -> *mut ffi::AVIOContext {
         self.avio
+    }
+
+    /// Lets the camera's packets gather for `linger` whenever a read finds the socket empty
+    /// (`pipeline::read_batch`); zero: a read waits for the next packet at once.
+    pub(crate) fn set_linger(&mut self, linger: Duration) {
+        // SAFETY: as in `take_error`: `bridge` is valid until `Drop`, and no read is running while the caller
+        // holds `&mut self`.
+        unsafe { (*self.bridge).connection.set_linger(linger) }
     }
 
     /// The error that ended the last read, if it was the session's.
