@@ -27,7 +27,8 @@
 //! A batch's end need not be punctual, so a batching thread gives the kernel leave to wake it up to a twentieth
 //! of the window late ([`TimerSlack`], 5 ms at 100 ms): the timers of many cameras then expire together, and
 //! the threads they wake run one after another instead of each preempting another camera's thread mid-batch.
-//! At 100 cameras that halved the camera threads' involuntary context switches (BENCHMARKS.md).
+//! At 100 cameras parking in the reader, the slack took the camera threads' involuntary context switches from
+//! about 2700 to 1500 a second (BENCHMARKS.md, "one wake-up a batch").
 //!
 //! A stop (`runtime::worker`) and a warm camera's gate opening (`pipeline::gate`) unpark the thread, so a batch
 //! delays neither.
