@@ -17,7 +17,7 @@ use camgate::{
 };
 use common::{
     FreezableRelay, ProbeOptions, RtmpServer, RtspOptions, RtspServer, decode, first_video_packet, free_port, mount,
-    probe, record_viewer, wait_for,
+    poll_for, probe, record_viewer, wait_for,
 };
 
 fn id(s: &str) -> CameraId {
@@ -43,17 +43,14 @@ fn status_where(
     done: impl Fn(&CameraStatus) -> bool,
 ) -> CameraStatus {
     let mut last = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let reached = poll_for(Duration::from_secs(30), || {
         let status = supervisor.status(&id(camera));
-        if let Some(status) = status.as_ref().filter(|s| done(s)) {
-            return status.clone();
-        }
-        last = status.or(last);
-        // On a timeout, the status the camera was stuck in says more than the wait's length.
-        assert!(Instant::now() < deadline, "timed out after 30 s waiting for {what}; camera {camera} last: {last:#?}");
-        thread::sleep(Duration::from_millis(50));
-    }
+        let reached = status.as_ref().filter(|s| done(s)).cloned();
+        last = status.or(last.take());
+        reached
+    });
+    // On a timeout, the status the camera was stuck in says more than the wait's length.
+    reached.unwrap_or_else(|| panic!("timed out after 30 s waiting for {what}; camera {camera} last: {last:#?}"))
 }
 
 fn read_back(rtmp: &RtmpServer, camera: &str, seconds: f64) -> common::ProbeReport {

@@ -12,7 +12,8 @@ use camgate::{
     SupervisorConfig, SupervisorError, VideoMode, WorkerState,
 };
 use common::{
-    ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, probe, record_viewer, wait_for,
+    ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, poll_for, probe, record_viewer,
+    wait_for,
 };
 
 fn supervisor() -> Supervisor {
@@ -636,14 +637,13 @@ fn the_preview_muxer_runs_only_while_someone_watches() {
     // The viewer left: after the linger the muxer stops (bytes out stand still while frames go on).
     wait_for(Duration::from_secs(30), "the muxer to stop while frames go on", || {
         let before = totals(&supervisor);
-        let second_of_frames = Instant::now() + Duration::from_secs(5);
-        while totals(&supervisor).video_frames_out <= before.video_frames_out + 25 {
-            if Instant::now() > second_of_frames {
-                // No evidence either way (a loaded machine, or the camera stalled): look again, and say so.
-                eprintln!("under 26 frames in 5 s: {:#?}", supervisor.status(&id("lazy")));
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let frames_went_on = poll_for(Duration::from_secs(5), || {
+            (totals(&supervisor).video_frames_out > before.video_frames_out + 25).then_some(())
+        });
+        if frames_went_on.is_none() {
+            // No evidence either way (a loaded machine, or the camera stalled): look again, and say so.
+            eprintln!("under 26 frames in 5 s: {:#?}", supervisor.status(&id("lazy")));
+            return None;
         }
         (totals(&supervisor).bytes_out == before.bytes_out).then_some(())
     });

@@ -28,7 +28,7 @@ pub mod rtsp;
 
 pub use etcd::Etcd;
 pub use net::{FreezableRelay, SilentServer, free_port, wait_for_port};
-pub use poll::wait_for;
+pub use poll::{poll_for, wait_for};
 pub use preview::record_viewer;
 pub use probe::{
     AudioReport, DecodeReport, DtsViolation, ProbeOptions, ProbeReport, StopReason, StreamStats, VideoReport, decode,
