@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use camgate::{
-    AudioMode, CameraId, CameraStatus, RetryPolicy, RtmpWriter, StreamSpec, Supervisor, SupervisorConfig, Timeouts,
-    VideoMode, WorkerState,
+    AudioMode, CameraId, CameraStatus, RetryPolicy, RtmpWriter, RtspReader, StreamSpec, Supervisor, SupervisorConfig,
+    Timeouts, VideoMode, WorkerState,
 };
 use common::{
     FreezableRelay, ProbeOptions, ProbeReport, RtmpServer, RtspOptions, RtspServer, free_port, mount, probe, wait_for,
@@ -115,8 +115,27 @@ fn rtsp_server_killed_and_brought_back_recovers_with_a_fresh_output() {
     supervisor.stop_blocking(&id("a")).unwrap();
 }
 
-/// libavformat's RTMP client and camgate's own.
-const WRITERS: [RtmpWriter; 2] = [RtmpWriter::Ffmpeg, RtmpWriter::Buffered];
+/// How a camera publishes: with libavformat's RTMP client, with camgate's own, or with camgate's own holding a
+/// copied camera's media until camgate's RTSP reader is about to wait (`held_sends`), where a failing server is
+/// met by the reader's send rather than a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Libavformat,
+    Own,
+    OwnHeld,
+}
+
+const WRITERS: [Writer; 3] = [Writer::Libavformat, Writer::Own, Writer::OwnHeld];
+
+impl Writer {
+    fn apply(self, spec: &mut StreamSpec) {
+        spec.rtmp_writer = if self == Writer::Libavformat { RtmpWriter::Ffmpeg } else { RtmpWriter::Buffered };
+        if self == Writer::OwnHeld {
+            spec.rtsp_reader = RtspReader::Buffered;
+            spec.video.mode = VideoMode::Copy;
+        }
+    }
+}
 
 #[test]
 fn rtmp_server_killed_and_brought_back_gets_the_stream_again() {
@@ -125,13 +144,13 @@ fn rtmp_server_killed_and_brought_back_gets_the_stream_again() {
     }
 }
 
-fn rtmp_server_killed_and_brought_back(writer: RtmpWriter) {
+fn rtmp_server_killed_and_brought_back(writer: Writer) {
     let rtsp = RtspServer::start();
     let rtmp = RtmpServer::start();
     let port = rtmp.port();
     let supervisor = supervisor();
     let mut spec = resilient("r", &rtsp.url(mount::H264), &rtmp.url("r"));
-    spec.rtmp_writer = writer;
+    writer.apply(&mut spec);
     supervisor.start_blocking(spec).unwrap();
     wait_state(&supervisor, "r", WorkerState::Running, Duration::from_secs(20));
 
@@ -215,7 +234,7 @@ fn a_stop_with_an_rtmp_server_that_stopped_reading_returns_within_the_stop_timeo
     }
 }
 
-fn a_stop_with_a_stalled_rtmp_server(writer: RtmpWriter) {
+fn a_stop_with_a_stalled_rtmp_server(writer: Writer) {
     let rtsp = RtspServer::start_with(RtspOptions { width: 1280, height: 720, ..RtspOptions::default() });
     let rtmp = RtmpServer::start();
     let relay = FreezableRelay::start(rtmp.port());
@@ -234,7 +253,8 @@ fn a_stop_with_a_stalled_rtmp_server(writer: RtmpWriter) {
     // Writes may block for 10 s (the default), far longer than a stop may take: only the finishing deadline
     // keeps the stop in bounds.
     assert!(spec.timeouts.write() > stop_timeout);
-    spec.rtmp_writer = writer;
+    // Held media needs copied video: the camera's own stream then fills the buffers, more slowly.
+    writer.apply(&mut spec);
     supervisor.start_blocking(spec).unwrap();
     wait_for(Duration::from_secs(20), "frames out", || {
         supervisor.status(&id("stall")).filter(|s| s.totals.video_frames_out >= 25)

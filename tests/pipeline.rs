@@ -12,8 +12,8 @@ use camgate::{
     SupervisorConfig, SupervisorError, VideoMode, WorkerState,
 };
 use common::{
-    ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, poll_for, probe, record_viewer,
-    wait_for,
+    FreezableRelay, ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, poll_for, probe,
+    record_viewer, wait_for,
 };
 
 fn supervisor() -> Supervisor {
@@ -145,6 +145,53 @@ fn a_copying_camera_batches_its_reads_and_streams_whole() {
     for (camera, ..) in cameras {
         let status = supervisor.stop_blocking(&id(camera)).unwrap();
         assert_eq!(status.state, WorkerState::Stopped);
+        assert!(status.last_error.is_none(), "{camera}: {:?}", status.last_error);
+    }
+}
+
+/// With camgate's own reader and writer, a copying camera holds what it writes until its reader is about to wait
+/// (`held_sends`): a batch reaches the RTMP server in one `send` instead of one a packet, whole, and its packets
+/// are still measured (until they leave). The sends are counted as the TCP segments a relay in front of
+/// nginx-rtmp receives (camgate's writer sets `TCP_NODELAY`: one segment a send); the other camera batches its
+/// reads too, in libavformat's reader, which cannot release a hold.
+#[test]
+fn a_copying_camera_sends_each_batch_in_one_write() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let cameras = [("held", RtspReader::Buffered), ("unheld", RtspReader::Ffmpeg)];
+    let relays = cameras.map(|_| FreezableRelay::start(rtmp.port()));
+    for ((camera, reader), relay) in cameras.iter().zip(&relays) {
+        let output = format!("rtmp://127.0.0.1:{}/live/{camera}", relay.port());
+        let mut spec = StreamSpec::new(camera, &rtsp.url("h264_aac"), &output).unwrap();
+        spec.read_batch_ms = 100;
+        spec.rtsp_reader = *reader;
+        spec.rtmp_writer = RtmpWriter::Buffered;
+        supervisor.start_blocking(spec).unwrap();
+        wait_running(&supervisor, camera);
+    }
+    let totals = || cameras.map(|(camera, _)| supervisor.status(&id(camera)).expect("running").totals);
+    let segments = || relays.each_ref().map(FreezableRelay::client_segments);
+    let (totals_before, segments_before) = (totals(), segments());
+    // What a viewer gets is whole: every check of a copied stream, over 4 s of it.
+    let report = probe_rtmp(&rtmp.url("held"), 4.0);
+    assert_watchable(&report, 640, 360);
+    assert!(report.audio.is_some(), "the audio is still there");
+    let (totals_after, segments_after) = (totals(), segments());
+    let [held, unheld] = [0, 1].map(|i| {
+        let packets = (totals_after[i].video_frames_out + totals_after[i].audio_frames_out)
+            - (totals_before[i].video_frames_out + totals_before[i].audio_frames_out);
+        ((segments_after[i] - segments_before[i]) as u64, packets)
+    });
+    eprintln!("segments sent against packets written: held {held:?}, unheld {unheld:?}");
+    // ~72 packets a second come in ~10 batches of 100 ms: one send a batch, and a large keyframe in pieces.
+    assert!(held.0 * 3 < held.1, "the held camera sent {} segments for {} packets", held.0, held.1);
+    // And the count does see each send: the other camera's go one a packet.
+    assert!(unheld.0 * 3 >= unheld.1 * 2, "the other camera sent {} segments for {} packets", unheld.0, unheld.1);
+    let measured = totals_after[0].latency.since(&totals_before[0].latency).count();
+    assert!(measured > 50, "the held camera's video packets are measured until they leave: {measured} were");
+    for (camera, _) in cameras {
+        let status = supervisor.stop_blocking(&id(camera)).unwrap();
         assert!(status.last_error.is_none(), "{camera}: {:?}", status.last_error);
     }
 }
@@ -877,27 +924,35 @@ fn camgates_rtsp_reader_delivers_what_libavformats_does_packet_for_packet() {
     }
 }
 
-/// The previous path (libavformat's RTMP client) and the new one (camgate's writer), publishing the same camera
-/// at once to an RTMP server that records what it receives: packet for packet, the server got the same
-/// payloads, keyframe flags and timestamp steps from both, in both streams, and the same stream description.
+/// The previous path (libavformat's RTMP client) and the new ones (camgate's writer; camgate's writer holding
+/// each batch for camgate's reader, `held_sends`), publishing the same camera at once to an RTMP server that
+/// records what it receives: packet for packet, the server got the same payloads, keyframe flags and timestamp
+/// steps from each, in both streams, and the same stream description.
 #[test]
 fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
     let rtsp = RtspServer::start();
     let rtmp = RtmpServer::start();
     let supervisor = supervisor();
-    for (camera, writer) in [("lavf", RtmpWriter::Ffmpeg), ("own", RtmpWriter::Buffered)] {
+    let cameras = [
+        ("lavf", RtmpWriter::Ffmpeg, RtspReader::Ffmpeg),
+        ("own", RtmpWriter::Buffered, RtspReader::Ffmpeg),
+        ("held", RtmpWriter::Buffered, RtspReader::Buffered),
+    ];
+    for (camera, writer, reader) in cameras {
         let mut spec = StreamSpec::new(camera, &rtsp.url("h264_aac"), &rtmp.recorded_url(camera)).unwrap();
         spec.rtmp_writer = writer;
+        spec.rtsp_reader = reader;
         supervisor.start_blocking(spec).unwrap();
     }
-    for camera in ["lavf", "own"] {
+    let names = cameras.map(|(camera, ..)| camera);
+    for camera in names {
         wait_running(&supervisor, camera);
     }
     wait_for(Duration::from_secs(20), "100 frames written by each", || {
         let frames = |c: &str| supervisor.status(&id(c)).map_or(0, |s| s.totals.video_frames_out);
-        (frames("lavf") >= 100 && frames("own") >= 100).then_some(())
+        names.iter().all(|c| frames(c) >= 100).then_some(())
     });
-    for camera in ["lavf", "own"] {
+    for camera in names {
         let stopped = supervisor.stop_blocking(&id(camera)).unwrap();
         assert!(stopped.last_error.is_none(), "{camera}: {:?}", stopped.last_error);
     }
@@ -908,7 +963,7 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
             (packets.iter().filter(|p| p.video).count() >= 100).then_some(packets)
         })
     };
-    let (lavf, own) = (read("lavf"), read("own"));
+    let lavf = read("lavf");
     let describe = |camera: &str| {
         let input = ffmpeg_next::format::input(&rtmp.recording(camera)).expect("the recording opens");
         let streams: Vec<String> = input
@@ -924,26 +979,29 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
             .collect();
         streams
     };
-    assert_eq!(describe("lavf"), describe("own"), "the streams as the server describes them");
-    for video in [true, false] {
-        let pairs = aligned(&lavf, &own, video);
-        let kind = if video { "video" } else { "audio" };
-        assert!(pairs.len() >= if video { 50 } else { 80 }, "{kind}: only {} packets in common", pairs.len());
-        let mut uneven = Vec::new();
-        for (n, (a, b)) in pairs.iter().enumerate() {
-            assert_eq!(a.data, b.data, "{kind} packet {n}: payloads differ");
-            assert_eq!(a.key, b.key, "{kind} packet {n}: keyframe flags differ");
-            if n > 0 {
-                let (step_a, step_b) = (a.dts_ms - pairs[n - 1].0.dts_ms, b.dts_ms - pairs[n - 1].1.dts_ms);
-                if (step_a - step_b).abs() > 1 {
-                    uneven.push((n, step_a, step_b));
+    for camera in ["own", "held"] {
+        assert_eq!(describe("lavf"), describe(camera), "{camera}: the streams as the server describes them");
+        let other = read(camera);
+        for video in [true, false] {
+            let pairs = aligned(&lavf, &other, video);
+            let kind = format!("{camera}, {}", if video { "video" } else { "audio" });
+            assert!(pairs.len() >= if video { 50 } else { 80 }, "{kind}: only {} packets in common", pairs.len());
+            let mut uneven = Vec::new();
+            for (n, (a, b)) in pairs.iter().enumerate() {
+                assert_eq!(a.data, b.data, "{kind} packet {n}: payloads differ");
+                assert_eq!(a.key, b.key, "{kind} packet {n}: keyframe flags differ");
+                if n > 0 {
+                    let (step_a, step_b) = (a.dts_ms - pairs[n - 1].0.dts_ms, b.dts_ms - pairs[n - 1].1.dts_ms);
+                    if (step_a - step_b).abs() > 1 {
+                        uneven.push((n, step_a, step_b));
+                    }
                 }
             }
+            // As in the readers' comparison: each camera session's clock moves once, at its first RTCP report.
+            eprintln!("{kind}: {} packets compared, uneven steps {uneven:?}", pairs.len());
+            assert!(uneven.len() <= 2, "{kind}: steps differ at {uneven:?}");
+            assert!(uneven.iter().all(|(_, a, b)| (a - b).abs() <= 40), "{kind}: steps differ at {uneven:?}");
         }
-        // As in the readers' comparison: each camera session's clock moves once, at its first RTCP report.
-        eprintln!("{kind}: {} packets compared, uneven steps {uneven:?}", pairs.len());
-        assert!(uneven.len() <= 2, "{kind}: steps differ at {uneven:?}");
-        assert!(uneven.iter().all(|(_, a, b)| (a - b).abs() <= 40), "{kind}: steps differ at {uneven:?}");
     }
 }
 

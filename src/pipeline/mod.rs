@@ -15,6 +15,7 @@ pub mod fence;
 pub mod ffmpeg_log;
 pub mod gate;
 mod gop_cache;
+mod held_sends;
 mod input;
 mod interleave;
 pub mod interrupt;
@@ -321,7 +322,7 @@ impl<'a> Session<'a> {
         })?;
         // Bound in this order so that, on any early return below, `input` (declared last) is dropped first:
         // camgate's RTSP session must outlive the demuxer reading from it.
-        let rtsp_session = opened.session;
+        let mut rtsp_session = opened.session;
         let input::Opened { input, transport, note: transport_note, .. } = opened;
         if let Some(note) = &transport_note {
             info!(camera = %spec.id, "{note}");
@@ -400,6 +401,7 @@ impl<'a> Session<'a> {
             }
             outputs.len()
         };
+        hold_sends(rtsp_session.as_mut(), &video.path, &outputs[..mains]);
         // The preview's muxer starts when someone watches (`follow_viewers`); one the offline slate kept running
         // for its viewers carries on.
         let preview_running = outputs.len() > mains;
@@ -493,6 +495,9 @@ impl<'a> Session<'a> {
                 if let Err(e) = self.start_preview(false) {
                     debug!(camera = %self.spec.id, "no preview during the slate: {e:?}");
                 }
+            }
+            for output in &self.outputs {
+                output.stop_holding();
             }
             let size = self.output_size();
             let held = HeldOutputs {
@@ -627,6 +632,7 @@ impl<'a> Session<'a> {
                             .map_err(|e| write_halt(Stage::WriteOutput, e, &interrupter))?;
                     }
                 }
+                hold_sends(self.rtsp_session.as_mut(), &self.video, &mains);
                 self.mains = mains.len();
                 self.outputs.splice(0..0, mains);
                 info!(camera = %self.spec.id, replayed, gop_age_ms = age.map(|a| a.as_millis() as u64),
@@ -906,6 +912,15 @@ fn open_mains(
         outputs.push(output);
     }
     Ok(outputs)
+}
+
+/// Lets camgate's RTSP reader hold what `outputs` send until it is about to wait (see [`held_sends`]), when the
+/// video is copied: a packet then waits only while the others read with it are handled, in microseconds.
+fn hold_sends(reader: Option<&mut rtsp::Attached>, video: &VideoPath, outputs: &[FlvOutput]) {
+    let Some(reader) = reader.filter(|_| matches!(video, VideoPath::Copy { .. })) else { return };
+    for outbox in outputs.iter().filter_map(FlvOutput::outbox) {
+        reader.hold_sends(outbox);
+    }
 }
 
 /// Declares the session's video and audio on `output`.

@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::interleave::{Held, Interleaver};
 use super::interrupt::Interrupter;
-use super::rtmp::{Publisher, RtmpError};
+use super::rtmp::{Outbox, Publisher, RtmpError};
 use super::timestamps::TimestampGuard;
 use crate::model::latency::LatencyHistogram;
 use crate::model::{OutputTarget, RtmpWriter};
@@ -62,6 +62,12 @@ pub struct FlvOutput {
     queue: Option<Interleaver>,
     /// The clock live timestamps are checked against.
     opened: Instant,
+    /// camgate's RTMP writer's queue, when it publishes: its media may be held (`held_sends`).
+    outbox: Option<Outbox>,
+    /// When the measured video packets still held in `outbox` were read, and how often the outbox had been
+    /// emptied then: their latency runs until they leave.
+    held_reads: Vec<Instant>,
+    held_since_emptied: u64,
 }
 
 /// How an output puts its packets in order before the muxer.
@@ -200,6 +206,9 @@ impl FlvOutput {
             order: Order::Interleaved,
             queue: None,
             opened: Instant::now(),
+            outbox: None,
+            held_reads: Vec::new(),
+            held_since_emptied: 0,
         }
     }
 
@@ -209,12 +218,15 @@ impl FlvOutput {
         interrupter: Arc<Interrupter>,
         write_timeout: Duration,
     ) -> Result<FlvOutput, ffmpeg_next::Error> {
+        let outbox = publisher.outbox();
         let io = StreamIo::from_write(publisher)?;
         let ctx = ffmpeg_next::format::output_to_stream(io, None, Some("flv"))?;
         // The publisher's waits consult the interrupter themselves; the muxer's callback is kept like every
         // output's.
         let interrupt = interrupt::new(Box::new(interrupter.callback()));
-        Ok(FlvOutput::around(ctx, interrupt.guard, interrupter, write_timeout))
+        let mut output = FlvOutput::around(ctx, interrupt.guard, interrupter, write_timeout);
+        output.outbox = Some(outbox);
+        Ok(output)
     }
 
     /// An FLV muxer feeding the preview hub's `channel` through a custom AVIO; writes never block.
@@ -358,14 +370,51 @@ impl FlvOutput {
         Ok(Written::Yes(size))
     }
 
-    /// Hands a packet whose turn it is to the muxer, and counts a measured video packet's latency.
+    /// Hands a packet whose turn it is to the muxer, and counts a measured video packet's latency: until the
+    /// muxer has it, or, when the writer holds it (`held_sends`), until it leaves.
     fn write_now(&mut self, held: Held, into: Option<&LatencyHistogram>) -> Result<(), WriteError> {
+        if let Some(into) = into {
+            self.settle_held(into);
+        }
         held.packet.write(&mut self.ctx).map_err(map_write_error)?;
         let video = self.video.as_ref().map(|v| v.index);
         if let (Some(read), Some(into), true) = (held.read, into, video == Some(held.packet.stream())) {
-            into.record(read.elapsed());
+            match self.outbox.as_ref().map(Outbox::progress) {
+                Some(progress) if progress.unsent > 0 => {
+                    if self.held_reads.is_empty() {
+                        self.held_since_emptied = progress.emptied;
+                    }
+                    self.held_reads.push(read);
+                }
+                _ => into.record(read.elapsed()),
+            }
         }
         Ok(())
+    }
+
+    /// Counts the latency of held video packets that have left since: the first time the outbox was emptied
+    /// after they were held is when they went (a second emptying since, if any, only makes the figure larger).
+    fn settle_held(&mut self, into: &LatencyHistogram) {
+        let Some(outbox) = self.outbox.as_ref().filter(|_| !self.held_reads.is_empty()) else { return };
+        let progress = outbox.progress();
+        if progress.emptied != self.held_since_emptied {
+            for read in self.held_reads.drain(..) {
+                into.record(progress.emptied_at.saturating_duration_since(read));
+            }
+        }
+    }
+
+    /// Sends what is held and holds no more (`held_sends`): the output goes to a thread that reads no camera.
+    pub(crate) fn stop_holding(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.hold(false);
+            outbox.send_held();
+        }
+    }
+
+    /// camgate's RTMP writer's queue, when this output publishes with it.
+    pub(crate) fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
     }
 
     /// The next packets come from a new source (the offline slate, or the camera back after it) whose
@@ -402,7 +451,12 @@ impl FlvOutput {
         while let Some(held) = self.queue.as_mut().and_then(Interleaver::pop_earliest) {
             self.write_now(held, None)?;
         }
-        self.ctx.write_trailer().map_err(map_write_error)
+        self.ctx.write_trailer().map_err(map_write_error)?;
+        match &self.outbox {
+            // Held media leaves now, within the finishing deadline.
+            Some(outbox) => outbox.send().map_err(|e| map_write_error(e.to_ffmpeg())),
+            None => Ok(()),
+        }
     }
 }
 

@@ -150,6 +150,7 @@ pub struct FreezableRelay {
     frozen: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
     accepted: Arc<AtomicUsize>,
+    client_segments: Arc<AtomicUsize>,
 }
 
 impl FreezableRelay {
@@ -163,8 +164,10 @@ impl FreezableRelay {
         let frozen = Arc::new(AtomicBool::new(false));
         let closed = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
+        let client_segments = Arc::new(AtomicUsize::new(0));
         {
             let (frozen, closed, accepted) = (Arc::clone(&frozen), Arc::clone(&closed), Arc::clone(&accepted));
+            let client_segments = Arc::clone(&client_segments);
             thread::Builder::new()
                 .name(format!("relay-{port}"))
                 .spawn(move || {
@@ -177,7 +180,7 @@ impl FreezableRelay {
                                 // the buffer (Linux would let it reach tens of megabytes on loopback).
                                 small_receive_buffer(client.as_raw_fd());
                                 if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) {
-                                    relay(client, server, &frozen, &closed);
+                                    relay(client, server, &frozen, &closed, &client_segments);
                                 }
                             }
                             Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -186,7 +189,7 @@ impl FreezableRelay {
                 })
                 .expect("cannot start the relay thread");
         }
-        FreezableRelay { port, frozen, closed, accepted }
+        FreezableRelay { port, frozen, closed, accepted, client_segments }
     }
 
     pub fn port(&self) -> u16 {
@@ -196,6 +199,12 @@ impl FreezableRelay {
     /// How many connections clients opened through the relay so far (in front of a camera: its sessions).
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// How many TCP segments with data clients have sent so far (the kernel's count, `TCP_INFO`): in front of
+    /// an RTMP server, one per `send` of a publisher that sets `TCP_NODELAY` (a large send may take several).
+    pub fn client_segments(&self) -> usize {
+        self.client_segments.load(Ordering::SeqCst)
     }
 
     /// From now on nothing passes in either direction; the sockets stay open and unread.
@@ -208,6 +217,25 @@ impl Drop for FreezableRelay {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
     }
+}
+
+/// How many segments with data `socket` has received, by the kernel's count.
+fn data_segments_in(socket: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero tcp_info is a valid value of a plain C struct.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt on an open socket, writing at most `len` bytes into `info`, which is that large.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if ret == 0 { info.tcpi_data_segs_in as usize } else { 0 }
 }
 
 /// Limits a socket's receive buffer to a few kilobytes.
@@ -225,16 +253,24 @@ fn small_receive_buffer(fd: std::os::fd::RawFd) {
     }
 }
 
-/// Two pumping threads, one per direction.
-fn relay(client: TcpStream, server: TcpStream, frozen: &Arc<AtomicBool>, closed: &Arc<AtomicBool>) {
-    for (from, to) in [(&client, &server), (&server, &client)] {
+/// Two pumping threads, one per direction; the client's segments are counted in `client_segments`.
+fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    frozen: &Arc<AtomicBool>,
+    closed: &Arc<AtomicBool>,
+    client_segments: &Arc<AtomicUsize>,
+) {
+    let uncounted = Arc::new(AtomicUsize::new(0));
+    for (from, to, reads) in [(&client, &server, client_segments), (&server, &client, &uncounted)] {
         let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else { return };
-        let (frozen, closed) = (Arc::clone(frozen), Arc::clone(closed));
+        let (frozen, closed, reads) = (Arc::clone(frozen), Arc::clone(closed), Arc::clone(reads));
         // Short read timeouts so a frozen or closed relay notices its flags.
         let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
         let _ = thread::Builder::new().name("relay-pump".into()).spawn(move || {
             use std::io::{Read, Write};
             let mut buf = vec![0u8; 16 * 1024];
+            let mut counted = 0;
             loop {
                 if closed.load(Ordering::Relaxed) {
                     break;
@@ -246,6 +282,9 @@ fn relay(client: TcpStream, server: TcpStream, frozen: &Arc<AtomicBool>, closed:
                 match from.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
+                        let now = data_segments_in(&from);
+                        reads.fetch_add(now.saturating_sub(counted), Ordering::SeqCst);
+                        counted = now;
                         if to.write_all(&buf[..n]).is_err() {
                             break;
                         }

@@ -17,9 +17,9 @@ mod amf;
 mod chunk;
 mod session;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-pub(crate) use self::session::RtmpError;
+pub(crate) use self::session::{Progress, RtmpError};
 use self::session::{Session, Target};
 use super::interrupt::Interrupter;
 
@@ -32,7 +32,9 @@ const SET_DATA_FRAME: &[u8] = b"\x02\x00\x0d@setDataFrame";
 
 /// A stream being published, written to as an FLV file: the muxer's custom I/O context writes here.
 pub(crate) struct Publisher {
-    session: Session,
+    /// Shared with the output that owns the muxer, and with a reader that sends held media
+    /// (`pipeline::held_sends`); all on the camera's thread, so the lock is never contended.
+    session: Outbox,
     /// FLV bytes of a tag not yet complete.
     pending: Vec<u8>,
     /// How much of the FLV header is still to be skipped.
@@ -46,8 +48,13 @@ impl Publisher {
     /// caller arms `interrupter`'s deadline.
     pub(crate) fn publish(url: &str, interrupter: &Arc<Interrupter>) -> Result<Publisher, RtmpError> {
         let target = Target::parse(url)?;
-        let session = Session::publish(&target, interrupter)?;
+        let session = Outbox(Arc::new(Mutex::new(Session::publish(&target, interrupter)?)));
         Ok(Publisher { session, pending: Vec::new(), header_left: FLV_HEADER, playpath: target.playpath })
+    }
+
+    /// The session's queue, for the output and for whoever sends held media.
+    pub(crate) fn outbox(&self) -> Outbox {
+        self.session.clone()
     }
 
     /// Queues every whole tag at the start of `flv`; how many bytes they took.
@@ -86,21 +93,79 @@ impl Publisher {
 
 impl std::io::Write for Publisher {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut session = self.session.lock();
         if self.pending.is_empty() {
-            let used = Publisher::queue_tags(&mut self.session, &mut self.header_left, buf);
+            let used = Publisher::queue_tags(&mut session, &mut self.header_left, buf);
             self.pending.extend_from_slice(&buf[used..]);
         } else {
             self.pending.extend_from_slice(buf);
-            let used = Publisher::queue_tags(&mut self.session, &mut self.header_left, &self.pending);
+            let used = Publisher::queue_tags(&mut session, &mut self.header_left, &self.pending);
             self.pending.drain(..used);
         }
-        if self.session.unsent() > 0 {
-            self.session.send().map_err(|e| self.failed(e))?;
+        if session.unsent() > 0 && !session.may_wait() {
+            let sent = session.send();
+            drop(session);
+            sent.map_err(|e| self.failed(e))?;
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.session.send().map_err(|e| self.failed(e))
+        let sent = self.session.lock().send();
+        sent.map_err(|e| self.failed(e))
+    }
+}
+
+/// A publishing session's queue of bytes for the server, shared by its [`Publisher`] (inside the muxer), the
+/// output that owns the muxer, and a reader that sends held media when it is about to wait.
+#[derive(Clone)]
+pub(crate) struct Outbox(Arc<Mutex<Session>>);
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        // Everything that takes the lock runs on the camera's thread; a panic there ends the session anyway.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lets media wait (`true`) for [`send_held`](Self::send_held), or sends each write at once (`false`,
+    /// the start).
+    pub(crate) fn hold(&self, held: bool) {
+        self.lock().hold(held);
+    }
+
+    /// Sends held media, waiting as a write does (under the deadline the last write armed); a failure is
+    /// reported by the next write.
+    pub(crate) fn send_held(&self) {
+        // Never nested in a write (one thread, and the reader waits only between them); should it ever be,
+        // the write sends itself.
+        if let Ok(mut session) = self.0.try_lock() {
+            session.send_held();
+        }
+    }
+
+    /// Sends everything queued, waiting as a write does.
+    pub(crate) fn send(&self) -> Result<(), RtmpError> {
+        self.lock().send()
+    }
+
+    /// Where sending stands.
+    pub(crate) fn progress(&self) -> Progress {
+        self.lock().progress()
+    }
+
+    /// A reference that does not keep the session open.
+    pub(crate) fn downgrade(&self) -> WeakOutbox {
+        WeakOutbox(Arc::downgrade(&self.0))
+    }
+}
+
+/// An [`Outbox`] that does not keep its session open: a finished output's connection closes when its muxer
+/// goes, whoever still remembers it.
+pub(crate) struct WeakOutbox(Weak<Mutex<Session>>);
+
+impl WeakOutbox {
+    /// The outbox, if its session is still open.
+    pub(crate) fn upgrade(&self) -> Option<Outbox> {
+        self.0.upgrade().map(Outbox)
     }
 }

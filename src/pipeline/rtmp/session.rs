@@ -197,6 +197,30 @@ pub(crate) struct Session {
     acknowledged: u64,
     next_incoming_check: Instant,
     publishing: bool,
+    /// Whether queued media may wait for [`send_held`](Self::send_held) (see `pipeline::held_sends`).
+    held: bool,
+    /// Since when the oldest byte of `out` has waited, while held.
+    held_since: Option<Instant>,
+    /// How often `out` has been emptied, and when last: a held packet has left once this count moves.
+    emptied: u64,
+    emptied_at: Instant,
+    /// What went wrong in a [`send_held`](Self::send_held), for the next [`send`](Self::send) to return.
+    failed: Option<RtmpError>,
+}
+
+/// How long and how much queued media may wait for [`Session::send_held`] before a write sends it anyway: a
+/// copied camera's batch is handled in well under a millisecond, so these bound only the unexpected.
+const HOLD_AT_MOST: Duration = Duration::from_millis(5);
+const HOLD_AT_MOST_BYTES: usize = 64 * 1024;
+
+/// Where a session's sending stands (see [`Session::progress`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Progress {
+    /// Bytes queued and not yet sent.
+    pub(crate) unsent: usize,
+    /// How often everything queued has been sent, and when last.
+    pub(crate) emptied: u64,
+    pub(crate) emptied_at: Instant,
 }
 
 impl Session {
@@ -219,6 +243,11 @@ impl Session {
             acknowledged: 0,
             next_incoming_check: Instant::now() + INCOMING_EVERY,
             publishing: false,
+            held: false,
+            held_since: None,
+            emptied: 0,
+            emptied_at: Instant::now(),
+            failed: None,
         };
         session.handshake()?;
         session.queue(csid::CONTROL, (kind::SET_CHUNK_SIZE, 0, 0), &(OUT_CHUNK_SIZE as u32).to_be_bytes());
@@ -322,9 +351,32 @@ impl Session {
         self.out.len() - self.sent
     }
 
+    /// Lets queued media wait for [`send_held`](Self::send_held) (`true`), or has every write send at once.
+    pub(crate) fn hold(&mut self, held: bool) {
+        self.held = held;
+        self.held_since = None;
+    }
+
+    /// Whether what is queued may wait for [`send_held`](Self::send_held) rather than leave now.
+    pub(crate) fn may_wait(&mut self) -> bool {
+        if !self.held || self.unsent() >= HOLD_AT_MOST_BYTES {
+            return false;
+        }
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        since.elapsed() < HOLD_AT_MOST
+    }
+
+    /// Where sending stands: for latency measured to the moment a packet left.
+    pub(crate) fn progress(&self) -> Progress {
+        Progress { unsent: self.unsent(), emptied: self.emptied, emptied_at: self.emptied_at }
+    }
+
     /// Sends everything queued, waiting while the socket is full (and reading the server meanwhile); every so
     /// often also reads what the server sent.
     pub(crate) fn send(&mut self) -> Result<(), RtmpError> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
         while self.sent < self.out.len() {
             match (&self.socket).write(&self.out[self.sent..]) {
                 Ok(0) => return Err(RtmpError::Closed),
@@ -340,10 +392,32 @@ impl Session {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.sent_all()
+    }
+
+    /// Sends held media: everything queued, waiting as a write does. A failure is kept for the next
+    /// [`send`](Self::send) to report: the writer's caller, not the reader that calls this, owns the output's
+    /// errors.
+    pub(crate) fn send_held(&mut self) {
+        if self.failed.is_none()
+            && let Err(error) = self.send()
+        {
+            self.failed = Some(error);
+        }
+    }
+
+    /// Everything queued has left: empties the queue, and every so often reads what the server sent.
+    fn sent_all(&mut self) -> Result<(), RtmpError> {
+        let now = Instant::now();
+        if !self.out.is_empty() {
+            self.emptied += 1;
+            self.emptied_at = now;
+        }
         self.out.clear();
         self.sent = 0;
-        if self.publishing && Instant::now() >= self.next_incoming_check {
-            self.next_incoming_check = Instant::now() + INCOMING_EVERY;
+        self.held_since = None;
+        if self.publishing && now >= self.next_incoming_check {
+            self.next_incoming_check = now + INCOMING_EVERY;
             self.read_incoming()?;
         }
         Ok(())

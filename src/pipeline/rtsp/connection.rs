@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use super::auth::{self, Challenge, Credentials};
 use super::framing::{self, Framer, FramingError, Item};
 use super::sdp::{self, SdpError};
+use crate::pipeline::held_sends::HeldSends;
 use crate::pipeline::interrupt::Interrupter;
 use crate::pipeline::net::{self, NetError};
+use crate::pipeline::rtmp::Outbox;
 
 /// The session timeout when the camera names none (RFC 2326 §12.37).
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -124,6 +126,8 @@ pub(crate) struct Connection {
     /// How long to let the camera's packets gather before waiting on an emptied socket (`pipeline::read_batch`);
     /// zero: wait for the next packet at once.
     linger: Duration,
+    /// The outputs whose media waits until this reader is about to wait (`pipeline::held_sends`).
+    held: HeldSends,
     /// Indexed by interleaved channel.
     routes: Vec<Option<Route>>,
 }
@@ -161,6 +165,7 @@ impl Connection {
             interrupter: Arc::clone(interrupter),
             drained: true,
             linger: Duration::ZERO,
+            held: HeldSends::default(),
             routes: Vec::new(),
         };
         let sdp = connection.handshake()?;
@@ -170,6 +175,11 @@ impl Connection {
     /// Lets the camera's packets gather for `linger` whenever a read finds the socket empty; zero stops it.
     pub(crate) fn set_linger(&mut self, linger: Duration) {
         self.linger = linger;
+    }
+
+    /// Holds `outbox`'s media until this reader is about to wait (`pipeline::held_sends`).
+    pub(crate) fn hold_sends(&mut self, outbox: &Outbox) {
+        self.held.hold(outbox);
     }
 
     fn handshake(&mut self) -> Result<Vec<u8>, RtspError> {
@@ -375,6 +385,8 @@ impl Connection {
     /// Reads what the socket holds into the buffer, waiting first if the last read emptied it.
     fn fill(&mut self) -> Result<(), RtspError> {
         if self.drained {
+            // Whatever the packets handled since the last wait made leaves now, in one send per output.
+            self.held.send_held();
             if !self.linger.is_zero() && self.interrupter.check().is_none() {
                 // Packets gather in the socket meanwhile, and the next read takes them all: the thread wakes
                 // once a batch. Waiting in `poll` first would wake it for the camera's next packet too, only

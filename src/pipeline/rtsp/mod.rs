@@ -31,6 +31,7 @@ use ffmpeg_next::ffi;
 use self::connection::Connection;
 pub(crate) use self::connection::RtspError;
 use super::interrupt::Interrupter;
+use super::rtmp::Outbox;
 
 /// The custom I/O context's own buffer. libavformat reads the SDP and every packet straight into its own
 /// buffers (the context is a "direct" one), so this only backs the receiver reports it writes, which are
@@ -104,6 +105,13 @@ impl Attached {
         // SAFETY: as in `take_error`: `bridge` is valid until `Drop`, and no read is running while the caller
         // holds `&mut self`.
         unsafe { (*self.bridge).connection.set_linger(linger) }
+    }
+
+    /// Holds `outbox`'s media until this reader is about to wait (`pipeline::held_sends`).
+    pub(crate) fn hold_sends(&mut self, outbox: &Outbox) {
+        // SAFETY: as in `take_error`: `bridge` is valid until `Drop`, and no read is running while the caller
+        // holds `&mut self`.
+        unsafe { (*self.bridge).connection.hold_sends(outbox) }
     }
 
     /// The error that ended the last read, if it was the session's.
