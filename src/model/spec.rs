@@ -81,8 +81,9 @@ pub enum RtmpWriter {
     #[default]
     Ffmpeg,
     /// camgate's own writer over plain RTMP (`pipeline::rtmp`): the same messages, one `send` per packet
-    /// instead of about four system calls. Outputs it cannot write (RTMPS, credentials in the URL, `mp4:`
-    /// stream names) are written by libavformat's as before.
+    /// instead of about four system calls, and one per read batch for copied video read by camgate's own
+    /// reader. Outputs it cannot write (RTMPS, credentials in the URL, `mp4:` stream names) are written by
+    /// libavformat's as before.
     Buffered,
 }
 

@@ -1,8 +1,9 @@
 //! Sends held while the camera's thread has packets in hand, and let go when it is about to wait: a copied
 //! camera's batch of packets (`read_batch`) leaves for the RTMP server in one `send`, not one a packet.
 //!
-//! Why: with camgate's own reader and writer, a copying camera's remaining cost was mostly the kernel's, and a
-//! third of it the output's `send`s — each one a TCP segment, which on the way also wakes the server for it.
+//! Why: with camgate's own reader and writer, about half of a copying camera's CPU was the kernel's, and over a
+//! quarter of the whole went to the output's `send`s — each one a TCP segment, which on loopback also runs the
+//! server's side of the stack and wakes the server (BENCHMARKS.md, "a batch in one send").
 //! A batch is about seven packets (100 ms of 25 fps video and 48 kHz AAC); holding them until the reader
 //! finds the camera's socket empty sends them as one segment. No packet waits for the camera: the reader lets
 //! them go before it waits, so a packet is held only while the packets read with it are handled, in memory.
