@@ -872,6 +872,27 @@ fn aligned<'a>(a: &'a [Recorded], b: &'a [Recorded], video: bool) -> Vec<(&'a Re
     }
 }
 
+/// Two recordings of one camera, aligned on their first shared packet (see [`aligned`]), hold the same `video`
+/// (or audio) packets: payloads and keyframe flags alike, and the same timestamp steps but for each session's
+/// one clock move ([`assert_one_clock_move_each`]).
+fn assert_same_packets(kind: &str, a: &[Recorded], b: &[Recorded], video: bool) {
+    let pairs = aligned(a, b, video);
+    assert!(pairs.len() >= if video { 50 } else { 80 }, "{kind}: only {} packets in common", pairs.len());
+    let mut uneven = Vec::new();
+    for (n, (a, b)) in pairs.iter().enumerate() {
+        assert_eq!(a.data, b.data, "{kind} packet {n}: payloads differ");
+        assert_eq!(a.key, b.key, "{kind} packet {n}: keyframe flags differ");
+        if n > 0 {
+            let (step_a, step_b) = (a.dts_ms - pairs[n - 1].0.dts_ms, b.dts_ms - pairs[n - 1].1.dts_ms);
+            if (step_a - step_b).abs() > 1 {
+                uneven.push((n, step_a, step_b));
+            }
+        }
+    }
+    eprintln!("{kind}: {} packets compared, uneven steps {uneven:?}", pairs.len());
+    assert_one_clock_move_each(kind, &uneven);
+}
+
 /// Checks the uneven timestamp steps between two recordings of one camera, `(packet, step in one, step in the
 /// other)` in milliseconds. Each session's clock is moved once, when the camera's first RTCP sender report
 /// arrives and the demuxer lines its streams up by it (rtpdec, behind both readers); the server sends it at a
@@ -923,22 +944,7 @@ fn camgates_rtsp_reader_delivers_what_libavformats_does_packet_for_packet() {
     let lavf = recorded_packets(&dir.path().join("lavf.flv"));
     let own = recorded_packets(&dir.path().join("own.flv"));
     for video in [true, false] {
-        let pairs = aligned(&lavf, &own, video);
-        let kind = if video { "video" } else { "audio" };
-        assert!(pairs.len() >= if video { 50 } else { 80 }, "{kind}: only {} packets in common", pairs.len());
-        let mut uneven = Vec::new();
-        for (n, (a, b)) in pairs.iter().enumerate() {
-            assert_eq!(a.data, b.data, "{kind} packet {n}: payloads differ");
-            assert_eq!(a.key, b.key, "{kind} packet {n}: keyframe flags differ");
-            if n > 0 {
-                let (step_a, step_b) = (a.dts_ms - pairs[n - 1].0.dts_ms, b.dts_ms - pairs[n - 1].1.dts_ms);
-                if (step_a - step_b).abs() > 1 {
-                    uneven.push((n, step_a, step_b));
-                }
-            }
-        }
-        eprintln!("{kind}: {} packets compared, uneven steps {uneven:?}", pairs.len());
-        assert_one_clock_move_each(kind, &uneven);
+        assert_same_packets(if video { "video" } else { "audio" }, &lavf, &own, video);
     }
 }
 
@@ -1001,22 +1007,8 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
         assert_eq!(describe("lavf"), describe(camera), "{camera}: the streams as the server describes them");
         let other = read(camera);
         for video in [true, false] {
-            let pairs = aligned(&lavf, &other, video);
             let kind = format!("{camera}, {}", if video { "video" } else { "audio" });
-            assert!(pairs.len() >= if video { 50 } else { 80 }, "{kind}: only {} packets in common", pairs.len());
-            let mut uneven = Vec::new();
-            for (n, (a, b)) in pairs.iter().enumerate() {
-                assert_eq!(a.data, b.data, "{kind} packet {n}: payloads differ");
-                assert_eq!(a.key, b.key, "{kind} packet {n}: keyframe flags differ");
-                if n > 0 {
-                    let (step_a, step_b) = (a.dts_ms - pairs[n - 1].0.dts_ms, b.dts_ms - pairs[n - 1].1.dts_ms);
-                    if (step_a - step_b).abs() > 1 {
-                        uneven.push((n, step_a, step_b));
-                    }
-                }
-            }
-            eprintln!("{kind}: {} packets compared, uneven steps {uneven:?}", pairs.len());
-            assert_one_clock_move_each(&kind, &uneven);
+            assert_same_packets(&kind, &lavf, &other, video);
         }
     }
 }

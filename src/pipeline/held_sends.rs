@@ -44,8 +44,7 @@ impl HeldSends {
 impl Drop for HeldSends {
     fn drop(&mut self) {
         for outbox in self.outboxes.iter().filter_map(WeakOutbox::upgrade) {
-            outbox.hold(false);
-            outbox.send_held();
+            outbox.let_go();
         }
     }
 }

@@ -407,8 +407,7 @@ impl FlvOutput {
     /// Sends what is held and holds no more (`held_sends`): the output goes to a thread that reads no camera.
     pub(crate) fn stop_holding(&self) {
         if let Some(outbox) = &self.outbox {
-            outbox.hold(false);
-            outbox.send_held();
+            outbox.let_go();
         }
     }
 

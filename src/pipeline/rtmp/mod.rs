@@ -33,7 +33,8 @@ const SET_DATA_FRAME: &[u8] = b"\x02\x00\x0d@setDataFrame";
 /// A stream being published, written to as an FLV file: the muxer's custom I/O context writes here.
 pub(crate) struct Publisher {
     /// Shared with the output that owns the muxer, and with a reader that sends held media
-    /// (`pipeline::held_sends`); all on the camera's thread, so the lock is never contended.
+    /// (`pipeline::held_sends`); all on the camera's thread (the offline slate's takes the outputs over whole),
+    /// so the lock is not contended while packets flow.
     session: Outbox,
     /// FLV bytes of a tag not yet complete.
     pending: Vec<u8>,
@@ -141,6 +142,12 @@ impl Outbox {
         if let Ok(mut session) = self.0.try_lock() {
             session.send_held();
         }
+    }
+
+    /// Sends what is held and holds no more: every write sends at once from now on.
+    pub(crate) fn let_go(&self) {
+        self.hold(false);
+        self.send_held();
     }
 
     /// Sends everything queued, waiting as a write does.
