@@ -352,8 +352,16 @@ async fn passwords_never_appear_in_answers_or_metrics() {
     let reply = send(&app, form("/play_camera", &format!("id=secret&ip={}", urlencode(url)))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(!reply.text.contains("hunter2"));
-    // Let the worker fail a connection, so last_error is set too.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Once the worker has failed a connection, its error is in the answers too.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let reply = send(&app, get("/api/v1/cameras/secret")).await;
+        if reply.body["last_error"].as_str().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no connection failure reported: {}", reply.text);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for uri in ["/api/v1/cameras", "/api/v1/cameras/secret", "/metrics"] {
         let reply = send(&app, get(uri)).await;
         assert_eq!(reply.status, StatusCode::OK);
