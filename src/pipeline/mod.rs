@@ -570,6 +570,7 @@ impl<'a> Session<'a> {
                 Ok(()) => {
                     batch.after_read();
                     armed = false;
+                    drop_reference_time(&mut packet);
                 }
                 Err(_) if self.input_interrupter.check() == Some(Interruption::Fenced) => return Err(Halt::Fenced),
                 Err(ffmpeg_next::Error::Other { errno: ffmpeg_next::error::EAGAIN }) => {
@@ -988,6 +989,21 @@ fn attach_new_extradata(packet: &mut Packet, extradata: &[u8]) {
     }
 }
 
+/// Drops the producer reference time libavformat's RTP demuxer attaches to every packet once the camera's first
+/// RTCP report has come (`AV_PKT_DATA_PRFT`): no output of camgate's uses it, and each reference to the packet
+/// (the GOP cache, the preview, a second output) and each `av_write_frame` would copy it, an allocation and a
+/// free each time. A packet with other side data too (a new extradata, say) keeps all of it.
+fn drop_reference_time(packet: &mut Packet) {
+    use ffmpeg_next::packet::{Mut, side_data::Type};
+    let mut kinds = packet.side_data().map(|side| side.kind()).peekable();
+    if kinds.peek().is_none() || !kinds.all(|kind| kind == Type::PRFT) {
+        return;
+    }
+    // SAFETY: the packet is a valid AVPacket that owns its side data; av_packet_free_side_data frees it and
+    // leaves the packet without any, and nothing borrows it (the iterator above is gone).
+    unsafe { ffmpeg_next::ffi::av_packet_free_side_data(packet.as_mut_ptr()) };
+}
+
 /// A new reference to `packet`'s data: a pointer and a reference count, not a copy. (ffmpeg-next's `Clone`
 /// also calls `av_packet_make_writable`, which copies the payload.)
 fn share(packet: &Packet) -> Packet {
@@ -1008,5 +1024,44 @@ fn write_halt(stage: Stage, e: WriteError, interrupter: &Interrupter) -> Halt {
     match e {
         WriteError::Interrupted => Halt::from_interruptible(stage, ffmpeg_next::Error::Exit, interrupter),
         WriteError::Ffmpeg(source) => Halt::from_interruptible(stage, source, interrupter),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ffmpeg_next::Packet;
+    use ffmpeg_next::ffi::AVPacketSideDataType as Kind;
+    use ffmpeg_next::packet::{Mut, side_data::Type};
+
+    use super::drop_reference_time;
+
+    fn packet_with(kinds: &[Kind]) -> Packet {
+        let mut packet = Packet::new(16);
+        for &kind in kinds {
+            // SAFETY: a valid packet; av_packet_new_side_data allocates 8 bytes the packet owns, or returns null.
+            let side = unsafe { ffmpeg_next::ffi::av_packet_new_side_data(packet.as_mut_ptr(), kind, 8) };
+            assert!(!side.is_null(), "out of memory");
+        }
+        packet
+    }
+
+    fn kinds(packet: &Packet) -> Vec<Type> {
+        packet.side_data().map(|side| side.kind()).collect()
+    }
+
+    #[test]
+    fn a_packet_loses_its_reference_time_only_when_it_carries_nothing_else() {
+        let mut stamped = packet_with(&[Kind::AV_PKT_DATA_PRFT]);
+        drop_reference_time(&mut stamped);
+        assert_eq!(kinds(&stamped), []);
+        assert_eq!(stamped.size(), 16, "the payload stays");
+
+        let mut new_config = packet_with(&[Kind::AV_PKT_DATA_PRFT, Kind::AV_PKT_DATA_NEW_EXTRADATA]);
+        drop_reference_time(&mut new_config);
+        assert_eq!(kinds(&new_config), [Type::PRFT, Type::NewExtraData], "a new extradata is never lost");
+
+        let mut plain = packet_with(&[]);
+        drop_reference_time(&mut plain);
+        assert_eq!(kinds(&plain), []);
     }
 }
