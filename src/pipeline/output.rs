@@ -15,7 +15,7 @@ use tracing::info;
 use super::interleave::{Held, Interleaver};
 use super::interrupt::Interrupter;
 use super::rtmp::{Outbox, Publisher, RtmpError};
-use super::timestamps::TimestampGuard;
+use super::timestamps::{self, TimestampGuard};
 use crate::model::latency::LatencyHistogram;
 use crate::model::{OutputTarget, RtmpWriter};
 use crate::preview::{Channel, HubWriter};
@@ -293,9 +293,9 @@ impl FlvOutput {
         from: Rational,
         measure: Measure<'_>,
     ) -> Result<Written, WriteError> {
-        let out = match track {
-            Track::Video => self.video.as_mut(),
-            Track::Audio => self.audio.as_mut(),
+        let (out, other) = match track {
+            Track::Video => (self.video.as_mut(), self.audio.as_ref()),
+            Track::Audio => (self.audio.as_mut(), self.video.as_ref()),
         };
         let Some(out) = out else { return Ok(Written::Dropped) };
         // Checked before every packet: a node whose cluster lease may have expired writes nothing more.
@@ -322,6 +322,11 @@ impl FlvOutput {
         }
         let start = start.unwrap_or(0);
         let arrival = self.opened.elapsed().as_secs_f64() * f64::from(out.time_base.invert());
+        if let (Some(other), Some(raw)) = (other.filter(|o| o.time_base == out.time_base), raw_dts)
+            && timestamps::realign(&mut out.guard, &other.guard, raw - start, arrival as i64, per_tenth(out.time_base))
+        {
+            info!(stream = ?track, "back in step with the other stream after a clock move of the camera's");
+        }
         let repaired = out.guard.repair_live(
             packet.pts().map(|t| t - start),
             packet.dts().map(|t| t - start),
@@ -457,6 +462,12 @@ impl FlvOutput {
             None => Ok(()),
         }
     }
+}
+
+/// A tenth of a second in `time_base`: how much closer to the camera's timing a realignment must bring an
+/// output's two streams to be worth a jump in one of them (`timestamps::realign`).
+fn per_tenth(time_base: Rational) -> i64 {
+    (i64::from(time_base.denominator()) / i64::from(time_base.numerator().max(1)) / 10).max(1)
 }
 
 /// The packet's duration, or a 25 fps frame when it has none.

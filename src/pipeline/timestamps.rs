@@ -13,6 +13,15 @@
 //!   run ahead of the time that really passed between two packets by more than the jitter tolerance are a
 //!   jump, while a real gap (frames lost for two seconds, two seconds passed) is kept as it is;
 //! - PTS is shifted with DTS and never left below it.
+//!
+//! An output's two streams have a guard each, and one move of the camera's clock can reach them differently.
+//! Seen at 300 cameras on loaded camera servers: both streams' timestamps moved about 1 s forward in the output's
+//! first second; the audio, flowing steadily, made a jump that outran the clock (re-based away), while the
+//! video, stalled for as long, made it across a gap the clock allowed (kept). The streams then stayed that far
+//! apart: every video packet waited in the interleaving queue for audio behind it (up to the queue's 0.5 s), and
+//! the picture was that far from its sound (BENCHMARKS.md, "the latency tail at 300 cameras"). [`realign`] undoes
+//! it: when the camera's own timestamps have the two streams closer together than the output has them, the
+//! stream left behind takes the other's shift, one jump forward.
 
 /// Per-stream timestamp repair, in the stream's own time base.
 #[derive(Debug, Clone)]
@@ -24,6 +33,10 @@ pub struct TimestampGuard {
     last_arrival: Option<i64>,
     default_step: i64,
     discontinuities: u64,
+    /// The last packet's DTS as it came (before the shift), for [`realign`].
+    last_raw: Option<i64>,
+    /// Whether the next packet's move forward is one [`realign`] made, not to be judged a jump.
+    realigned: bool,
 }
 
 /// Timestamps after repair.
@@ -48,6 +61,8 @@ impl TimestampGuard {
             last_arrival: None,
             default_step: default_step.max(1),
             discontinuities: 0,
+            last_raw: None,
+            realigned: false,
         }
     }
 
@@ -74,7 +89,14 @@ impl TimestampGuard {
             None => self.max_gap,
         };
         self.last_arrival = Some(arrival);
+        self.last_raw = dts.or(pts);
         self.repair_inner(pts, dts, duration, max_forward)
+    }
+
+    /// How far the stream's timestamps as they came ran ahead of the clock at its last live packet (raw DTS
+    /// minus arrival, in the time base): comparable between two streams timed on the same clock.
+    fn raw_lead(&self) -> Option<i64> {
+        Some(self.last_raw? - self.last_arrival?)
     }
 
     fn repair_inner(&mut self, pts: Option<i64>, dts: Option<i64>, duration: i64, max_forward: i64) -> Repaired {
@@ -92,7 +114,10 @@ impl TimestampGuard {
             return Repaired { pts: dts, dts };
         };
         let mut dts = raw_dts + self.offset;
-        if dts > last + max_forward || dts < last - self.max_back {
+        if std::mem::take(&mut self.realigned) {
+            // The jump forward `realign` chose: kept, but never a step back.
+            dts = dts.max(last + 1);
+        } else if dts > last + max_forward || dts < last - self.max_back {
             self.offset += last + step - dts;
             self.discontinuities += 1;
             dts = last + step;
@@ -103,6 +128,32 @@ impl TimestampGuard {
         self.last_dts = Some(dts);
         Repaired { pts, dts }
     }
+}
+
+/// Before a live packet of one stream (its DTS as it came, `raw_dts`, at `arrival`) is repaired by `guard`:
+/// if the output's other stream, repaired by `other`, is shifted ahead of this one by more than `min_gain`, and
+/// taking the same shift would leave the two streams at least `min_gain` closer to how the camera timed them than
+/// they are now, this stream takes it — its timestamps jump forward once — and `true` is returned. All in one time
+/// base shared by both streams. See the module's documentation for when the shifts differ.
+///
+/// Only a stream behind is moved, and only forward: timestamps never go back, and a stream that was re-based on
+/// its own (a reset of its clock alone) is not pulled back into the other's, since the camera's timestamps put
+/// the two far apart there.
+pub fn realign(guard: &mut TimestampGuard, other: &TimestampGuard, raw_dts: i64, arrival: i64, min_gain: i64) -> bool {
+    let behind = other.offset - guard.offset;
+    let Some(other_lead) = other.raw_lead() else { return false };
+    if !guard.is_started() || behind <= min_gain {
+        return false;
+    }
+    // How far this stream runs ahead of the other as the camera timed them, and as the output has them now.
+    let as_timed = (raw_dts - arrival) - other_lead;
+    let as_written = as_timed - behind;
+    if as_timed.abs().saturating_add(min_gain) > as_written.abs() {
+        return false;
+    }
+    guard.offset = other.offset;
+    guard.realigned = true;
+    true
 }
 
 #[cfg(test)]
@@ -191,6 +242,70 @@ mod tests {
         // After a rebase the PTS/DTS distance is kept.
         let r = g.repair(Some(500_080), Some(500_000), 40);
         assert_eq!(r, Repaired { pts: 121, dts: 41 });
+    }
+
+    /// One live packet through `realign` and then its guard, as the output does: the DTS written.
+    fn live(g: &mut TimestampGuard, other: &TimestampGuard, dts: i64, arrival: i64) -> i64 {
+        realign(g, other, dts, arrival, 100);
+        g.repair_live(Some(dts), Some(dts), 0, arrival).dts
+    }
+
+    #[test]
+    fn a_clock_move_both_streams_make_leaves_them_together() {
+        // As measured at 300 cameras (ms): audio 35 ms ahead of video; at 239 ms the audio's timestamps move
+        // ~1 s forward while it flows (re-based away); the video stalls, then makes the same move after a gap
+        // the clock allows (kept), and catches up in a burst.
+        let (mut video, mut audio) = (guard(), guard());
+        for t in (0..4).map(|n| n * 40) {
+            assert_eq!(live(&mut video, &audio, t, t), t);
+            assert_eq!(live(&mut audio, &video, t + 35, t), t + 35);
+        }
+        let audio_raw = |t: i64| 1374 + (t - 239);
+        let rebased = live(&mut audio, &video, audio_raw(239), 239);
+        assert_eq!((rebased, audio.discontinuities()), (155 + 40, 1), "a jump that outruns the clock is re-based");
+        let shift = rebased - audio_raw(239);
+        for t in [260, 500, 1000] {
+            // The video is still stalled: as timed, the audio now runs far ahead of it, so nothing is moved.
+            assert_eq!(live(&mut audio, &video, audio_raw(t), t), audio_raw(t) + shift);
+        }
+        assert_eq!(live(&mut video, &audio, 1520, 1024), 1520, "the video's move after its gap is kept");
+        for (n, t) in (1..=16).map(|n| (n, 1024 + n)) {
+            assert_eq!(live(&mut video, &audio, 1520 + n * 40, t), 1520 + n * 40);
+        }
+        // The next audio packet takes the video's shift: one jump forward, back in step with the video.
+        assert_eq!(live(&mut audio, &video, audio_raw(1050), 1050), audio_raw(1050));
+        assert_eq!(audio.discontinuities(), 1, "a realignment is not counted as a discontinuity");
+        // And stays there.
+        assert_eq!(live(&mut audio, &video, 8030, 7000), 8030);
+        assert_eq!(live(&mut video, &audio, 8000, 7000), 8000);
+    }
+
+    #[test]
+    fn a_stream_reset_on_its_own_is_not_pulled_back() {
+        // The audio's clock alone goes back 60 s: re-based, which keeps the streams together; the video, now
+        // shifted less than the audio, is not moved onto the audio's shift, which would put them 60 s apart.
+        let (mut video, mut audio) = (guard(), guard());
+        for t in (0..5).map(|n| n * 40) {
+            live(&mut video, &audio, 60_000 + t, t);
+            live(&mut audio, &video, 60_010 + t, t);
+        }
+        assert_eq!(live(&mut audio, &video, 10, 200), 60_170 + 40, "re-based: one step after its last");
+        for t in (6..20).map(|n| n * 40) {
+            assert_eq!(live(&mut video, &audio, 60_000 + t, t), 60_000 + t, "the video is not moved");
+            assert_eq!(live(&mut audio, &video, 10 + (t - 200), t), 60_010 + t);
+        }
+    }
+
+    #[test]
+    fn shifts_a_little_apart_are_left_alone() {
+        // Both streams re-based on their own at a shared jump back, 30 ms apart: no jump for so little.
+        let (mut video, mut audio) = (guard(), guard());
+        video.repair_live(Some(5_000), Some(5_000), 0, 0);
+        audio.repair_live(Some(5_000), Some(5_000), 0, 0);
+        video.repair_live(Some(0), Some(0), 0, 40);
+        audio.repair_live(Some(30), Some(30), 0, 40);
+        assert!(!realign(&mut audio, &video, 60, 60, 100));
+        assert!(!realign(&mut video, &audio, 80, 80, 100));
     }
 
     #[test]
