@@ -85,7 +85,7 @@ impl TimestampGuard {
     /// base on any fixed origin, and a forward jump is one that outruns the clock.
     pub fn repair_live(&mut self, pts: Option<i64>, dts: Option<i64>, duration: i64, arrival: i64) -> Repaired {
         let max_forward = match self.last_arrival {
-            Some(last) => (arrival - last).max(0) + self.max_back,
+            Some(last) => arrival.saturating_sub(last).max(0).saturating_add(self.max_back),
             None => self.max_gap,
         };
         self.last_arrival = Some(arrival);
@@ -96,7 +96,7 @@ impl TimestampGuard {
     /// How far the stream's timestamps as they came ran ahead of the clock at its last live packet (raw DTS
     /// minus arrival, in the time base): comparable between two streams timed on the same clock.
     fn raw_lead(&self) -> Option<i64> {
-        Some(self.last_raw? - self.last_arrival?)
+        Some(self.last_raw?.saturating_sub(self.last_arrival?))
     }
 
     fn repair_inner(&mut self, pts: Option<i64>, dts: Option<i64>, duration: i64, max_forward: i64) -> Repaired {
@@ -109,22 +109,23 @@ impl TimestampGuard {
         };
         let Some(raw_dts) = dts.or(pts) else {
             // No timestamp at all: continue one step on, and let PTS follow.
-            let dts = last + step;
+            let dts = last.saturating_add(step);
             self.last_dts = Some(dts);
             return Repaired { pts: dts, dts };
         };
-        let mut dts = raw_dts + self.offset;
+        // Saturating throughout: a camera's timestamps can be anything.
+        let mut dts = raw_dts.saturating_add(self.offset);
         if std::mem::take(&mut self.realigned) {
             // The jump forward `realign` chose: kept, but never a step back.
-            dts = dts.max(last + 1);
-        } else if dts > last + max_forward || dts < last - self.max_back {
-            self.offset += last + step - dts;
+            dts = dts.max(last.saturating_add(1));
+        } else if dts > last.saturating_add(max_forward) || dts < last.saturating_sub(self.max_back) {
+            self.offset = self.offset.saturating_add(last.saturating_add(step).saturating_sub(dts));
             self.discontinuities += 1;
-            dts = last + step;
+            dts = last.saturating_add(step);
         } else if dts <= last {
-            dts = last + 1;
+            dts = last.saturating_add(1);
         }
-        let pts = pts.map_or(dts, |p| p + self.offset).max(dts);
+        let pts = pts.map_or(dts, |p| p.saturating_add(self.offset)).max(dts);
         self.last_dts = Some(dts);
         Repaired { pts, dts }
     }
@@ -140,15 +141,16 @@ impl TimestampGuard {
 /// its own (a reset of its clock alone) is not pulled back into the other's, since the camera's timestamps put
 /// the two far apart there.
 pub fn realign(guard: &mut TimestampGuard, other: &TimestampGuard, raw_dts: i64, arrival: i64, min_gain: i64) -> bool {
-    let behind = other.offset - guard.offset;
+    // Saturating throughout: a camera's timestamps can be anything.
+    let behind = other.offset.saturating_sub(guard.offset);
     let Some(other_lead) = other.raw_lead() else { return false };
     if !guard.is_started() || behind <= min_gain {
         return false;
     }
     // How far this stream runs ahead of the other as the camera timed them, and as the output has them now.
-    let as_timed = (raw_dts - arrival) - other_lead;
-    let as_written = as_timed - behind;
-    if as_timed.abs().saturating_add(min_gain) > as_written.abs() {
+    let as_timed = raw_dts.saturating_sub(arrival).saturating_sub(other_lead);
+    let as_written = as_timed.saturating_sub(behind);
+    if as_timed.unsigned_abs().saturating_add(min_gain.unsigned_abs()) > as_written.unsigned_abs() {
         return false;
     }
     guard.offset = other.offset;
@@ -293,6 +295,22 @@ mod tests {
         for t in (6..20).map(|n| n * 40) {
             assert_eq!(live(&mut video, &audio, 60_000 + t, t), 60_000 + t, "the video is not moved");
             assert_eq!(live(&mut audio, &video, 10 + (t - 200), t), 60_010 + t);
+        }
+    }
+
+    #[test]
+    fn extreme_timestamps_overflow_nothing() {
+        // Whatever a camera sends: no arithmetic overflow (a panic in debug builds, a wrap in release ones).
+        let (mut video, mut audio) = (guard(), guard());
+        video.repair_live(Some(i64::MAX), Some(i64::MAX), 0, 0);
+        audio.repair_live(Some(i64::MIN + 1), Some(i64::MIN + 1), 0, 0);
+        video.repair_live(Some(i64::MIN + 1), Some(i64::MIN + 1), 0, 40);
+        for (raw, arrival) in [(i64::MAX, 80), (i64::MIN + 1, i64::MAX), (0, i64::MIN + 1)] {
+            realign(&mut audio, &video, raw, arrival, 100);
+            audio.repair_live(Some(raw), Some(raw), i64::MAX, arrival);
+            realign(&mut video, &audio, raw, arrival, 100);
+            video.repair_live(Some(raw), None, 0, arrival);
+            video.repair_live(None, None, i64::MAX, arrival);
         }
     }
 
