@@ -41,6 +41,9 @@ struct OutStream {
     index: usize,
     time_base: Rational,
     guard: TimestampGuard,
+    /// A tenth of a second in `time_base`: how much closer to the camera's timing a realignment must bring the
+    /// output's two streams to be worth a jump in one of them (`timestamps::realign`).
+    realign_gain: i64,
 }
 
 /// An FLV output being written.
@@ -254,7 +257,12 @@ impl FlvOutput {
         unsafe {
             (*stream.parameters().as_mut_ptr()).codec_tag = 0;
         }
-        let out = OutStream { index: stream.index(), time_base: Rational(1, 1000), guard: TimestampGuard::new(0, 1) };
+        let out = OutStream {
+            index: stream.index(),
+            time_base: Rational(1, 1000),
+            guard: TimestampGuard::new(0, 1),
+            realign_gain: 100,
+        };
         match track {
             Track::Video => self.video = Some(out),
             Track::Audio => self.audio = Some(out),
@@ -276,6 +284,7 @@ impl FlvOutput {
             out.time_base = self.ctx.stream(out.index).map_or(out.time_base, |s| s.time_base());
             let per_second = i64::from(out.time_base.denominator()) / i64::from(out.time_base.numerator().max(1));
             out.guard = TimestampGuard::new(10 * per_second, (per_second / 50).max(1));
+            out.realign_gain = (per_second / 10).max(1);
         }
         let time_bases: Vec<Rational> = self.ctx.streams().map(|stream| stream.time_base()).collect();
         self.queue = Some(Interleaver::new(&time_bases, MAX_INTERLEAVE_DELTA));
@@ -323,7 +332,7 @@ impl FlvOutput {
         let start = start.unwrap_or(0);
         let arrival = self.opened.elapsed().as_secs_f64() * f64::from(out.time_base.invert());
         if let (Some(other), Some(raw)) = (other.filter(|o| o.time_base == out.time_base), raw_dts)
-            && timestamps::realign(&mut out.guard, &other.guard, raw - start, arrival as i64, per_tenth(out.time_base))
+            && timestamps::realign(&mut out.guard, &other.guard, raw - start, arrival as i64, out.realign_gain)
         {
             info!(stream = ?track, "back in step with the other stream after a clock move of the camera's");
         }
@@ -462,12 +471,6 @@ impl FlvOutput {
             None => Ok(()),
         }
     }
-}
-
-/// A tenth of a second in `time_base`: how much closer to the camera's timing a realignment must bring an
-/// output's two streams to be worth a jump in one of them (`timestamps::realign`).
-fn per_tenth(time_base: Rational) -> i64 {
-    (i64::from(time_base.denominator()) / i64::from(time_base.numerator().max(1)) / 10).max(1)
 }
 
 /// The packet's duration, or a 25 fps frame when it has none.
