@@ -1,8 +1,8 @@
 //! Cameras as they are in the field, against the fixture RTSP server's misbehaving mounts and nginx-rtmp:
 //! a camera that refuses interleaved TCP (461), RTSP failures that must read as advice (401, 403, 404, 503,
 //! refused), the HTTP tunnel, a warm on-demand camera whose first viewer starts from the cached keyframe of a
-//! 10 s GOP, audio that starts late and goes missing, and a resolution that changes mid-stream. What arrives
-//! at nginx is read back with libavformat.
+//! 10 s GOP, audio that starts late and goes missing, a clock that moves while the video stalls, and a
+//! resolution that changes mid-stream. What arrives at nginx is read back with libavformat.
 
 mod common;
 
@@ -16,8 +16,8 @@ use camgate::{
     AudioMode, CameraId, CameraStatus, RtspReader, StreamSpec, Supervisor, Transport, VideoMode, WorkerState,
 };
 use common::{
-    FreezableRelay, ProbeOptions, RtmpServer, RtspOptions, RtspServer, decode, first_video_packet, free_port, mount,
-    poll_for, probe, record_viewer, wait_for,
+    ClockMove, ClockMoveRelay, FreezableRelay, ProbeOptions, RtmpServer, RtspOptions, RtspServer, decode,
+    first_video_packet, free_port, mount, poll_for, probe, record_viewer, wait_for,
 };
 
 fn id(s: &str) -> CameraId {
@@ -384,6 +384,66 @@ fn late_and_missing_audio_never_stall_the_video() {
     let decoded = decode(&rtmp.url("livestreamlate"), 6.0, Duration::from_secs(30)).unwrap();
     assert_eq!(decoded.errors, 0, "{decoded:?}");
     assert!(decoded.audio_frames > 200, "about 47 AAC frames a second at 48 kHz: {decoded:?}");
+}
+
+/// A camera whose clock moves a second forward while its video stalls for as long, as camera servers under
+/// load do: the audio's jump arrives at once and is re-based away, the video's arrives with the stall and is
+/// kept, as time really passed. Left so, the output has the picture a second ahead of its sound: every video
+/// packet waits in the interleaving queue for audio (up to the queue's 0.5 s) and a viewer reads the two
+/// streams that far apart. camgate realigns them (`pipeline::timestamps::realign`): the audio takes the video's
+/// jump. Both readers.
+#[test]
+fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
+    let rtsp = RtspServer::start();
+    let rtmp = RtmpServer::start();
+    let supervisor = supervisor();
+    let clock_move =
+        ClockMove { after: Duration::from_secs(3), jump: Duration::from_secs(1), video_stall: Duration::from_secs(1) };
+    let cameras = [("clocklavf", RtspReader::Ffmpeg), ("clockown", RtspReader::Buffered)];
+    let relays: Vec<ClockMoveRelay> = cameras
+        .iter()
+        .map(|&(camera, reader)| {
+            let relay = ClockMoveRelay::start(rtsp.port(), clock_move);
+            let mut spec = spec(camera, &relay.url(mount::H264_AAC), &rtmp);
+            // The relay sees interleaved media only.
+            spec.transport = Transport::Tcp;
+            spec.rtsp_reader = reader;
+            supervisor.start_blocking(spec).unwrap();
+            relay
+        })
+        .collect();
+    for ((camera, _), relay) in cameras.iter().zip(&relays) {
+        wait_for(Duration::from_secs(30), &format!("{camera}'s held video to be released"), || {
+            (relay.video_released() > 0).then_some(())
+        });
+        let (video, audio) = relay.shifted();
+        assert!(video > 0 && audio > 0, "{camera}: both streams' clocks moved: {video} video, {audio} audio packets");
+    }
+    // Read from after the move on: a second stream apart shows as the interleaving queue's bound, 0.5 s.
+    let readers: Vec<_> = cameras
+        .iter()
+        .map(|&(camera, _)| {
+            let url = rtmp.url(&format!("livestream{camera}"));
+            thread::spawn(move || {
+                probe(&url, ProbeOptions::default().with_media_seconds(4.0).with_deadline(Duration::from_secs(30)))
+            })
+        })
+        .collect();
+    for ((camera, _), reader) in cameras.iter().zip(readers) {
+        let report = reader.join().expect("reader thread").unwrap_or_else(|e| panic!("{camera}: {e}"));
+        let video = report.video.as_ref().expect("video");
+        let audio = report.audio.as_ref().expect("audio");
+        assert!(video.stats.dts_monotonic(), "{camera}: {:?}", video.stats.first_dts_violation);
+        assert!(audio.stats.dts_monotonic(), "{camera}: {:?}", audio.stats.first_dts_violation);
+        assert!(video.stats.packets >= 75 && audio.stats.packets >= 75, "{camera}: {report:?}");
+        let gap = report.max_av_dts_gap.expect("both streams");
+        assert!(gap < 0.25, "{camera}: audio and video {gap:.3} s apart after the camera's clock moved");
+        let status = supervisor.status(&id(camera)).unwrap();
+        assert_eq!(status.state, WorkerState::Running, "{camera}: {status:?}");
+    }
+    for (camera, _) in cameras {
+        supervisor.stop_blocking(&id(camera)).unwrap();
+    }
 }
 
 #[test]

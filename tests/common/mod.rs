@@ -5,6 +5,7 @@
 //! - [`RtmpServer`]: a private nginx-rtmp to publish to and play from.
 //! - [`Etcd`]: a private single-member etcd, for cluster tests.
 //! - [`SilentServer`]: a camera that accepts TCP and never answers.
+//! - [`ClockMoveRelay`]: a camera whose clock moves forward while its video stalls.
 //! - [`probe`]: what a viewer of an RTMP/RTSP URL or an .flv file gets.
 //! - [`wait_for`]: polling a condition with a deadline.
 //! - [`ChildGuard`]: a child process that dies with the test binary.
@@ -17,6 +18,7 @@
 // it; without these, every unused helper would fail `clippy -D warnings`.
 #![allow(dead_code, unused_imports)]
 
+pub mod clock_move;
 pub mod etcd;
 pub mod net;
 pub mod poll;
@@ -26,6 +28,7 @@ pub mod process;
 pub mod rtmp;
 pub mod rtsp;
 
+pub use clock_move::{ClockMove, ClockMoveRelay};
 pub use etcd::Etcd;
 pub use net::{FreezableRelay, SilentServer, free_port, wait_for_port};
 pub use poll::{poll_for, wait_for};
