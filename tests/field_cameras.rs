@@ -391,7 +391,7 @@ fn late_and_missing_audio_never_stall_the_video() {
 /// kept, as time really passed. Left so, the output has the picture a second ahead of its sound: every video
 /// packet waits in the interleaving queue for audio (up to the queue's 0.5 s) and a viewer reads the two
 /// streams that far apart. camgate realigns them (`pipeline::timestamps::realign`): the audio takes the video's
-/// jump. Both readers.
+/// jump. Both readers, copied and transcoded.
 #[test]
 fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
     let rtsp = RtspServer::start();
@@ -399,12 +399,17 @@ fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
     let supervisor = supervisor();
     let clock_move =
         ClockMove { after: Duration::from_secs(3), jump: Duration::from_secs(1), video_stall: Duration::from_secs(1) };
-    let cameras = [("clocklavf", RtspReader::Ffmpeg), ("clockown", RtspReader::Buffered)];
+    // H.264 copied by either reader, and H.265 transcoded (its output timestamps come from the encoder).
+    let cameras = [
+        ("clocklavf", RtspReader::Ffmpeg, mount::H264_AAC),
+        ("clockown", RtspReader::Buffered, mount::H264_AAC),
+        ("clockhevc", RtspReader::Ffmpeg, mount::H265),
+    ];
     let relays: Vec<ClockMoveRelay> = cameras
         .iter()
-        .map(|&(camera, reader)| {
+        .map(|&(camera, reader, path)| {
             let relay = ClockMoveRelay::start(rtsp.port(), clock_move);
-            let mut spec = spec(camera, &relay.url(mount::H264_AAC), &rtmp);
+            let mut spec = spec(camera, &relay.url(path), &rtmp);
             // The relay sees interleaved media only.
             spec.transport = Transport::Tcp;
             spec.rtsp_reader = reader;
@@ -412,7 +417,7 @@ fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
             relay
         })
         .collect();
-    for ((camera, _), relay) in cameras.iter().zip(&relays) {
+    for ((camera, ..), relay) in cameras.iter().zip(&relays) {
         wait_for(Duration::from_secs(30), &format!("{camera}'s held video to be released"), || {
             (relay.video_released() > 0).then_some(())
         });
@@ -422,17 +427,18 @@ fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
     // Read from after the move on: a second stream apart shows as the interleaving queue's bound, 0.5 s.
     let readers: Vec<_> = cameras
         .iter()
-        .map(|&(camera, _)| {
+        .map(|&(camera, ..)| {
             let url = rtmp.url(&format!("livestream{camera}"));
             thread::spawn(move || {
                 probe(&url, ProbeOptions::default().with_media_seconds(4.0).with_deadline(Duration::from_secs(30)))
             })
         })
         .collect();
-    for ((camera, _), reader) in cameras.iter().zip(readers) {
+    for ((camera, ..), reader) in cameras.iter().zip(readers) {
         let report = reader.join().expect("reader thread").unwrap_or_else(|e| panic!("{camera}: {e}"));
         let video = report.video.as_ref().expect("video");
         let audio = report.audio.as_ref().expect("audio");
+        assert_eq!(video.codec, "h264", "{camera}");
         assert!(video.stats.dts_monotonic(), "{camera}: {:?}", video.stats.first_dts_violation);
         assert!(audio.stats.dts_monotonic(), "{camera}: {:?}", audio.stats.first_dts_violation);
         assert!(video.stats.packets >= 75 && audio.stats.packets >= 75, "{camera}: {report:?}");
@@ -441,7 +447,7 @@ fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
         let status = supervisor.status(&id(camera)).unwrap();
         assert_eq!(status.state, WorkerState::Running, "{camera}: {status:?}");
     }
-    for (camera, _) in cameras {
+    for (camera, ..) in cameras {
         supervisor.stop_blocking(&id(camera)).unwrap();
     }
 }
