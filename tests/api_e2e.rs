@@ -139,6 +139,14 @@ async fn play_stream_stats_stop() {
         .and_then(|n| n.parse::<u64>().ok());
     assert_eq!(all, Some(count), "the +Inf bucket holds every packet");
     assert!(count > 100, "every video packet written is counted: {count}");
+    // Timestamp repairs are counted in both places, whatever this camera needed.
+    for name in ["timestamp_discontinuities", "timestamp_realignments"] {
+        let in_status = camera["totals"][name].as_u64().unwrap_or_else(|| panic!("totals.{name}\n{camera}"));
+        let series = format!("camgate_camera_{name}_total{{camera=\"e2e\"}} ");
+        let in_metrics =
+            metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|n| n.parse::<u64>().ok());
+        assert!(in_metrics.is_some_and(|n| n >= in_status), "{series}: {in_metrics:?}, status {in_status}\n{metrics}");
+    }
 
     let (status, body) = gateway.form("/stop_camera", &[("id", "e2e")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");

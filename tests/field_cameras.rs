@@ -446,6 +446,9 @@ fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
         assert!(gap < 0.25, "{camera}: audio and video {gap:.3} s apart after the camera's clock moved");
         let status = supervisor.status(&id(camera)).unwrap();
         assert_eq!(status.state, WorkerState::Running, "{camera}: {status:?}");
+        // The audio's jump was re-based, then the audio took the video's: both counted in the status.
+        assert!(status.totals.timestamp_discontinuities >= 1, "{camera}: {:?}", status.totals);
+        assert!(status.totals.timestamp_realignments >= 1, "{camera}: {:?}", status.totals);
     }
     for (camera, ..) in cameras {
         supervisor.stop_blocking(&id(camera)).unwrap();

@@ -442,6 +442,7 @@ fn jumping_camera_timestamps_are_repaired() {
     });
     let status = supervisor.status(&id("jumpy")).unwrap();
     assert_eq!(status.state, WorkerState::Running, "a timestamp jump does not stop the camera");
+    assert!(status.totals.timestamp_discontinuities >= 1, "the jump is counted: {:?}", status.totals);
     supervisor.stop_blocking(&id("jumpy")).unwrap();
 }
 

@@ -97,7 +97,7 @@ fn write_cameras(out: &mut String, cameras: &[CameraStatus], max: usize) {
         let _ = writeln!(out, "camgate_camera_state{{camera=\"{}\",state=\"{name}\"}} 1", camera.id);
     }
     type Value = fn(&CameraStatus) -> f64;
-    let series: [(&str, &str, &str, Value); 12] = [
+    let series: [(&str, &str, &str, Value); 14] = [
         ("camgate_camera_fps_in", "gauge", "Video packets per second read from the camera.", |c| c.rates.fps_in),
         ("camgate_camera_fps_out", "gauge", "Video frames per second written to the output.", |c| c.rates.fps_out),
         ("camgate_camera_bitrate_kbps", "gauge", "Output bitrate in kbit/s.", |c| c.rates.bitrate_kbps),
@@ -121,6 +121,18 @@ fn write_cameras(out: &mut String, cameras: &[CameraStatus], max: usize) {
             c.totals.audio_dropped as f64
         }),
         ("camgate_camera_bytes_out_total", "counter", "Bytes written to the output.", |c| c.totals.bytes_out as f64),
+        (
+            "camgate_camera_timestamp_discontinuities_total",
+            "counter",
+            "Jumps in the camera's timestamps re-based in the output.",
+            |c| c.totals.timestamp_discontinuities as f64,
+        ),
+        (
+            "camgate_camera_timestamp_realignments_total",
+            "counter",
+            "Times the output's audio and video were put back in step after the camera's clock moved.",
+            |c| c.totals.timestamp_realignments as f64,
+        ),
         ("camgate_camera_restarts_total", "counter", "Failed sessions since the camera was started.", |c| {
             f64::from(c.restarts)
         }),

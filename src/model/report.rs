@@ -30,6 +30,13 @@ pub struct Counters {
     pub audio_dropped: AtomicU64,
     /// Payload bytes written to the output.
     pub bytes_out: AtomicU64,
+    /// Jumps in the camera's timestamps re-based to keep the output's streams continuous (a camera's clock
+    /// reset or moved, a wrap, a server re-seeking a shared stream), audio and video together: by the main
+    /// output, or for a transcoded stream already before its encoder.
+    pub timestamp_discontinuities: AtomicU64,
+    /// Times one of the main output's streams took the other's shift to stay in step with it after the
+    /// camera's clock moved (`pipeline::timestamps::realign`).
+    pub timestamp_realignments: AtomicU64,
     /// Video packet latency through camgate (read from the camera → written to the first output's muxer).
     pub latency: super::latency::LatencyHistogram,
 }
@@ -54,6 +61,8 @@ impl Counters {
             video_dropped: get(&self.video_dropped),
             audio_dropped: get(&self.audio_dropped),
             bytes_out: get(&self.bytes_out),
+            timestamp_discontinuities: get(&self.timestamp_discontinuities),
+            timestamp_realignments: get(&self.timestamp_realignments),
             latency: self.latency.snapshot(),
         }
     }
@@ -80,6 +89,12 @@ pub struct Totals {
     pub audio_dropped: u64,
     /// Bytes written to the output.
     pub bytes_out: u64,
+    /// Jumps in the camera's timestamps re-based in the output, audio and video together.
+    #[serde(default)]
+    pub timestamp_discontinuities: u64,
+    /// Times the output's audio and video were put back in step after the camera's clock moved.
+    #[serde(default)]
+    pub timestamp_realignments: u64,
     /// Video packet latency counts (exported by `/metrics`; the status shows p50/p99 in `rates`).
     #[serde(skip)]
     #[schema(ignore)]

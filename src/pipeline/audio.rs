@@ -123,6 +123,11 @@ impl AudioTranscoder {
         self.encoder.time_base()
     }
 
+    /// Jumps in the decoded frames' timestamps re-based before the encoder so far.
+    pub fn timestamp_discontinuities(&self) -> u64 {
+        self.guard.discontinuities()
+    }
+
     /// Feeds one packet. Returns the number of decoded frames, or `None` if the decoder rejected the packet.
     pub fn decode(&mut self, packet: &Packet, emit: &mut Emit<'_>) -> Result<Option<u64>, super::Halt> {
         if self.decoder.send_packet(packet).is_err() {

@@ -754,8 +754,10 @@ impl<'a> Session<'a> {
             }
             VideoPath::Transcode(transcoder) => {
                 let time_base = transcoder.time_base();
+                let discontinuities = transcoder.timestamp_discontinuities();
                 let outcome = transcoder.decode(&packet, read_at, &mut |p, read| emit(p, time_base, read))?;
                 Counters::add(&counters.video_frames_decoded, outcome.frames);
+                count_rebased(counters, transcoder.timestamp_discontinuities() - discontinuities);
                 if outcome.rejected {
                     Counters::add(&counters.video_dropped, 1);
                 }
@@ -794,7 +796,10 @@ impl<'a> Session<'a> {
             Some(AudioPath::Copy { .. }) => emit(&mut packet, self.audio_time_base),
             Some(AudioPath::Transcode(transcoder)) => {
                 let time_base = transcoder.time_base();
-                match transcoder.decode(&packet, &mut |p| emit(p, time_base)) {
+                let discontinuities = transcoder.timestamp_discontinuities();
+                let decoded = transcoder.decode(&packet, &mut |p| emit(p, time_base));
+                count_rebased(counters, transcoder.timestamp_discontinuities() - discontinuities);
+                match decoded {
                     Ok(Some(frames)) => {
                         Counters::add(&counters.audio_frames_decoded, frames);
                         Ok(())
@@ -852,6 +857,13 @@ enum Delivery {
     Dropped,
 }
 
+/// Counts timestamp jumps a transcoder re-based while it handled one packet (rarely any: no atomic add then).
+fn count_rebased(counters: &Counters, rebased: u64) {
+    if rebased > 0 {
+        Counters::add(&counters.timestamp_discontinuities, rebased);
+    }
+}
+
 /// Writes one packet to every output and counts it once (as out when no output runs: it reached the end of
 /// the pipeline, the camera's GOP cache).
 fn deliver(
@@ -872,7 +884,7 @@ fn deliver(
     };
     // The first output (the RTMP output, when connected) counts the latency; audio writes too carry the
     // histogram, as video waiting for audio leaves with them.
-    let measure = Measure { read, into: Some(&counters.latency) };
+    let measure = Measure { read, into: Some(counters) };
     let last_measure = if others.is_empty() { measure } else { Measure::NONE };
     // A failed write is explained by the failing output's own interrupter (a warm camera's output and the
     // preview's muxer each have one).

@@ -17,7 +17,7 @@ use super::interrupt::Interrupter;
 use super::rtmp::{Outbox, Publisher, RtmpError};
 use super::timestamps::{self, TimestampGuard};
 use crate::model::latency::LatencyHistogram;
-use crate::model::{OutputTarget, RtmpWriter};
+use crate::model::{Counters, OutputTarget, RtmpWriter};
 use crate::preview::{Channel, HubWriter};
 
 /// Which of the (at most two) output streams a packet belongs to.
@@ -95,15 +95,16 @@ enum Order {
 const MAX_INTERLEAVE_DELTA: Duration = Duration::from_millis(500);
 
 /// How a packet handed to [`FlvOutput::write`] is measured: when the camera packet it comes from was read,
-/// and the histogram that counts how long a video packet took until the muxer had it. One output per camera
-/// measures; writes to the others, and writes of packets that were not just read, pass [`Measure::NONE`].
+/// and the camera's counters, where the output counts how long a video packet took until the muxer had it and
+/// the timestamp repairs the packet needed. One output per camera measures; writes to the others, and writes
+/// of packets that were not just read, pass [`Measure::NONE`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Measure<'a> {
     /// When the camera packet was read (video only; `None` when not known).
     pub read: Option<Instant>,
     /// Where this output counts the latency of the video packets it writes during this call (earlier
-    /// packets that leave the queue now included).
-    pub into: Option<&'a LatencyHistogram>,
+    /// packets that leave the queue now included) and the packet's timestamp repairs.
+    pub into: Option<&'a Counters>,
 }
 
 impl Measure<'_> {
@@ -335,13 +336,21 @@ impl FlvOutput {
             && timestamps::realign(&mut out.guard, &other.guard, raw - start, arrival as i64, out.realign_gain)
         {
             info!(stream = ?track, "back in step with the other stream after a clock move of the camera's");
+            if let Some(counters) = measure.into {
+                Counters::add(&counters.timestamp_realignments, 1);
+            }
         }
+        let discontinuities = out.guard.discontinuities();
         let repaired = out.guard.repair_live(
             packet.pts().map(|t| t - start),
             packet.dts().map(|t| t - start),
             packet.duration(),
             arrival as i64,
         );
+        let rebased = out.guard.discontinuities() - discontinuities;
+        if let (Some(counters), true) = (measure.into, rebased > 0) {
+            Counters::add(&counters.timestamp_discontinuities, rebased);
+        }
         packet.set_pts(Some(repaired.pts));
         packet.set_dts(Some(repaired.dts));
         packet.set_stream(out.index);
@@ -371,7 +380,7 @@ impl FlvOutput {
                     return Ok(Written::Dropped);
                 }
                 while let Some(held) = self.queue.as_mut().and_then(Interleaver::pop_ready) {
-                    self.write_now(held, measure.into)?;
+                    self.write_now(held, measure.into.map(|c| &c.latency))?;
                 }
             }
             #[cfg(test)]
@@ -650,14 +659,14 @@ mod tests {
         for (stream, packet) in input.packets() {
             if stream.index() == 0 { video.push(packet) } else { audio.push(packet) }
         }
-        let histogram = LatencyHistogram::default();
-        let counted = || histogram.snapshot().count();
+        let counters = Counters::default();
+        let counted = || counters.latency.snapshot().count();
         let seconds = |packet: &Packet, track| {
             packet.dts().unwrap() as f64 * f64::from(time_bases[usize::from(track == Track::Audio)])
         };
         let mut write = |track, packet: &Packet| {
             let time_base = time_bases[usize::from(track == Track::Audio)];
-            let measure = Measure { read: Some(Instant::now()), into: Some(&histogram) };
+            let measure = Measure { read: Some(Instant::now()), into: Some(&counters) };
             output.write(track, &mut packet.clone(), time_base, measure).unwrap();
         };
         write(Track::Video, &video[0]);

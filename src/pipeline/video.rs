@@ -195,6 +195,12 @@ impl Transcoder {
         self.time_base
     }
 
+    /// Jumps in the decoded frames' timestamps re-based before the encoder so far (beyond what the output's
+    /// own repair would see: the encoder's timestamps are continuous).
+    pub fn timestamp_discontinuities(&self) -> u64 {
+        self.frame_guard.discontinuities()
+    }
+
     /// The encoder's parameters, for the output stream.
     pub fn parameters(&self) -> codec::Parameters {
         codec::Parameters::from(&self.encoder)
