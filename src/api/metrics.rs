@@ -124,7 +124,7 @@ fn write_cameras(out: &mut String, cameras: &[CameraStatus], max: usize) {
         (
             "camgate_camera_timestamp_discontinuities_total",
             "counter",
-            "Jumps in the camera's timestamps re-based in the output.",
+            "Jumps in the camera's timestamps that camgate re-based.",
             |c| c.totals.timestamp_discontinuities as f64,
         ),
         (

@@ -89,7 +89,7 @@ pub struct Totals {
     pub audio_dropped: u64,
     /// Bytes written to the output.
     pub bytes_out: u64,
-    /// Jumps in the camera's timestamps re-based in the output, audio and video together.
+    /// Jumps in the camera's timestamps that camgate re-based, audio and video together.
     #[serde(default)]
     pub timestamp_discontinuities: u64,
     /// Times the output's audio and video were put back in step after the camera's clock moved.
