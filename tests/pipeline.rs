@@ -981,10 +981,18 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
         let stopped = supervisor.stop_blocking(&id(camera)).unwrap();
         assert!(stopped.last_error.is_none(), "{camera}: {:?}", stopped.last_error);
     }
-    // The server closes a recording when its publisher has gone (deleteStream, or the connection's end).
+    // The server closes a recording when its publisher has gone (deleteStream, or the connection's end), and
+    // may still be writing its last tags when the publisher's stop has returned: a recording is read once its
+    // size has held for three polls (a read mid-tag would see a truncated last packet).
     let read = |camera: &str| {
-        wait_for(Duration::from_secs(10), "the server's recording", || {
-            let packets = std::panic::catch_unwind(|| recorded_packets(&rtmp.recording(camera))).ok()?;
+        let path = rtmp.recording(camera);
+        let mut sizes: Vec<u64> = Vec::new();
+        wait_for(Duration::from_secs(10), "the server's recording, complete", || {
+            sizes.push(std::fs::metadata(&path).map_or(0, |m| m.len()));
+            if sizes.len() < 3 || sizes[sizes.len() - 3..].iter().any(|&size| size != sizes[sizes.len() - 1]) {
+                return None;
+            }
+            let packets = std::panic::catch_unwind(|| recorded_packets(&path)).ok()?;
             (packets.iter().filter(|p| p.video).count() >= 100).then_some(packets)
         })
     };

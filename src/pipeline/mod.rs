@@ -596,6 +596,11 @@ impl<'a> Session<'a> {
             }
             self.follow_viewers()?;
             let index = packet.stream();
+            if index == self.video_index
+                && let Some(reader) = self.rtsp_session.as_mut()
+            {
+                reader.restore_parameter_sets(&mut packet);
+            }
             let bytes = packet.size();
             if index == self.video_index {
                 Counters::add(&counters.video_packets_in, 1);

@@ -13,12 +13,17 @@
 //! UDP and HTTP tunnelling, redirects, cameras whose media share a payload type. A camera that refuses TCP
 //! (461) fails as it does with libavformat, so `transport = "auto"` falls back to UDP as before.
 //!
+//! Seeing the packets before libavformat also lets it spare libavformat's H.264 parser the picture parameter
+//! set most cameras repeat at every keyframe, and put it back after ([`parameter_sets`]).
+//!
 //! Layout: [`framing`] cuts the byte stream, [`sdp`] reads the description, [`auth`] answers 401s,
-//! [`connection`] runs the session, and this file joins it to libavformat.
+//! [`connection`] runs the session, [`parameter_sets`] handles the repeated PPS, and this file joins it to
+//! libavformat.
 
 mod auth;
 mod connection;
 mod framing;
+mod parameter_sets;
 mod sdp;
 
 use std::os::raw::{c_int, c_void};
@@ -30,6 +35,7 @@ use ffmpeg_next::ffi;
 
 use self::connection::Connection;
 pub(crate) use self::connection::RtspError;
+use self::parameter_sets::RepeatedPps;
 use super::interrupt::Interrupter;
 use super::rtmp::Outbox;
 
@@ -55,6 +61,8 @@ struct Bridge {
     reading_packets: bool,
     /// The last error, for the camera's diagnosis.
     error: Option<RtspError>,
+    /// Repeated H.264 PPS kept from libavformat's parser (see [`parameter_sets`]).
+    parameter_sets: RepeatedPps,
 }
 
 /// A playing session joined to a custom I/O context, for a format context to read. Must outlive that
@@ -68,9 +76,16 @@ impl Attached {
     /// Plays `url` (its host settled by the caller) and makes the I/O context.
     pub(crate) fn play(url: &str, interrupter: &Arc<Interrupter>) -> Result<Attached, RtspError> {
         let (connection, sdp) = Connection::play(url, interrupter)?;
+        let parameter_sets = RepeatedPps::new(&sdp);
         let description = [LEADING_BLANK, &sdp].concat();
-        let bridge =
-            Box::into_raw(Box::new(Bridge { connection, description, read: 0, reading_packets: false, error: None }));
+        let bridge = Box::into_raw(Box::new(Bridge {
+            connection,
+            description,
+            read: 0,
+            reading_packets: false,
+            error: None,
+            parameter_sets,
+        }));
         // SAFETY: av_malloc's block is given to the new context, which owns it from then on (freed in `Drop`);
         // `bridge` stays valid until `Drop`, after the context is gone. The callbacks match the signature
         // libavformat calls.
@@ -112,6 +127,25 @@ impl Attached {
         // SAFETY: as in `take_error`: `bridge` is valid until `Drop`, and no read is running while the caller
         // holds `&mut self`.
         unsafe { (*self.bridge).connection.hold_sends(outbox) }
+    }
+
+    /// Puts back, in a video packet the demuxer handed out, the repeated PPS this reader kept from its parser
+    /// (see [`parameter_sets`]): from then on the packet is byte for byte what the camera sent.
+    pub(crate) fn restore_parameter_sets(&mut self, packet: &mut ffmpeg_next::Packet) {
+        use ffmpeg_next::packet::Mut;
+        // SAFETY: as in `take_error`: `bridge` is valid until `Drop`, and no read is running while the caller
+        // holds `&mut self`.
+        let repeats = unsafe { &mut (*self.bridge).parameter_sets };
+        if !repeats.is_waiting() {
+            return;
+        }
+        // SAFETY: `packet` is a valid AVPacket the caller owns; this gives it data of its own if it shares it.
+        if unsafe { ffi::av_packet_make_writable(packet.as_mut_ptr()) } < 0 {
+            return;
+        }
+        if let Some(data) = packet.data_mut() {
+            repeats.restore(data);
+        }
     }
 
     /// The error that ended the last read, if it was the session's.
@@ -164,7 +198,10 @@ unsafe extern "C" fn read(opaque: *mut c_void, buf: *mut u8, size: c_int) -> c_i
         bridge.reading_packets = true;
     }
     match catch_unwind(AssertUnwindSafe(|| bridge.connection.read_packet(out))) {
-        Ok(Ok(n)) => n as c_int,
+        Ok(Ok(n)) => {
+            bridge.parameter_sets.hide(&mut out[..n]);
+            n as c_int
+        }
         Ok(Err(error)) => {
             let code = error.to_ffmpeg().into();
             bridge.error = Some(error);
