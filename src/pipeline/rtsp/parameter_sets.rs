@@ -28,6 +28,11 @@ const PPS_TO_AUD: u8 = NAL_PPS ^ NAL_AUD;
 /// Disguised PPS waiting to be put back. They come back within an access unit or two; more waiting means the
 /// demuxer did something unforeseen, and the reader stops disguising for the session.
 const MAX_WAITING: usize = 8;
+/// Access units that may pass without the oldest disguised PPS before it counts as lost. It usually comes in
+/// the first or second after its own packets were read, but stream probing reads ahead (up to a second of
+/// video, handed out afterwards), so the allowance is ten seconds at 25 fps. Then the reader stops disguising:
+/// it would otherwise scan every access unit for a PPS that will not come.
+const MAX_MISSES: u32 = 250;
 
 /// One session's disguised repeats (see the module's doc).
 #[derive(Debug, Default)]
@@ -38,6 +43,8 @@ pub(crate) struct RepeatedPps {
     last_pps: Vec<u8>,
     /// Disguised PPS, as they now read (NAL type 9), oldest first.
     waiting: VecDeque<Vec<u8>>,
+    /// Access units scanned in vain since a disguised PPS was last put back.
+    misses: u32,
     /// Set when one could not be put back in time: from then on everything passes untouched.
     given_up: bool,
 }
@@ -74,8 +81,7 @@ impl RepeatedPps {
             }
             Some(NAL_PPS) if !self.last_pps.is_empty() && nal == self.last_pps.as_slice() => {
                 if self.waiting.len() >= MAX_WAITING {
-                    self.given_up = true;
-                    tracing::warn!("repeated H.264 parameter sets are no longer kept from the parser (not put back)");
+                    self.give_up();
                     return;
                 }
                 nal[0] ^= PPS_TO_AUD;
@@ -111,7 +117,21 @@ impl RepeatedPps {
                 at = nal + 1;
             }
         }
+        if restored > 0 {
+            self.misses = 0;
+        } else if self.is_waiting() {
+            self.misses += 1;
+            if self.misses > MAX_MISSES {
+                self.give_up();
+            }
+        }
         restored
+    }
+
+    fn give_up(&mut self) {
+        self.given_up = true;
+        self.waiting.clear();
+        tracing::warn!("a disguised H.264 PPS did not come back from the demuxer: repeats now reach its parser");
     }
 }
 
@@ -311,9 +331,25 @@ m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/2\r\n";
         let mut more = rtp(96, PPS);
         repeats.hide(&mut more);
         assert_eq!(payload(&more), PPS, "given up: passes as sent");
+        assert!(!repeats.is_waiting());
         let mut later = rtp(96, PPS);
         repeats.hide(&mut later);
         assert_eq!(payload(&later), PPS);
+    }
+
+    #[test]
+    fn a_disguised_pps_that_never_comes_back_ends_the_disguise() {
+        let mut repeats = RepeatedPps::new(SDP);
+        repeats.hide(&mut rtp(96, PPS));
+        repeats.hide(&mut rtp(96, PPS));
+        assert!(repeats.is_waiting());
+        for _ in 0..=MAX_MISSES {
+            assert_eq!(repeats.restore(&mut annex_b(&[IDR])), 0);
+        }
+        assert!(!repeats.is_waiting(), "no longer scanning every access unit");
+        let mut later = rtp(96, PPS);
+        repeats.hide(&mut later);
+        assert_eq!(payload(&later), PPS, "repeats reach the parser again");
     }
 
     #[test]
