@@ -352,6 +352,68 @@ m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/2\r\n";
         assert_eq!(payload(&later), PPS, "repeats reach the parser again");
     }
 
+    proptest::proptest! {
+        /// Whatever a camera sends, disguising and restoring never panic nor change a packet's length.
+        #[test]
+        fn any_bytes_are_safe(mut packet in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                              mut unit in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                              rtp_like in proptest::bool::ANY) {
+            if rtp_like && packet.len() >= 2 {
+                packet[0] = 0x80 | (packet[0] & 0x3f);
+                packet[1] = 96;
+            }
+            let mut repeats = RepeatedPps::new(SDP);
+            let (packet_len, unit_len) = (packet.len(), unit.len());
+            repeats.hide(&mut packet);
+            repeats.hide(&mut packet.clone());
+            repeats.restore(&mut unit);
+            proptest::prop_assert_eq!((packet.len(), unit.len()), (packet_len, unit_len));
+        }
+
+        /// Any sequence of parameter sets and pictures comes out of disguise and restoration as it went in,
+        /// and a PPS is only ever disguised while the parser (modelled: it drops its PPS when the SPS changes)
+        /// holds exactly that PPS.
+        #[test]
+        fn access_units_come_back_as_sent(units in proptest::collection::vec(
+                                              proptest::collection::vec(0usize..6, 1..5), 1..40)) {
+            let nal = |kind: usize| -> &[u8] {
+                [SPS, SPS2, PPS, &[0x68, 0xce, 0x3c, 0x81][..], IDR, &[0x09, 0xf0][..]][kind]
+            };
+            let mut repeats = RepeatedPps::new(SDP);
+            let (mut parser_sps, mut parser_pps): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+            for kinds in &units {
+                let sent: Vec<&[u8]> = kinds.iter().map(|&k| nal(k)).collect();
+                let mut delivered = Vec::new();
+                for nal in &sent {
+                    let mut packet = rtp(96, nal);
+                    repeats.hide(&mut packet);
+                    let seen = payload(&packet).to_vec();
+                    match seen[0] & 0x1f {
+                        NAL_SPS => {
+                            if parser_sps.as_deref() != Some(&seen[..]) {
+                                parser_pps = None;
+                            }
+                            parser_sps = Some(seen.clone());
+                        }
+                        NAL_PPS => parser_pps = Some(seen.clone()),
+                        NAL_AUD if seen.len() > 2 => {
+                            let mut original = seen.clone();
+                            original[0] ^= PPS_TO_AUD;
+                            proptest::prop_assert_eq!(parser_pps.as_deref(), Some(&original[..]));
+                        }
+                        _ => {}
+                    }
+                    delivered.push(seen);
+                }
+                let delivered: Vec<&[u8]> = delivered.iter().map(Vec::as_slice).collect();
+                let mut unit = annex_b(&delivered);
+                repeats.restore(&mut unit);
+                proptest::prop_assert_eq!(unit, annex_b(&sent));
+            }
+            proptest::prop_assert!(!repeats.is_waiting());
+        }
+    }
+
     #[test]
     fn malformed_packets_are_harmless() {
         let mut repeats = RepeatedPps::new(SDP);
