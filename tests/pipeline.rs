@@ -900,7 +900,8 @@ fn assert_same_packets(kind: &str, a: &[Recorded], b: &[Recorded], video: bool) 
 /// random moment of each session. A move forward is one uneven step; a move back is spread by the output's
 /// timestamp guard over the next packets (1 ms steps until the timeline has caught up), a run of consecutive
 /// steps. So each recording may take one run per stream, of a few steps, netting a few frames at most; any
-/// more, or a larger one, is the path's doing.
+/// more, or a larger one, is the path's doing. The size of a move is the camera server's timing: 8–14 ms
+/// mostly, 44 ms seen in one step under CI load, so a step may differ by up to the whole allowance.
 fn assert_one_clock_move_each(kind: &str, uneven: &[(usize, i64, i64)]) {
     let mut runs: Vec<Vec<(usize, i64, i64)>> = Vec::new();
     for &step in uneven {
@@ -913,7 +914,7 @@ fn assert_one_clock_move_each(kind: &str, uneven: &[(usize, i64, i64)]) {
     for run in &runs {
         let net: i64 = run.iter().map(|(_, a, b)| a - b).sum();
         assert!(run.len() <= 4 && net.abs() <= 60, "{kind}: a clock moved too far: steps differ at {run:?}");
-        assert!(run.iter().all(|(_, a, b)| (a - b).abs() <= 40), "{kind}: steps differ at {run:?}");
+        assert!(run.iter().all(|(_, a, b)| (a - b).abs() <= 60), "{kind}: steps differ at {run:?}");
     }
 }
 
