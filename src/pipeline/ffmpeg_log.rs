@@ -52,6 +52,12 @@ pub fn set_thread_camera(camera: Option<CameraId>) {
     THREAD_LOG.with(|log| log.borrow_mut().camera = camera);
 }
 
+/// The camera whose pipeline runs on this thread, for camgate's own lines from code that does not know it
+/// (empty when none is set).
+pub(crate) fn thread_camera_id() -> String {
+    THREAD_LOG.with(|log| log.borrow().camera.as_ref().map(|c| c.as_str().to_owned())).unwrap_or_default()
+}
+
 /// Strings FFmpeg may print that must never reach the log from this thread (replaced by `***`). Strings
 /// shorter than 3 characters are ignored (they would blank out ordinary text).
 pub fn set_thread_secrets(secrets: Vec<String>) {

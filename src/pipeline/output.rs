@@ -335,7 +335,11 @@ impl FlvOutput {
         if let (Some(other), Some(raw)) = (other.filter(|o| o.time_base == out.time_base), raw_dts)
             && timestamps::realign(&mut out.guard, &other.guard, raw - start, arrival as i64, out.realign_gain)
         {
-            info!(stream = ?track, "back in step with the other stream after a clock move of the camera's");
+            info!(
+                camera = %super::ffmpeg_log::thread_camera_id(),
+                stream = ?track,
+                "back in step with the other stream after a clock move of the camera's"
+            );
             if let Some(counters) = measure.into {
                 Counters::add(&counters.timestamp_realignments, 1);
             }

@@ -131,7 +131,10 @@ impl RepeatedPps {
     fn give_up(&mut self) {
         self.given_up = true;
         self.waiting.clear();
-        tracing::warn!("a disguised H.264 PPS did not come back from the demuxer: repeats now reach its parser");
+        tracing::warn!(
+            camera = %crate::pipeline::ffmpeg_log::thread_camera_id(),
+            "a disguised H.264 PPS did not come back from the demuxer: repeats now reach its parser"
+        );
     }
 }
 
