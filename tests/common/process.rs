@@ -176,14 +176,30 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// This process's threads named exactly `name` (as `/proc/self/task/<tid>` directories): the camera threads
-/// are `cam-<id>`.
+/// This process's live threads named exactly `name` (as `/proc/self/task/<tid>` directories): the camera
+/// threads are `cam-<id>`.
+///
+/// A thread on its way out is not counted: `pthread_join` returns once the kernel has cleared the thread's id,
+/// which it does part-way through the thread's exit, so for a moment after the join a joined thread is still
+/// listed, running, with its name (seen in 2–15 % of 20,000 spawn-join-list rounds on this kind of machine) —
+/// but with `PF_EXITING` set in its flags. Counting it would have a camera restarted right after its old thread
+/// was joined look like two threads of one camera.
 pub fn own_threads_named(name: &str) -> Vec<std::path::PathBuf> {
+    /// `PF_EXITING` in `/proc/<tid>/stat`'s flags: the thread is in `do_exit`.
+    const PF_EXITING: u64 = 0x4;
+    let live = |task: &std::path::Path| {
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else { return false };
+        // The name is in parentheses and may hold anything; the fields after it are state, ppid, pgrp,
+        // session, tty_nr, tpgid, flags.
+        let flags = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
+        flags.is_some_and(|flags| flags & PF_EXITING == 0)
+    };
     std::fs::read_dir("/proc/self/task")
         .map(|tasks| {
             tasks
                 .filter_map(|t| Some(t.ok()?.path()))
                 .filter(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|comm| comm.trim_end() == name))
+                .filter(|t| live(t))
                 .collect()
         })
         .unwrap_or_default()
