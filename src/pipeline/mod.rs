@@ -232,7 +232,7 @@ pub struct Taps<'a> {
     /// The camera's preview channel: its GOP cache (for snapshots and warm starts) and, while someone watches,
     /// the same FLV as the output.
     pub preview: Option<&'a Arc<Channel>>,
-    /// A warm camera's gate: the RTMP output runs only while it is open (see [`gate`]).
+    /// A warm camera's gate: the RTMP output runs only while it is open (see `pipeline::gate`).
     pub gate: Option<&'a OutputGate>,
 }
 

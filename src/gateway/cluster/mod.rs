@@ -3,7 +3,7 @@
 //!
 //! In cluster mode the [`Gateway`]'s desired set lives in etcd instead of the state file: API writes on any
 //! node go to etcd (`P/cameras/<id>`), and each camera is run by the node that claimed it — an `P/owners/<id>`
-//! key created in a transaction and bound to the owner's lease. Each node runs an agent ([`agent`]) that keeps
+//! key created in a transaction and bound to the owner's lease. Each node runs an agent (`agent.rs`) that keeps
 //! its lease alive (moving the [`Fence`] its camera threads check before every write), watches the cluster,
 //! claims cameras that fit its CPU budget ([`placement`]), and makes its own runtime — the same local gateway a
 //! single box runs — match what it owns. Reads merge every node's statuses; requests that belong to a camera's
