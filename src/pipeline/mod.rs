@@ -862,7 +862,8 @@ enum Delivery {
     Dropped,
 }
 
-/// Counts timestamp jumps a transcoder re-based while it handled one packet (rarely any: no atomic add then).
+/// Counts timestamp jumps re-based while one packet was handled, by a transcoder or an output's guard (rarely
+/// any: no atomic add then).
 fn count_rebased(counters: &Counters, rebased: u64) {
     if rebased > 0 {
         Counters::add(&counters.timestamp_discontinuities, rebased);

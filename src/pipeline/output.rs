@@ -319,7 +319,7 @@ impl FlvOutput {
             (None, Track::Video, Some(dts)) => {
                 // After an untimed first packet at 0, this one goes one frame later.
                 let behind = if out.guard.is_started() { frame_duration(packet, out.time_base) } else { 0 };
-                Some(*self.start.insert(dts - behind))
+                Some(*self.start.insert(dts.saturating_sub(behind)))
             }
             // RTSP often cannot time the very first packet (the keyframe) before RTCP has been seen: write it
             // at 0 and let the next timed packet set the start.
@@ -333,7 +333,13 @@ impl FlvOutput {
         let start = start.unwrap_or(0);
         let arrival = self.opened.elapsed().as_secs_f64() * f64::from(out.time_base.invert());
         if let (Some(other), Some(raw)) = (other.filter(|o| o.time_base == out.time_base), raw_dts)
-            && timestamps::realign(&mut out.guard, &other.guard, raw - start, arrival as i64, out.realign_gain)
+            && timestamps::realign(
+                &mut out.guard,
+                &other.guard,
+                raw.saturating_sub(start),
+                arrival as i64,
+                out.realign_gain,
+            )
         {
             info!(
                 camera = %super::ffmpeg_log::thread_camera_id(),
@@ -345,15 +351,15 @@ impl FlvOutput {
             }
         }
         let discontinuities = out.guard.discontinuities();
+        // Saturating, as the guard is: a camera's timestamps can be anything.
         let repaired = out.guard.repair_live(
-            packet.pts().map(|t| t - start),
-            packet.dts().map(|t| t - start),
+            packet.pts().map(|t| t.saturating_sub(start)),
+            packet.dts().map(|t| t.saturating_sub(start)),
             packet.duration(),
             arrival as i64,
         );
-        let rebased = out.guard.discontinuities() - discontinuities;
-        if let (Some(counters), true) = (measure.into, rebased > 0) {
-            Counters::add(&counters.timestamp_discontinuities, rebased);
+        if let Some(counters) = measure.into {
+            super::count_rebased(counters, out.guard.discontinuities() - discontinuities);
         }
         packet.set_pts(Some(repaired.pts));
         packet.set_dts(Some(repaired.dts));
