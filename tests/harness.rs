@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildGuard, ProbeOptions, ProbeReport, RtmpServer, RtspOptions, RtspServer, SilentServer, StopReason, mount, probe,
+    ChildGuard, ProbeOptions, ProbeReport, ReplayOptions, ReplayServer, RtmpServer, RtspOptions, RtspServer,
+    SilentServer, StopReason, mount, probe,
 };
 
 /// Slack for a deadline-bounded probe to notice its deadline and clean up.
@@ -270,4 +271,57 @@ fn servers_are_stopped_and_reaped_on_drop() {
     for pid in pids {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} still exists after drop");
     }
+}
+
+/// The bench's source for a thousand sessions plays a recording round and round: across its seams a player sees
+/// one live camera — every frame, rising timestamps, audio beside the video — and the camera it was recorded
+/// from is gone by then.
+#[test]
+fn replay_server_plays_a_recorded_camera_round_without_a_seam() {
+    let camera = RtspServer::start();
+    let options = ReplayOptions { length: Duration::from_secs(2), ..ReplayOptions::default() };
+    let replay = ReplayServer::record(&camera.url(mount::H264_AAC), options).expect("recording the camera");
+    drop(camera);
+    // Whole GOPs of a second: 2 s, to the RTP clock's tick.
+    let length = replay.length().as_secs_f64();
+    assert!((2.0..2.001).contains(&length), "recorded {length} s");
+
+    // Two players at once, each over more than two rounds.
+    let url = replay.url();
+    let decoding = {
+        let url = url.clone();
+        thread::spawn(move || common::decode(&url, 5.0, Duration::from_secs(20)))
+    };
+    let r = probe(&url, ProbeOptions::default().with_media_seconds(5.0).with_deadline(Duration::from_secs(20)))
+        .expect("probing the replay");
+    let d = decoding.join().expect("decoding thread").expect("decoding the replay");
+    assert_eq!(r.stopped, StopReason::MediaTime, "{r:#?}");
+    assert_video(&r, "h264", 640, 360, (24.0, 26.0));
+    assert_audio(&r, "aac", 48000, 1);
+    let v = &r.video.as_ref().expect("video").stats;
+    assert!((4..=6).contains(&v.keyframes), "a keyframe a second for 5 s: {r:#?}");
+    assert!(v.max_dts_step.is_some_and(|s| s < 0.1), "a hole in the video: {r:#?}");
+    let a = &r.audio.as_ref().expect("audio").stats;
+    assert!(a.max_dts_step.is_some_and(|s| s < 0.1), "a hole in the audio: {r:#?}");
+    let gap = r.max_av_dts_gap.expect("both streams read");
+    assert!(gap < 0.2, "audio and video {gap:.3} s apart: {r:#?}");
+    // Every frame of 5 s decoded (a player joining mid-GOP may lose the frames before the first keyframe), the
+    // audio's 48000 / 1024 a second too.
+    assert_eq!(d.dts_not_increasing, 0, "{d:#?}");
+    assert!(d.video_frames >= 100 && d.video_seconds > 4.9, "{d:#?}");
+    assert!(d.audio_frames >= 220, "{d:#?}");
+    assert!(d.max_video_step < 0.1 && d.max_audio_step < 0.1, "{d:#?}");
+    assert_eq!(replay.dropped(), 0);
+    // libavformat does not look at sequence numbers over TCP; a client that does sees each stream's run on.
+    let headers = common::replay::rtp_headers(&url, Duration::from_secs(5)).expect("reading RTP headers");
+    for channel in [0, 2] {
+        let seqs: Vec<u16> = headers.iter().filter(|h| h.0 == channel).map(|h| h.1).collect();
+        assert!(seqs.len() > 100, "channel {channel}: {} packets in 5 s", seqs.len());
+        let skips = seqs.windows(2).filter(|w| w[1] != w[0].wrapping_add(1)).count();
+        assert_eq!(skips, 0, "channel {channel}: sequence numbers skip or go back {skips} times");
+    }
+    // Both players left; the replay noticed.
+    common::wait_for(Duration::from_secs(5), "the replay to see both players leave", || {
+        (replay.playing() == 0).then_some(())
+    });
 }

@@ -31,6 +31,11 @@ usage: bench [options]
                       (default 48000)
   --source-gop N      keyframe interval of the synthetic cameras in frames (default 50 = 2 s)
   --rtsp-servers K    camera server processes, cameras spread over them (default 1)
+  --rtsp-source S     what serves the cameras: gstreamer (the test fixture, one live pipeline a server) or
+                      replay (a recording of the fixture's first GOPs played round and round, for a
+                      thousand sessions: the fixture costs ~0.14 % of a core a session); default gstreamer
+  --replay-seconds T  with replay: the recording's length, whole GOPs (default 8)
+  --replay-tick-ms M  with replay: how often its sender writes what fell due, to every session (default 10)
   --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8); a run's
                       cameras start just after their camera servers' keyframes, so each has a GOP to get
                       ready for its next one, and the observers run at real-time priority where allowed
@@ -99,6 +104,25 @@ impl FromStr for Source {
     }
 }
 
+/// What serves the synthetic cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspSource {
+    /// The GStreamer fixture (tests/fixtures/rtsp_server.py): one live encoder a server, a session's packets
+    /// written by GStreamer.
+    Gstreamer,
+    /// A recording of the fixture played round and round (tests/common/replay.rs) in a process of its own.
+    Replay,
+}
+
+impl FromStr for RtspSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RtspSource, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("--rtsp-source {s:?}: gstreamer or replay"))
+    }
+}
+
 /// What runs the cameras.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum System {
@@ -154,6 +178,10 @@ pub struct Args {
     pub source_aac_rate: u32,
     pub source_gop: u32,
     pub rtsp_servers: usize,
+    pub rtsp_source: RtspSource,
+    /// With the replay source: the recording's length, and its sender's tick.
+    pub replay_seconds: f64,
+    pub replay_tick_ms: u64,
     pub ttff_sample: usize,
     pub hung_stop: usize,
     /// CPUs the system under test may run on (`None`: any).
@@ -188,6 +216,9 @@ impl Args {
             source_aac_rate: 48000,
             source_gop: 50,
             rtsp_servers: 1,
+            rtsp_source: RtspSource::Gstreamer,
+            replay_seconds: 8.0,
+            replay_tick_ms: 10,
             ttff_sample: 8,
             hung_stop: 0,
             system_cpus: None,
@@ -239,6 +270,19 @@ impl Args {
                 }
                 "--source-gop" => out.source_gop = (num("--source-gop")? as u32).max(1),
                 "--rtsp-servers" => out.rtsp_servers = (num("--rtsp-servers")? as usize).max(1),
+                "--rtsp-source" => out.rtsp_source = value.parse()?,
+                "--replay-seconds" => {
+                    out.replay_seconds = num("--replay-seconds")?;
+                    if !(1.0..=600.0).contains(&out.replay_seconds) {
+                        return Err(format!("--replay-seconds {value}: 1 to 600"));
+                    }
+                }
+                "--replay-tick-ms" => {
+                    out.replay_tick_ms = num("--replay-tick-ms")? as u64;
+                    if !(1..=1000).contains(&out.replay_tick_ms) {
+                        return Err(format!("--replay-tick-ms {value}: 1 to 1000"));
+                    }
+                }
                 "--ttff-sample" => out.ttff_sample = num("--ttff-sample")? as usize,
                 "--hung-stop" => out.hung_stop = num("--hung-stop")? as usize,
                 "--system-cpus" => out.system_cpus = Some(cpus(value)?),

@@ -8,14 +8,15 @@
 //!     --seconds 10 --json target/bench.json --plot target/bench.svg
 //! ```
 //!
-//! It starts its own camera server(s) (tests/fixtures/rtsp_server.py) and nginx-rtmp on loopback through the
-//! integration tests' helpers. camgate runs in a child process of the bench (the same binary with `--child`),
+//! It starts its own camera server(s) (tests/fixtures/rtsp_server.py, or a replay of it for a thousand sessions:
+//! `--rtsp-source replay`) and nginx-rtmp on loopback through the integration tests' helpers. camgate runs in a child process of the bench (the same binary with `--child`),
 //! so the CPU and memory it reports are camgate's alone.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
 mod args;
+mod camera_server;
 mod camgate_run;
 mod ffmpeg_run;
 mod proxy;
@@ -32,8 +33,9 @@ use std::time::{Duration, Instant};
 use camgate::VideoMode;
 
 use crate::args::{Args, System};
+use crate::camera_server::CameraServer;
 use crate::camgate_run::{ChildConfig, ChildResult};
-use crate::common::{RtmpServer, RtspOptions, RtspServer};
+use crate::common::{RtmpServer, RtspOptions};
 use crate::ffmpeg_run::FfmpegProcess;
 use crate::reader::{FirstFrameReader, KeyframeMonitor};
 use crate::report::{HungRow, Report, Row};
@@ -57,6 +59,13 @@ fn main() {
         }
         return;
     }
+    if argv.first().map(String::as_str) == Some("--replay-child") {
+        if let Err(e) = camera_server::replay_child(&argv[1..]) {
+            eprintln!("bench replay: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = match Args::parse(&argv) {
         Ok(args) => args,
         Err(e) => {
@@ -75,7 +84,7 @@ fn main() {
 
 /// The servers every run of one invocation shares.
 struct Servers {
-    rtsp: Vec<RtspServer>,
+    rtsp: Vec<CameraServer>,
     rtmp: RtmpServer,
 }
 
@@ -90,7 +99,7 @@ impl Servers {
 
     /// CPU seconds so far of the camera servers and of the RTMP server.
     fn cpu(&self) -> (f64, f64) {
-        let source = self.rtsp.iter().filter_map(|s| sys::process_cpu_secs(Some(s.process().pid()))).sum();
+        let source = self.rtsp.iter().filter_map(|s| sys::process_cpu_secs(Some(s.pid()))).sum();
         (source, sys::process_cpu_secs(Some(self.rtmp.process().pid())).unwrap_or(0.0))
     }
 }
@@ -116,7 +125,7 @@ fn run(args: &Args) -> Result<(), String> {
         aac_rate: args.source_aac_rate,
     };
     let servers = Servers {
-        rtsp: (0..args.rtsp_servers).map(|_| RtspServer::start_with(opts.clone())).collect(),
+        rtsp: (0..args.rtsp_servers).map(|_| CameraServer::start(args, &opts)).collect::<Result<_, _>>()?,
         rtmp: RtmpServer::start(),
     };
     // Let the camera pipelines and nginx settle before the first run.

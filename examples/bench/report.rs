@@ -258,6 +258,13 @@ impl Report {
         if !self.observers.is_empty() {
             let _ = writeln!(out, "keyframe and first-frame observers: {}", self.observers);
         }
+        if self.args.rtsp_source == crate::args::RtspSource::Replay {
+            let _ = writeln!(
+                out,
+                "camera servers: {} replay(s) of {:.0} s of the fixture, sender tick {} ms",
+                self.args.rtsp_servers, self.args.replay_seconds, self.args.replay_tick_ms
+            );
+        }
         if self.args.system_cpus.is_some() || self.args.servers_cpus.is_some() {
             let show = |cpus: &Option<Vec<usize>>| cpus.as_ref().map_or("any".to_owned(), |c| format!("{c:?}"));
             let _ = writeln!(

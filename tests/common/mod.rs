@@ -6,6 +6,7 @@
 //! - [`Etcd`]: a private single-member etcd, for cluster tests.
 //! - [`SilentServer`]: a camera that accepts TCP and never answers.
 //! - [`ClockMoveRelay`]: a camera whose clock moves forward while its video stalls.
+//! - [`ReplayServer`]: a recorded camera played round and round to a thousand sessions (the bench's source).
 //! - [`probe`]: what a viewer of an RTMP/RTSP URL or an .flv file gets.
 //! - [`wait_for`]: polling a condition with a deadline.
 //! - [`ChildGuard`]: a child process that dies with the test binary.
@@ -25,6 +26,7 @@ pub mod poll;
 pub mod preview;
 pub mod probe;
 pub mod process;
+pub mod replay;
 pub mod rtmp;
 pub mod rtsp;
 
@@ -38,6 +40,7 @@ pub use probe::{
     first_video_packet, init_ffmpeg, probe,
 };
 pub use process::{ChildGuard, cpu_time, own_threads_named, rss_bytes};
+pub use replay::{ReplayOptions, ReplayServer};
 pub use rtmp::RtmpServer;
 pub use rtsp::{RtspOptions, RtspServer, mount};
 
