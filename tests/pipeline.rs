@@ -811,6 +811,8 @@ fn camgates_own_rtsp_reader_streams_each_kind_of_camera() {
         let session = status.session.expect("session info");
         assert_eq!(session.transport_note, None, "{camera}: camgate's reader read it itself");
         let report = probe_rtmp(&rtmp.url(camera), 4.0);
+        // Printed with a failure: which camera's stream it was.
+        println!("{camera}: {report:?}");
         assert_watchable(&report, 640, 360);
         assert_eq!(report.audio.as_ref().map(|a| a.sample_rate), audio, "{camera}");
     }

@@ -172,7 +172,8 @@ impl Recording {
         let Playing { sdp, media, streams, session } = client.play(upstream)?;
         let video = media.iter().position(|m| m.kind == "video").ok_or("the camera's SDP has no video")?;
 
-        let stream_of = |channel: u8| streams.iter().position(|&(_, c)| c == channel || c + 1 == channel);
+        let stream_of =
+            |channel: u8| streams.iter().position(|&(_, c)| c == channel || c.checked_add(1) == Some(channel));
         let video_channel = streams[video].1;
         let hevc = media[video].encoding.eq_ignore_ascii_case("H265");
         // Recorded from the first keyframe on; `start` is its arrival and RTP time.
@@ -199,7 +200,9 @@ impl Recording {
                     None => start = Some((now, ts)),
                     Some((_, first)) if end_ts.is_none() => {
                         let elapsed = ts.wrapping_sub(first);
-                        if f64::from(elapsed) / f64::from(media[video].clock) >= length.as_secs_f64() - 0.001 {
+                        // Not 0: a camera may repeat its SPS within one access unit.
+                        let seconds = f64::from(elapsed) / f64::from(media[video].clock);
+                        if elapsed > 0 && seconds >= length.as_secs_f64() - 0.001 {
                             end_ts = Some(elapsed);
                         }
                     }
@@ -233,6 +236,9 @@ impl Recording {
             }
         }
         let video_ts = end_ts.expect("the loop ends with the length known");
+        if arrived.is_empty() {
+            return Err(format!("recording {upstream}: nothing recorded"));
+        }
         let length = Duration::from_secs_f64(f64::from(video_ts) / f64::from(media[video].clock));
         // Audio kept before the length was known and beyond it goes (it would repeat in the next round).
         let audio_first_ts = audio_first.clone();
@@ -654,7 +660,7 @@ fn serve(client: TcpStream, shared: &Shared) {
                         extra.push_str(&format!(
                             "Transport: RTP/AVP/TCP;unicast;interleaved={}-{}\r\nSession: {session};timeout=60\r\n",
                             channel,
-                            channel + 1
+                            u16::from(channel) + 1
                         ));
                     }
                 }
