@@ -446,9 +446,17 @@ fn a_clock_move_during_a_video_stall_leaves_audio_and_video_together() {
         assert!(gap < 0.25, "{camera}: audio and video {gap:.3} s apart after the camera's clock moved");
         let status = supervisor.status(&id(camera)).unwrap();
         assert_eq!(status.state, WorkerState::Running, "{camera}: {status:?}");
-        // The audio's jump was re-based, then the audio took the video's: both counted in the status.
-        assert!(status.totals.timestamp_discontinuities >= 1, "{camera}: {:?}", status.totals);
-        assert!(status.totals.timestamp_realignments >= 1, "{camera}: {:?}", status.totals);
+        // The audio's jump was re-based, then the audio took the video's: both counted in the status. On a
+        // loaded machine camgate may read the video before the stall late, so the stall looks shorter than
+        // the jump and the video's jump is re-based too; then the streams never came apart and there was
+        // nothing to realign (a fresh-clone CI run saw that: two jumps re-based, none realigned, the streams
+        // together).
+        let totals = &status.totals;
+        assert!(totals.timestamp_discontinuities >= 1, "{camera}: {totals:?}");
+        assert!(
+            totals.timestamp_realignments >= 1 || totals.timestamp_discontinuities >= 2,
+            "{camera}: the streams were put back in step, or both jumps were re-based: {totals:?}"
+        );
     }
     for (camera, ..) in cameras {
         supervisor.stop_blocking(&id(camera)).unwrap();

@@ -324,4 +324,13 @@ fn replay_server_plays_a_recorded_camera_round_without_a_seam() {
     common::wait_for(Duration::from_secs(5), "the replay to see both players leave", || {
         (replay.playing() == 0).then_some(())
     });
+    // Stopping it cuts every client, one still in its handshake too.
+    let mut waiting = std::net::TcpStream::connect(("127.0.0.1", replay.port())).expect("connecting to the replay");
+    waiting.set_read_timeout(Some(Duration::from_secs(5))).expect("a read timeout");
+    common::wait_for(Duration::from_secs(5), "the replay to take the connection", || {
+        (replay.connections() == 1).then_some(())
+    });
+    drop(replay);
+    let mut byte = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut waiting, &mut byte).expect("an end, not a timeout"), 0);
 }

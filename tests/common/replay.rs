@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -49,7 +49,8 @@ pub struct ReplayServer {
     port: u16,
     shared: Arc<Shared>,
     length: Duration,
-    threads: Vec<JoinHandle<()>>,
+    listening: Option<JoinHandle<()>>,
+    sending: Option<JoinHandle<()>>,
 }
 
 /// What the listener, the connections and the sender share.
@@ -60,7 +61,8 @@ struct Shared {
     playing: Mutex<Vec<Arc<Outlet>>>,
     /// Clients dropped for not keeping up.
     dropped: AtomicUsize,
-    next_session: AtomicU64,
+    /// Every client connected, by session number, so that stopping cuts them all (mid-handshake too).
+    connections: Mutex<HashMap<u64, TcpStream>>,
 }
 
 impl ReplayServer {
@@ -76,7 +78,7 @@ impl ReplayServer {
             recording,
             playing: Mutex::new(Vec::new()),
             dropped: AtomicUsize::new(0),
-            next_session: AtomicU64::new(1),
+            connections: Mutex::new(HashMap::new()),
         });
         let listening = {
             let shared = Arc::clone(&shared);
@@ -92,7 +94,7 @@ impl ReplayServer {
                 .spawn(move || send_loop(&shared, options.tick))
                 .map_err(|e| format!("cannot start the replay's sender: {e}"))?
         };
-        Ok(ReplayServer { port, shared, length, threads: vec![listening, sending] })
+        Ok(ReplayServer { port, shared, length, listening: Some(listening), sending: Some(sending) })
     }
 
     pub fn port(&self) -> u16 {
@@ -114,6 +116,11 @@ impl ReplayServer {
         self.shared.playing.lock().map_or(0, |p| p.len())
     }
 
+    /// Clients connected now, playing or not.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.lock().map_or(0, |c| c.len())
+    }
+
     /// Clients dropped so far because they did not keep up.
     pub fn dropped(&self) -> usize {
         self.shared.dropped.load(Ordering::SeqCst)
@@ -123,13 +130,21 @@ impl ReplayServer {
 impl Drop for ReplayServer {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        if let Ok(mut playing) = self.shared.playing.lock() {
-            for outlet in playing.drain(..) {
-                outlet.close();
+        // No more connections once the listener has ended; then every one there is gets cut, which ends its
+        // session's thread, and the sender finds nobody to write to.
+        if let Some(listening) = self.listening.take() {
+            let _ = listening.join();
+        }
+        if let Ok(connections) = self.shared.connections.lock() {
+            for connection in connections.values() {
+                let _ = connection.shutdown(Shutdown::Both);
             }
         }
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        if let Ok(mut playing) = self.shared.playing.lock() {
+            playing.clear();
+        }
+        if let Some(sending) = self.sending.take() {
+            let _ = sending.join();
         }
     }
 }
@@ -241,10 +256,9 @@ impl Recording {
         }
         let length = Duration::from_secs_f64(f64::from(video_ts) / f64::from(media[video].clock));
         // Audio kept before the length was known and beyond it goes (it would repeat in the next round).
-        let audio_first_ts = audio_first.clone();
         arrived.retain(|(_, p)| {
             p.rtcp || p.stream == video || {
-                let (Some(first), Some(ts)) = (audio_first_ts[p.stream], rtp_timestamp(&p.data)) else { return false };
+                let (Some(first), Some(ts)) = (audio_first[p.stream], rtp_timestamp(&p.data)) else { return false };
                 ts.wrapping_sub(first) < length_ts(media[p.stream].clock, video_ts)
             }
         });
@@ -584,15 +598,24 @@ impl Outlet {
 }
 
 fn listen(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut sessions = 0u64;
     while !shared.closed.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((client, _)) => {
+                sessions += 1;
+                let id = sessions;
+                let (Ok(kept), Ok(mut connections)) = (client.try_clone(), shared.connections.lock()) else { continue };
+                connections.insert(id, kept);
+                drop(connections);
                 let shared = Arc::clone(shared);
                 // Small stacks: a thousand of these wait in `read` for the odd keep-alive.
                 let _ = thread::Builder::new().name("replay-session".into()).stack_size(128 * 1024).spawn(move || {
                     let _ = client.set_nonblocking(false);
                     let _ = client.set_nodelay(true);
-                    serve(client, &shared);
+                    serve(client, id, &shared);
+                    if let Ok(mut connections) = shared.connections.lock() {
+                        connections.remove(&id);
+                    }
                 });
             }
             Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -601,10 +624,10 @@ fn listen(listener: &TcpListener, shared: &Arc<Shared>) {
 }
 
 /// One client's RTSP session: the handshake, then keep-alives and TEARDOWN while the sender writes its media.
-fn serve(client: TcpStream, shared: &Shared) {
+fn serve(client: TcpStream, id: u64, shared: &Shared) {
     let Ok(writer) = client.try_clone() else { return };
     let mut reader = BufReader::new(client);
-    let session = format!("{:08X}", shared.next_session.fetch_add(1, Ordering::SeqCst));
+    let session = format!("{id:08X}");
     let mut outlet: Option<Arc<Outlet>> = None;
     let mut direct = Some(writer);
     let recording = &shared.recording;
