@@ -9,8 +9,9 @@
 //! ```
 //!
 //! It starts its own camera server(s) (tests/fixtures/rtsp_server.py, or a replay of it for a thousand sessions:
-//! `--rtsp-source replay`) and nginx-rtmp on loopback through the integration tests' helpers. camgate runs in a child process of the bench (the same binary with `--child`),
-//! so the CPU and memory it reports are camgate's alone.
+//! `--rtsp-source replay`) and nginx-rtmp on loopback through the integration tests' helpers. camgate runs in a
+//! child process of the bench (the same binary with `--child`), so the CPU and memory it reports are camgate's
+//! alone.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
