@@ -334,3 +334,21 @@ fn replay_server_plays_a_recorded_camera_round_without_a_seam() {
     let mut byte = [0u8; 1];
     assert_eq!(std::io::Read::read(&mut waiting, &mut byte).expect("an end, not a timeout"), 0);
 }
+
+/// The replay of an H.265 camera, whose keyframes in the fixture are CRA pictures, not IDR:
+/// a player sees the recording go round with its timestamps rising.
+#[test]
+fn replay_server_plays_an_h265_camera_round() {
+    let camera = RtspServer::start();
+    let options = ReplayOptions { length: Duration::from_secs(1), ..ReplayOptions::default() };
+    let replay = ReplayServer::record(&camera.url(mount::H265), options).expect("recording the camera");
+    drop(camera);
+    let r =
+        probe(&replay.url(), ProbeOptions::default().with_media_seconds(3.0).with_deadline(Duration::from_secs(20)))
+            .expect("probing the replay");
+    assert_eq!(r.stopped, StopReason::MediaTime, "{r:#?}");
+    assert_video(&r, "hevc", 640, 360, (24.0, 26.0));
+    assert_audio(&r, "aac", 48000, 1);
+    let v = &r.video.as_ref().expect("video").stats;
+    assert!(v.max_dts_step.is_some_and(|s| s < 0.1), "a hole in the video: {r:#?}");
+}

@@ -194,6 +194,12 @@ impl Recording {
         // Recorded from the first keyframe on; `start` is its arrival and RTP time.
         let mut start: Option<(Instant, u32)> = None;
         let mut end_ts: Option<u32> = None;
+        // The video access unit being read: its RTP time, whether it is a keyframe's, where its first packet went
+        // in `arrived` and, before the start, its packets so far.
+        let mut unit: Option<u32> = None;
+        let mut unit_is_key = false;
+        let mut unit_from = 0;
+        let mut unit_before_start: Vec<(Instant, Vec<u8>)> = Vec::new();
         let mut arrived: Vec<(Duration, Packet)> = Vec::new();
         let mut audio_done = media.iter().map(|m| m.kind == "video").collect::<Vec<_>>();
         let mut audio_first: Vec<Option<u32>> = vec![None; media.len()];
@@ -209,19 +215,42 @@ impl Recording {
             let Some(stream) = stream_of(channel) else { continue };
             let rtcp = channel != streams[stream].1;
             let ts = rtp_timestamp(&data);
-            if !rtcp && channel == video_channel && starts_keyframe(&data, hevc) {
+            if !rtcp && channel == video_channel {
                 let ts = ts.ok_or("a short video packet")?;
-                match start {
-                    None => start = Some((now, ts)),
-                    Some((_, first)) if end_ts.is_none() => {
-                        let elapsed = ts.wrapping_sub(first);
-                        // Not 0: a camera may repeat its SPS within one access unit.
-                        let seconds = f64::from(elapsed) / f64::from(media[video].clock);
-                        if elapsed > 0 && seconds >= length.as_secs_f64() - 0.001 {
-                            end_ts = Some(elapsed);
+                if unit != Some(ts) {
+                    (unit, unit_is_key, unit_from) = (Some(ts), false, arrived.len());
+                    unit_before_start.clear();
+                }
+                if start.is_none() {
+                    unit_before_start.push((now, data.clone()));
+                }
+                // The recording runs from the first packet of a keyframe's access unit (an SEI may come before
+                // its parameter sets or slice) to the last before the first such unit `length` later.
+                if !unit_is_key && keyframe_unit(&data, hevc) {
+                    unit_is_key = true;
+                    match start {
+                        None => {
+                            let t0 = unit_before_start.first().map_or(now, |&(at, _)| at);
+                            start = Some((t0, ts));
+                            for (at, data) in unit_before_start.drain(..) {
+                                arrived.push((at - t0, Packet { channel, data, stream, rtcp }));
+                            }
+                            continue;
                         }
+                        Some((_, first)) if end_ts.is_none() => {
+                            let elapsed = ts.wrapping_sub(first);
+                            if f64::from(elapsed) / f64::from(media[video].clock) >= length.as_secs_f64() - 0.001 {
+                                end_ts = Some(elapsed);
+                                // This unit's video so far belongs to the next round, not to this one.
+                                let mut i = 0;
+                                arrived.retain(|(_, p)| {
+                                    i += 1;
+                                    i <= unit_from || p.rtcp || p.stream != video
+                                });
+                            }
+                        }
+                        Some(_) => {}
                     }
-                    Some(_) => {}
                 }
             }
             let Some((t0, _)) = start else { continue };
@@ -326,9 +355,10 @@ fn rtp_timestamp(data: &[u8]) -> Option<u32> {
     data.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// Whether an RTP packet begins a keyframe's access unit: its first NAL unit (alone or first of an aggregate) is
-/// a parameter set, which the fixture sends before every keyframe.
-fn starts_keyframe(data: &[u8], hevc: bool) -> bool {
+/// Whether an RTP packet carries a keyframe's parameter sets or the start of its slice: the first NAL unit in it
+/// (alone, first of an aggregate, or the first fragment of a fragmented one) is a parameter set or an IDR slice
+/// (H.264), a parameter set or an IRAP slice — IDR, CRA, BLA (H.265).
+fn keyframe_unit(data: &[u8], hevc: bool) -> bool {
     let Some(&first) = data.first() else { return false };
     let csrc = usize::from(first & 0x0f);
     let mut at = 12 + 4 * csrc;
@@ -338,18 +368,24 @@ fn starts_keyframe(data: &[u8], hevc: bool) -> bool {
     }
     let Some(payload) = data.get(at..) else { return false };
     if hevc {
-        let kind = |b: u8| (b >> 1) & 0x3f;
-        match payload.first().map(|&b| kind(b)) {
-            Some(32 | 33) => true,
+        let key = |kind: u8| matches!(kind, 16..=23 | 32..=34);
+        match payload.first().map(|&b| (b >> 1) & 0x3f) {
             // An aggregation packet: two header bytes, then a 16-bit size before each unit.
-            Some(48) => payload.get(4).is_some_and(|&b| matches!(kind(b), 32 | 33)),
-            _ => false,
+            Some(48) => payload.get(4).is_some_and(|&b| key((b >> 1) & 0x3f)),
+            // A fragmentation unit: two header bytes, then its own, with the start bit and the unit's type.
+            Some(49) => payload.get(2).is_some_and(|&h| h & 0x80 != 0 && key(h & 0x3f)),
+            Some(kind) => key(kind),
+            None => false,
         }
     } else {
+        let key = |kind: u8| matches!(kind, 5 | 7 | 8);
         match payload.first().map(|&b| b & 0x1f) {
-            Some(7) => true,
-            Some(24) => payload.get(3).is_some_and(|&b| b & 0x1f == 7),
-            _ => false,
+            // STAP-A: one header byte, then a 16-bit size before each unit.
+            Some(24) => payload.get(3).is_some_and(|&b| key(b & 0x1f)),
+            // FU-A: the indicator, then a header with the start bit and the unit's type.
+            Some(28) => payload.get(1).is_some_and(|&h| h & 0x80 != 0 && key(h & 0x1f)),
+            Some(kind) => key(kind),
+            None => false,
         }
     }
 }
