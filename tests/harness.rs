@@ -273,15 +273,19 @@ fn servers_are_stopped_and_reaped_on_drop() {
     }
 }
 
+/// A replay of `mount` of a fresh fixture server, `seconds` long; the server is gone once it is recorded.
+fn replay_of(mount: &str, seconds: u64) -> ReplayServer {
+    let camera = RtspServer::start();
+    let options = ReplayOptions { length: Duration::from_secs(seconds), ..ReplayOptions::default() };
+    ReplayServer::record(&camera.url(mount), options).expect("recording the camera")
+}
+
 /// The bench's source for a thousand sessions plays a recording round and round: across its seams a player sees
 /// one live camera — every frame, rising timestamps, audio beside the video — and the camera it was recorded
 /// from is gone by then.
 #[test]
 fn replay_server_plays_a_recorded_camera_round_without_a_seam() {
-    let camera = RtspServer::start();
-    let options = ReplayOptions { length: Duration::from_secs(2), ..ReplayOptions::default() };
-    let replay = ReplayServer::record(&camera.url(mount::H264_AAC), options).expect("recording the camera");
-    drop(camera);
+    let replay = replay_of(mount::H264_AAC, 2);
     // Whole GOPs of a second: 2 s, to the RTP clock's tick.
     let length = replay.length().as_secs_f64();
     assert!((2.0..2.001).contains(&length), "recorded {length} s");
@@ -339,10 +343,7 @@ fn replay_server_plays_a_recorded_camera_round_without_a_seam() {
 /// a player sees the recording go round with its timestamps rising.
 #[test]
 fn replay_server_plays_an_h265_camera_round() {
-    let camera = RtspServer::start();
-    let options = ReplayOptions { length: Duration::from_secs(1), ..ReplayOptions::default() };
-    let replay = ReplayServer::record(&camera.url(mount::H265), options).expect("recording the camera");
-    drop(camera);
+    let replay = replay_of(mount::H265, 1);
     let r =
         probe(&replay.url(), ProbeOptions::default().with_media_seconds(3.0).with_deadline(Duration::from_secs(20)))
             .expect("probing the replay");
