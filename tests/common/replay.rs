@@ -551,21 +551,25 @@ impl RecordingClient {
     }
 }
 
-/// An RTSP message's start line and headers (names lowercased).
+/// An RTSP message's start line and headers (names lowercased), at most 16 KiB of them.
 fn read_head(reader: &mut impl BufRead) -> io::Result<(String, HashMap<String, String>)> {
-    let mut start = String::new();
-    if reader.read_line(&mut start)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let mut headers = HashMap::new();
-    let mut size = start.len();
-    loop {
+    const MAX_HEAD: u64 = 16 * 1024;
+    let too_long = || io::Error::new(io::ErrorKind::InvalidData, "an RTSP message head over 16 KiB");
+    let mut left = MAX_HEAD;
+    // One line, never more than what is left of the limit (a line without an end must not grow without one).
+    let mut line = |left: &mut u64| -> io::Result<String> {
         let mut line = String::new();
-        let n = reader.read_line(&mut line)?;
-        size += n;
-        if n == 0 || size > 16 * 1024 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "an RTSP message without an end"));
+        let n = reader.by_ref().take(*left).read_line(&mut line)? as u64;
+        *left -= n;
+        if n == 0 || !line.ends_with('\n') {
+            return Err(if *left == 0 { too_long() } else { io::ErrorKind::UnexpectedEof.into() });
         }
+        Ok(line)
+    };
+    let start = line(&mut left)?;
+    let mut headers = HashMap::new();
+    loop {
+        let line = line(&mut left)?;
         let line = line.trim_end();
         if line.is_empty() {
             return Ok((start.trim_end().to_owned(), headers));
