@@ -156,12 +156,8 @@ struct Packet {
     /// Which media section (stream) it belongs to.
     stream: usize,
     rtcp: bool,
-}
-
-/// A recorded event of the play-out schedule: a packet and when in the round it is due.
-struct Due {
-    at: Duration,
-    packet: usize,
+    /// When in a round it is due: when it arrived, counted from the recording's start.
+    due: Duration,
 }
 
 /// A camera's recording and how it repeats.
@@ -169,9 +165,8 @@ struct Recording {
     sdp: String,
     /// Each media section's control attribute and interleaved channel pair.
     streams: Vec<(String, u8)>,
+    /// One round, in the order the packets are due.
     packets: Vec<Packet>,
-    /// The schedule of one round, in order.
-    schedule: Vec<Due>,
     length: Duration,
     /// How far each stream's sequence numbers and RTP timestamps move on each round.
     seq_step: Vec<u16>,
@@ -200,7 +195,7 @@ impl Recording {
         let mut unit_is_key = false;
         let mut unit_from = 0;
         let mut unit_before_start: Vec<(Instant, Vec<u8>)> = Vec::new();
-        let mut arrived: Vec<(Duration, Packet)> = Vec::new();
+        let mut arrived: Vec<Packet> = Vec::new();
         let mut audio_done = media.iter().map(|m| m.kind == "video").collect::<Vec<_>>();
         let mut audio_first: Vec<Option<u32>> = vec![None; media.len()];
         let length_ts = |clock: u32, video_ts: u32| {
@@ -233,7 +228,7 @@ impl Recording {
                             let t0 = unit_before_start.first().map_or(now, |&(at, _)| at);
                             start = Some((t0, ts));
                             for (at, data) in unit_before_start.drain(..) {
-                                arrived.push((at - t0, Packet { channel, data, stream, rtcp }));
+                                arrived.push(Packet { channel, data, stream, rtcp, due: at - t0 });
                             }
                             continue;
                         }
@@ -243,7 +238,7 @@ impl Recording {
                                 end_ts = Some(elapsed);
                                 // This unit's video so far belongs to the next round, not to this one.
                                 let mut i = 0;
-                                arrived.retain(|(_, p)| {
+                                arrived.retain(|p| {
                                     i += 1;
                                     i <= unit_from || p.rtcp || p.stream != video
                                 });
@@ -254,26 +249,22 @@ impl Recording {
                 }
             }
             let Some((t0, _)) = start else { continue };
+            let packet = Packet { channel, data, stream, rtcp, due: now - t0 };
             if stream == video && !rtcp {
                 if end_ts.is_none() {
-                    arrived.push((now - t0, Packet { channel, data, stream, rtcp }));
+                    arrived.push(packet);
                 }
             } else if rtcp {
-                let is_report = data.get(1) == Some(&200);
-                if end_ts.is_none() && is_report {
-                    arrived.push((now - t0, Packet { channel, data, stream, rtcp }));
+                if end_ts.is_none() && packet.data.get(1) == Some(&200) {
+                    arrived.push(packet);
                 }
             } else if !audio_done[stream] {
                 let Some(ts) = ts else { continue };
                 let first = *audio_first[stream].get_or_insert(ts);
-                // Cut on RTP time once the video's length is known; until then everything is kept.
-                let within =
-                    end_ts.is_none_or(|video_ts| ts.wrapping_sub(first) < length_ts(media[stream].clock, video_ts));
-                if within {
-                    arrived.push((now - t0, Packet { channel, data, stream, rtcp }));
-                } else {
-                    audio_done[stream] = true;
-                }
+                arrived.push(packet);
+                // Kept until a packet past the video's length: the audio is cut on RTP time below.
+                audio_done[stream] =
+                    end_ts.is_some_and(|video_ts| ts.wrapping_sub(first) >= length_ts(media[stream].clock, video_ts));
             }
             if end_ts.is_some() && audio_done.iter().all(|&d| d) {
                 break;
@@ -284,15 +275,15 @@ impl Recording {
             return Err(format!("recording {upstream}: nothing recorded"));
         }
         let length = Duration::from_secs_f64(f64::from(video_ts) / f64::from(media[video].clock));
-        // Audio kept before the length was known and beyond it goes (it would repeat in the next round).
-        arrived.retain(|(_, p)| {
+        // Audio beyond the length goes (it would repeat in the next round).
+        arrived.retain(|p| {
             p.rtcp || p.stream == video || {
                 let (Some(first), Some(ts)) = (audio_first[p.stream], rtp_timestamp(&p.data)) else { return false };
                 ts.wrapping_sub(first) < length_ts(media[p.stream].clock, video_ts)
             }
         });
         let mut seq_step = vec![0u16; media.len()];
-        for (_, p) in arrived.iter().filter(|(_, p)| !p.rtcp) {
+        for p in arrived.iter().filter(|p| !p.rtcp) {
             seq_step[p.stream] = seq_step[p.stream].wrapping_add(1);
         }
         let ts_step = media.iter().map(|m| length_ts(m.clock, video_ts)).collect();
@@ -301,18 +292,11 @@ impl Recording {
         // RTP time; video behind its clock) is due at the round's end, still before the next round's start:
         // a stream's packets must leave in order.
         let last = length.saturating_sub(Duration::from_micros(1));
-        let schedule = arrived.iter().enumerate().map(|(i, (at, _))| Due { at: (*at).min(last), packet: i }).collect();
+        for p in &mut arrived {
+            p.due = p.due.min(last);
+        }
         let _ = client.request("TEARDOWN", upstream, &[&format!("Session: {session}")]);
-        Ok(Recording {
-            sdp,
-            streams,
-            packets: arrived.into_iter().map(|(_, p)| p).collect(),
-            schedule,
-            length,
-            seq_step,
-            ts_step,
-            ntp_step,
-        })
+        Ok(Recording { sdp, streams, packets: arrived, length, seq_step, ts_step, ntp_step })
     }
 
     /// Appends packet `i` as it reads in round `round`, framed for its interleaved channel.
@@ -786,14 +770,13 @@ fn send_loop(shared: &Shared, tick: Duration) {
         let elapsed = started.elapsed();
         batch.clear();
         loop {
-            let due = &recording.schedule[next];
-            let at = recording.length.saturating_mul(round as u32).saturating_add(due.at);
+            let at = recording.length.saturating_mul(round as u32).saturating_add(recording.packets[next].due);
             if at > elapsed {
                 break;
             }
-            recording.write_packet(due.packet, round, &mut batch);
+            recording.write_packet(next, round, &mut batch);
             next += 1;
-            if next == recording.schedule.len() {
+            if next == recording.packets.len() {
                 next = 0;
                 round += 1;
             }
