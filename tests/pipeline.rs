@@ -85,6 +85,10 @@ fn h264_aac_camera_is_copied_to_rtmp_without_decoding() {
     let session = status.session.expect("session info");
     assert_eq!(session.video_mode, VideoMode::Copy);
     assert_eq!(session.audio_mode, AudioMode::Copy);
+    // Read from what probing found, without a decoder.
+    assert_eq!((session.video_in.codec.as_str(), session.video_in.width, session.video_in.height), ("h264", 640, 360));
+    let audio_in = session.audio_in.expect("the camera's audio format");
+    assert_eq!((audio_in.codec.as_str(), audio_in.sample_rate, audio_in.channels), ("aac", 48_000, 1));
     assert_eq!(status.totals.video_frames_decoded, 0, "copy mode decodes nothing");
     assert_eq!(status.totals.audio_frames_decoded, 0, "AAC is copied, not decoded");
     assert!(status.totals.video_frames_out > 0 && status.rates.bitrate_kbps > 0.0);

@@ -60,14 +60,7 @@ impl AudioSetup {
     pub fn new(stream: &Stream, mode: AudioMode, settings: &AudioEncoding) -> Result<AudioSetup, String> {
         let parameters = stream.parameters();
         let codec_id = parameters.id();
-        let decoder = codec::context::Context::from_parameters(parameters.clone())
-            .and_then(|ctx| ctx.decoder().audio())
-            .map_err(|e| format!("cannot open the audio decoder: {e}"))?;
-        let input = AudioFormat {
-            codec: decoder::find(codec_id).map_or_else(|| format!("{codec_id:?}"), |c| c.name().to_owned()),
-            sample_rate: decoder.rate(),
-            channels: decoder.channels(),
-        };
+        let codec_name = || decoder::find(codec_id).map_or_else(|| format!("{codec_id:?}"), |c| c.name().to_owned());
         let mode = match mode {
             AudioMode::Auto if codec_id == Id::AAC => AudioMode::Copy,
             AudioMode::Auto => AudioMode::Aac,
@@ -75,8 +68,29 @@ impl AudioSetup {
         };
         if mode == AudioMode::Copy {
             if codec_id != Id::AAC {
-                return Err(format!("audio mode copy needs AAC, the camera sends {}", input.codec));
+                return Err(format!("audio mode copy needs AAC, the camera sends {}", codec_name()));
             }
+            // Copied audio needs no decoder, only its format for the report, which probing already put in the
+            // stream's parameters. Opening an AAC decoder to read it zero-filled about 1.3 MiB per session (see
+            // `silence::silent_frame` for why that matters when many cameras start at once).
+            if let Some((sample_rate, channels)) = rate_and_channels(&parameters) {
+                let input = AudioFormat { codec: codec_name(), sample_rate, channels };
+                let silence_fits = is_aac_lc(&parameters);
+                return Ok(AudioSetup {
+                    path: AudioPath::Copy { parameters },
+                    mode,
+                    output: input.clone(),
+                    input,
+                    silence_fits,
+                });
+            }
+        }
+        let decoder = codec::context::Context::from_parameters(parameters.clone())
+            .and_then(|ctx| ctx.decoder().audio())
+            .map_err(|e| format!("cannot open the audio decoder: {e}"))?;
+        let input = AudioFormat { codec: codec_name(), sample_rate: decoder.rate(), channels: decoder.channels() };
+        if mode == AudioMode::Copy {
+            // Probing left the format out; the decoder found it.
             let silence_fits = is_aac_lc(&parameters);
             return Ok(AudioSetup {
                 path: AudioPath::Copy { parameters },
@@ -250,6 +264,15 @@ impl AudioTranscoder {
 
 /// Whether the AAC of `parameters` is AAC-LC, by its AudioSpecificConfig (the first 5 bits are the audio
 /// object type, 2 for LC): what the RTSP demuxer fills in, where the profile field often stays unknown.
+/// The sample rate and channel count in `parameters`, when both are known.
+fn rate_and_channels(parameters: &codec::Parameters) -> Option<(u32, u16)> {
+    // SAFETY: `parameters` owns a valid AVCodecParameters; two plain fields are read (`ch_layout` exists in
+    // FFmpeg 5.1 and 7, the versions camgate builds against).
+    let (rate, channels) =
+        unsafe { ((*parameters.as_ptr()).sample_rate, (*parameters.as_ptr()).ch_layout.nb_channels) };
+    Some((u32::try_from(rate).ok().filter(|&r| r > 0)?, u16::try_from(channels).ok().filter(|&c| c > 0)?))
+}
+
 fn is_aac_lc(parameters: &codec::Parameters) -> bool {
     super::extradata(parameters).first().is_some_and(|config| config >> 3 == 2)
 }

@@ -5,8 +5,11 @@
 //! audio takes over again when it returns (its packets that would overlap the silence already sent are
 //! dropped, so audio timestamps only go forward).
 //!
-//! The silent frame is encoded once, by FFmpeg's AAC encoder with the output's sample rate and channels, and
-//! repeated with advancing timestamps: AAC-LC frames of silence decode on their own.
+//! The silent frame is encoded once per output format in the process, by FFmpeg's AAC encoder with the
+//! output's sample rate and channels, and repeated with advancing timestamps: AAC-LC frames of silence decode on
+//! their own. Every session with that format shares the one frame ([`silent_frame`]).
+
+use std::sync::Mutex;
 
 use ffmpeg_next::codec::{self, Id};
 use ffmpeg_next::format::{Sample, sample};
@@ -46,7 +49,7 @@ impl SilenceFiller {
     /// A filler producing AAC-LC at `rate` Hz with `channels` channels.
     pub fn new(rate: u32, channels: u16) -> Result<SilenceFiller, ffmpeg_next::Error> {
         let layout = channel_layout::for_output(i32::from(channels));
-        let frame = silent_frame(rate, layout)?;
+        let frame = silent_frame(rate, channels, layout)?;
         Ok(SilenceFiller { frame, rate: i64::from(rate.max(1)), end: None, last_video: None, off: false, filled: 0 })
     }
 
@@ -136,8 +139,41 @@ impl SilenceFiller {
     }
 }
 
-/// One AAC frame of silence, encoded with the output's settings.
-fn silent_frame(rate: u32, layout: ChannelLayout) -> Result<Packet, ffmpeg_next::Error> {
+/// Silent frames encoded so far, by sample rate and channel count. A handful of formats in practice; a
+/// camera announcing unusual ones cannot grow it past [`MAX_ENCODED`].
+static ENCODED: Mutex<Vec<(u32, u16, Packet)>> = Mutex::new(Vec::new());
+/// The most output formats whose silent frame is kept.
+const MAX_ENCODED: usize = 16;
+
+/// One AAC frame of silence in the output's format, shared with every other session of that format.
+///
+/// Why shared: making it opens an AAC encoder, whose context and tables are about 1 MiB that glibc maps,
+/// zero-fills and unmaps again (blocks that large are not kept in the heap). A session opening did that
+/// every time, and with hundreds of cameras starting at once those page faults and unmaps, which serialise
+/// the process's threads on its address space, delayed the first frames of cameras already streaming
+/// (BENCHMARKS.md, "First frames: the allocator"). The frame's data is reference-counted and never written
+/// to, so handing out references to one buffer is safe across threads.
+fn silent_frame(rate: u32, channels: u16, layout: ChannelLayout) -> Result<Packet, ffmpeg_next::Error> {
+    let known = |encoded: &[(u32, u16, Packet)]| {
+        encoded.iter().find(|(r, c, _)| (*r, *c) == (rate, channels)).map(|(_, _, frame)| super::share(frame))
+    };
+    if let Some(frame) = known(&ENCODED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(frame);
+    }
+    // Encoded outside the lock: two sessions racing may both encode, and the first to finish is kept.
+    let frame = encode_silent_frame(rate, layout)?;
+    let mut encoded = ENCODED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(frame) = known(&encoded) {
+        return Ok(frame);
+    }
+    if encoded.len() < MAX_ENCODED {
+        encoded.push((rate, channels, super::share(&frame)));
+    }
+    Ok(frame)
+}
+
+/// Encodes one AAC frame of silence with the output's settings.
+fn encode_silent_frame(rate: u32, layout: ChannelLayout) -> Result<Packet, ffmpeg_next::Error> {
     let codec = encoder::find(Id::AAC).ok_or(ffmpeg_next::Error::EncoderNotFound)?;
     let mut enc = codec::context::Context::new_with_codec(codec).encoder().audio()?;
     enc.set_rate(rate as i32);
@@ -214,5 +250,20 @@ mod tests {
         other.fill_to(0.0, &mut emit).unwrap();
         other.fill_to(60.0, &mut emit).unwrap();
         assert_eq!(other.filled, 0);
+    }
+
+    #[test]
+    fn sessions_of_one_format_share_one_encoded_frame() {
+        crate::pipeline::init();
+        // 22.05 kHz stereo: a format no other test here uses, so the first filler encodes it.
+        let first = SilenceFiller::new(22_050, 2).expect("FFmpeg's AAC encoder");
+        let second = SilenceFiller::new(22_050, 2).expect("FFmpeg's AAC encoder");
+        assert!(!first.frame.data().is_none_or(<[u8]>::is_empty), "an encoded frame");
+        assert_eq!(first.frame.data().map(<[u8]>::as_ptr), second.frame.data().map(<[u8]>::as_ptr), "one buffer");
+        let fresh = encode_silent_frame(22_050, channel_layout::for_output(2)).expect("FFmpeg's AAC encoder");
+        assert_eq!(first.frame.data(), fresh.data(), "the shared frame is the encoder's");
+        // Another format gets a frame of its own.
+        let mono = SilenceFiller::new(22_050, 1).expect("FFmpeg's AAC encoder");
+        assert_ne!(mono.frame.data().map(<[u8]>::as_ptr), first.frame.data().map(<[u8]>::as_ptr));
     }
 }

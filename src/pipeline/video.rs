@@ -129,22 +129,19 @@ impl VideoSetup {
             VideoMode::Auto => VideoMode::Transcode,
             other => other,
         };
-        let mut context = codec::context::Context::from_parameters(parameters.clone())
-            .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
-        // Threads must be chosen before the decoder opens.
-        let slot = (mode == VideoMode::Transcode).then(|| TranscodingSlot::take(settings.threads));
-        if let Some((_, threads)) = &slot {
-            context.set_threading(codec::threading::Config::count(threads.decoder));
-        }
-        // In copy mode the decoder only tells the picture size; it is dropped right after.
-        let decoder = context.decoder().video().map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
-        let input = VideoFormat { codec: codec_name.clone(), width: decoder.width(), height: decoder.height() };
         if mode == VideoMode::Copy {
             if codec_id != Id::H264 {
                 return Err(VideoSetupError::NotCopyable(format!(
                     "video mode copy needs H.264, the camera sends {codec_name}; use auto or transcode"
                 )));
             }
+            // The picture size as probing found it. No decoder is opened for it: an H.264 decoder's context
+            // is some 750 KiB that glibc maps and zero-fills afresh for each session (see
+            // `silence::silent_frame` for why that matters when many cameras start at once).
+            // SAFETY: `parameters` owns a valid AVCodecParameters; only two of its fields are read.
+            let (width, height) = unsafe { ((*parameters.as_ptr()).width, (*parameters.as_ptr()).height) };
+            let size = |n: i32| u32::try_from(n).unwrap_or(0);
+            let input = VideoFormat { codec: codec_name.clone(), width: size(width), height: size(height) };
             return Ok(VideoSetup {
                 path: VideoPath::Copy { parameters, seen_keyframe: false },
                 mode,
@@ -156,9 +153,15 @@ impl VideoSetup {
                 threads: None,
             });
         }
+        let mut context = codec::context::Context::from_parameters(parameters.clone())
+            .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
+        // Threads must be chosen before the decoder opens.
+        let (slot, threads) = TranscodingSlot::take(settings.threads);
+        context.set_threading(codec::threading::Config::count(threads.decoder));
+        let decoder = context.decoder().video().map_err(|e| VideoSetupError::Ffmpeg(e, Stage::DecodeVideo))?;
+        let input = VideoFormat { codec: codec_name.clone(), width: decoder.width(), height: decoder.height() };
         let (width, height) = output_size(decoder.width(), decoder.height(), settings.width, settings.height);
         let fps = source_fps.map_or(FALLBACK_FPS, |f| Rational::from(f).reduce());
-        let (slot, threads) = slot.unwrap_or_else(|| TranscodingSlot::take(settings.threads));
         let (encoder, encoder_name) =
             open_encoder(stream.time_base(), fps, width, height, settings, threads.encoder, &mut warnings)
                 .map_err(|e| VideoSetupError::Ffmpeg(e, Stage::EncodeVideo))?;
