@@ -85,7 +85,9 @@ fn h264_aac_camera_is_copied_to_rtmp_without_decoding() {
     let session = status.session.expect("session info");
     assert_eq!(session.video_mode, VideoMode::Copy);
     assert_eq!(session.audio_mode, AudioMode::Copy);
-    // Read from what probing found, without a decoder.
+    // The camera's SDP said it all (its SPS rules out reordering), so probing decoded nothing: the sizes and
+    // the rate below come from the description, and the output above is the whole check that they are right.
+    assert_eq!(session.described_by_sdp, ["video", "audio"]);
     assert_eq!((session.video_in.codec.as_str(), session.video_in.width, session.video_in.height), ("h264", 640, 360));
     let audio_in = session.audio_in.expect("the camera's audio format");
     assert_eq!((audio_in.codec.as_str(), audio_in.sample_rate, audio_in.channels), ("aac", 48_000, 1));
@@ -244,6 +246,8 @@ fn a_camera_with_b_frames_is_copied_in_decoding_order_with_its_presentation_time
     supervisor.start_blocking(StreamSpec::new("bframes", &url, &rtmp.url("bframes")).unwrap()).unwrap();
     let status = wait_running(&supervisor, "bframes");
     assert_eq!(status.session.as_ref().unwrap().video_mode, VideoMode::Copy);
+    // Its SPS announces reordering, whose depth probing measures by decoding.
+    assert!(status.session.as_ref().unwrap().described_by_sdp.is_empty(), "{:?}", status.session);
 
     let report = probe_rtmp(&rtmp.url("bframes"), 4.0);
     assert_watchable(&report, 640, 360);
@@ -282,6 +286,7 @@ fn g711_alaw_audio_becomes_aac() {
     let session = status.session.unwrap();
     assert_eq!(session.audio_in.unwrap().codec, "pcm_alaw");
     assert_eq!(session.audio_mode, AudioMode::Aac);
+    assert_eq!(session.described_by_sdp, ["video"], "transcoded audio is probed as before");
     assert!(status.totals.audio_frames_decoded > 0);
     supervisor.stop_blocking(&id("alaw")).unwrap();
 }
@@ -393,7 +398,9 @@ fn transcode_scales_to_the_requested_size_and_records_to_a_file() {
     spec.video.encoding.width = Some(320);
     spec.video.encoding.gop_seconds = 1.0;
     supervisor.start_blocking(spec).unwrap();
-    wait_running(&supervisor, "small");
+    let status = wait_running(&supervisor, "small");
+    let session = status.session.as_ref().unwrap();
+    assert!(session.described_by_sdp.is_empty(), "transcoded streams are probed as before: {session:?}");
     // Record about three seconds of output, measured by what was written, then stop cleanly.
     wait_for(Duration::from_secs(15), "75 frames written", || {
         (supervisor.status(&id("small"))?.totals.video_frames_out >= 75).then_some(())

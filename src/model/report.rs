@@ -152,6 +152,12 @@ pub struct SessionInfo {
     /// the settings camgate chose them from the cores and the transcoding cameras running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_threads: Option<VideoThreads>,
+    /// The streams (`video`, `audio`) whose format stream analysis took from the camera's description (its
+    /// SDP) without decoding any of them: copied H.264 whose parameter sets rule out reordering, copied
+    /// AAC-LC. Such a start costs a fraction of the memory and CPU of one that decodes (BENCHMARKS.md, "First
+    /// frames: what the start costs").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub described_by_sdp: Vec<String>,
 }
 
 /// Threads of one transcoding camera's video decoder and encoder.

@@ -41,6 +41,9 @@ struct ThreadLog {
     window_start: Option<Instant>,
     lines: u32,
     held_back: u32,
+    /// While stream probing runs with decoders camgate refused on purpose (see [`with_refused_decoders`]): the
+    /// codecs FFmpeg reported refusing so far.
+    refused: Option<Vec<String>>,
 }
 
 thread_local! {
@@ -75,6 +78,22 @@ pub fn take_last_error() -> Option<String> {
 /// Forgets this thread's last error line (before a new operation, so an old line is not blamed for it).
 pub fn clear_last_error() {
     THREAD_LOG.with(|log| log.borrow_mut().last_error = None);
+}
+
+/// Runs `probe` — stream probing whose decoder options refuse some decoders on purpose (`codec_whitelist`
+/// `none`, see `pipeline::probe`) — with FFmpeg's lines about those refusals logged at trace level and not
+/// kept as this thread's last error: they are camgate's doing, not the camera's. Returns `probe`'s result
+/// and the codecs FFmpeg refused to open (`h264`, `aac`), once for each refusal.
+pub(crate) fn with_refused_decoders<T>(probe: impl FnOnce() -> T) -> (T, Vec<String>) {
+    THREAD_LOG.with(|log| log.borrow_mut().refused = Some(Vec::new()));
+    let result = probe();
+    let refused = THREAD_LOG.with(|log| log.borrow_mut().refused.take()).unwrap_or_default();
+    (result, refused)
+}
+
+/// The codec of one of FFmpeg's lines about a decoder refused by `codec_whitelist` `none`.
+fn refused_codec(text: &str) -> Option<&str> {
+    text.strip_prefix("Codec (")?.strip_suffix(") not on whitelist 'none'")
 }
 
 /// Installs the callback; called once from `pipeline::init`.
@@ -160,6 +179,15 @@ fn emit(level: c_int, component: &str, text: &str) {
     let mut text = redact_line(text);
     THREAD_LOG.with(|cell| {
         let Ok(mut log) = cell.try_borrow_mut() else { return };
+        let log = &mut *log;
+        if let Some(refused) = log.refused.as_mut() {
+            let codec = refused_codec(&text);
+            if codec.is_some() || text.starts_with("Failed to open codec in avformat_find_stream_info") {
+                refused.extend(codec.map(str::to_owned));
+                log_line(ffi::AV_LOG_TRACE, log.camera.as_ref(), component, &text);
+                return;
+            }
+        }
         for secret in &log.secrets {
             if text.contains(secret.as_str()) {
                 text = text.replace(secret.as_str(), "***");
@@ -266,5 +294,22 @@ mod tests {
         }
         THREAD_LOG.with(|log| assert_eq!(log.borrow().held_back, 5 + 1));
         set_thread_camera(None);
+    }
+
+    #[test]
+    fn refusals_camgate_asked_for_are_not_the_cameras_errors() {
+        let refusal = "Codec (h264) not on whitelist 'none'";
+        let ((), refused) = with_refused_decoders(|| {
+            emit(ffi::AV_LOG_ERROR, "h264", refusal);
+            emit(ffi::AV_LOG_WARNING, "rtsp", "Failed to open codec in avformat_find_stream_info");
+            emit(ffi::AV_LOG_ERROR, "aac", "Codec (aac) not on whitelist 'none'");
+        });
+        assert_eq!(refused, ["h264", "aac"]);
+        assert_eq!(take_last_error(), None, "expected refusals are not kept");
+        let ((), refused) = with_refused_decoders(|| emit(ffi::AV_LOG_ERROR, "rtsp", "method PLAY failed: 454"));
+        assert!(refused.is_empty());
+        assert_eq!(take_last_error().as_deref(), Some("method PLAY failed: 454"), "other errors still are");
+        emit(ffi::AV_LOG_ERROR, "h264", refusal);
+        assert_eq!(take_last_error().as_deref(), Some(refusal), "outside probing, a refusal is an error");
     }
 }

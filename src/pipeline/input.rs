@@ -14,7 +14,9 @@ use ffmpeg_next::util::interrupt;
 use ffmpeg_next::{Dictionary, device, ffi};
 
 use super::diagnosis::transport_words;
+use super::ffmpeg_log;
 use super::interrupt::{Interrupter, Interruption};
+use super::probe::{self, VideoAudio};
 use super::rtsp::{self, Attached, RtspError};
 use crate::model::host_policy::{HostPolicy, NameVerdict};
 use crate::model::url::UrlHost;
@@ -157,12 +159,21 @@ const PROBE_SIZE: &str = "1000000";
 pub struct Opened {
     /// The demuxer, streams probed.
     pub input: Input,
+    /// The streams whose format probing took from the camera's description, decoding nothing of them.
+    pub described: VideoAudio,
     /// camgate's own RTSP session feeding `input`, when it reads the camera: must outlive `input`.
     pub session: Option<Attached>,
     /// The transport in use (`None` for the demo camera).
     pub transport: Option<Transport>,
     /// Why that transport, when `auto` had to fall back.
     pub note: Option<String>,
+}
+
+/// A demuxer whose streams are probed.
+struct Probed {
+    input: Input,
+    /// The streams probing did not decode (see `probe`).
+    described: VideoAudio,
 }
 
 /// Why [`open_camera`] failed: the last error, the transport it happened on, and what `auto` tried before.
@@ -185,15 +196,16 @@ pub fn open_camera(
     wanted: Transport,
     timeouts: &Timeouts,
     reader: RtspReader,
+    copies: VideoAudio,
     interrupter: &Arc<Interrupter>,
 ) -> Result<Opened, OpenFailure> {
     let (Some(target), None) = (target, url.demo()) else {
         let input = url.demo().map_or(Err(ffmpeg_next::Error::Bug), open_demo);
         return input
-            .map(|input| Opened { input, session: None, transport: None, note: None })
+            .map(|input| Opened { input, described: VideoAudio::default(), session: None, transport: None, note: None })
             .map_err(|error| OpenFailure { error, transport: wanted, tried: Vec::new() });
     };
-    let attempt = |transport| attempt(url, target, transport, timeouts, reader, interrupter);
+    let attempt = |transport| attempt(url, target, transport, timeouts, reader, copies, interrupter);
     // RTSPS is TLS on TCP: there is nothing to fall back to.
     let wanted = if url.scheme() == "rtsps" && wanted == Transport::Auto { Transport::Tcp } else { wanted };
     if wanted != Transport::Auto {
@@ -235,7 +247,7 @@ pub fn open_camera(
 
 /// A successful attempt.
 struct Attempt {
-    input: Input,
+    probed: Probed,
     session: Option<Attached>,
     /// Why camgate's reader left the camera to libavformat's, if it did.
     note: Option<String>,
@@ -247,7 +259,8 @@ impl Attempt {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.or(b),
         };
-        Opened { input: self.input, session: self.session, transport: Some(transport), note }
+        let Probed { input, described } = self.probed;
+        Opened { input, described, session: self.session, transport: Some(transport), note }
     }
 }
 
@@ -259,12 +272,13 @@ fn attempt(
     transport: Transport,
     timeouts: &Timeouts,
     reader: RtspReader,
+    copies: VideoAudio,
     interrupter: &Arc<Interrupter>,
 ) -> Result<Attempt, ffmpeg_next::Error> {
     let mut note = None;
     if reader == RtspReader::Buffered && url.scheme() == "rtsp" && transport == Transport::Tcp {
-        match open_buffered(target, interrupter) {
-            Ok((input, session)) => return Ok(Attempt { input, session: Some(session), note: None }),
+        match open_buffered(target, copies, interrupter) {
+            Ok((probed, session)) => return Ok(Attempt { probed, session: Some(session), note: None }),
             Err(Buffered::Failed(error)) => return Err(error),
             Err(Buffered::LeftToFfmpeg(reason)) => {
                 interrupter.arm(timeouts.open());
@@ -272,7 +286,7 @@ fn attempt(
             }
         }
     }
-    open(url, target, transport, timeouts, interrupter).map(|input| Attempt { input, session: None, note })
+    open(url, target, transport, timeouts, copies, interrupter).map(|probed| Attempt { probed, session: None, note })
 }
 
 /// How camgate's reader failed.
@@ -284,7 +298,11 @@ enum Buffered {
 }
 
 /// Opens the camera with camgate's own RTSP reader, joined to libavformat's SDP demuxer (see `pipeline::rtsp`).
-fn open_buffered(target: &str, interrupter: &Arc<Interrupter>) -> Result<(Input, Attached), Buffered> {
+fn open_buffered(
+    target: &str,
+    copies: VideoAudio,
+    interrupter: &Arc<Interrupter>,
+) -> Result<(Probed, Attached), Buffered> {
     let failed = |error: RtspError| match error {
         RtspError::Unsupported(reason) => Buffered::LeftToFfmpeg(reason),
         other => {
@@ -300,8 +318,8 @@ fn open_buffered(target: &str, interrupter: &Arc<Interrupter>) -> Result<(Input,
     options.set("analyzeduration", ANALYZE_DURATION_US);
     options.set("probesize", PROBE_SIZE);
     options.set("fpsprobesize", "0");
-    match open_context(target, options, rtsp::sdp_format(), Some(session.avio()), interrupter) {
-        Ok(input) => Ok((input, session)),
+    match open_context(target, options, rtsp::sdp_format(), Some(session.avio()), copies, interrupter) {
+        Ok(probed) => Ok((probed, session)),
         Err(error) => Err(session.take_error().map_or(Buffered::Failed(error), failed)),
     }
 }
@@ -312,8 +330,9 @@ fn open(
     target: &str,
     transport: Transport,
     timeouts: &Timeouts,
+    copies: VideoAudio,
     interrupter: &Arc<Interrupter>,
-) -> Result<Input, ffmpeg_next::Error> {
+) -> Result<Probed, ffmpeg_next::Error> {
     let mut options = Dictionary::new();
     options.set("rtsp_transport", transport.ffmpeg_name());
     // Socket I/O timeout (FFmpeg ≥ 5 calls it `timeout`, in µs). The interrupt deadline is the real watchdog;
@@ -339,7 +358,7 @@ fn open(
         },
     );
     options.set("user_agent", concat!("camgate/", env!("CARGO_PKG_VERSION")));
-    open_context(target, options, ptr::null(), None, interrupter)
+    open_context(target, options, ptr::null(), None, copies, interrupter)
 }
 
 /// Opens `target` with `options` — with demuxer `format` reading from `avio` when given, else as the URL
@@ -349,12 +368,13 @@ fn open_context(
     options: Dictionary,
     format: *const ffi::AVInputFormat,
     avio: Option<*mut ffi::AVIOContext>,
+    copies: VideoAudio,
     interrupter: &Arc<Interrupter>,
-) -> Result<Input, ffmpeg_next::Error> {
+) -> Result<Probed, ffmpeg_next::Error> {
     let target = CString::new(target).map_err(|_| ffmpeg_next::Error::InvalidData)?;
     let interrupt = interrupt::new(Box::new(interrupter.callback()));
     // SAFETY: `format::input_with_interrupt_and_dictionary` by hand, because it probes without decoder options
-    // and camgate needs them (`probe_decoder_options`). `ps` is checked after allocation;
+    // and camgate needs them (`probe::decoder_options`). `ps` is checked after allocation;
     // `avformat_open_input` frees it on failure; on success ownership passes to `Input::wrap_with_interrupt`,
     // which keeps the callback's state alive as long as the context and closes the context when dropped.
     // A caller's `avio` is marked as such (`AVFMT_FLAG_CUSTOM_IO`), so closing the context leaves it to its
@@ -377,11 +397,15 @@ fn open_context(
         }
         Input::wrap_with_interrupt(ps, interrupt.guard)
     };
-    let mut decoder_options: Vec<*mut ffi::AVDictionary> = input.streams().map(|s| probe_decoder_options(&s)).collect();
+    let probe::Plan { options: mut decoder_options, described: candidates } = probe::plan(&mut input, copies);
     // SAFETY: the context is open and owned by `input`, alive across the call. `decoder_options` holds one
     // dictionary (or NULL) per stream, as the call requires; FFmpeg may replace entries, and whatever it leaves
     // is freed right after, once.
-    let ret = unsafe { ffi::avformat_find_stream_info(input.as_mut_ptr(), decoder_options.as_mut_ptr()) };
+    let (ret, refused) = ffmpeg_log::with_refused_decoders(|| unsafe {
+        ffi::avformat_find_stream_info(input.as_mut_ptr(), decoder_options.as_mut_ptr())
+    });
+    probe::finish(&mut input);
+    let described = probe::confirmed(candidates, &refused);
     for dictionary in decoder_options {
         // SAFETY: an entry FFmpeg left in the array (or NULL); nothing else refers to it.
         drop(unsafe { Dictionary::own(dictionary) });
@@ -395,27 +419,7 @@ fn open_context(
     if interrupter.check().is_some() {
         return Err(ffmpeg_next::Error::Exit);
     }
-    Ok(input)
-}
-
-/// Options for the decoder that stream probing opens on `stream`, as a dictionary for FFmpeg to take (NULL
-/// for none).
-///
-/// Probing decodes the camera's video only to learn the picture's size and pixel format, which the first
-/// decoded slice gives. But until the decoder has put out a few pictures (7 for H.264) it decodes every frame
-/// it reads, and an H.264 decoder puts out nothing before the camera's next keyframe: every frame of the wait
-/// is decoded, for nothing. `showall` lets those frames out (grey, and thrown away with the probe), so the
-/// count is reached after a few frames and the rest are only parsed. That takes 40 % off the CPU of probing a
-/// camera that waits for its keyframe (BENCHMARKS.md, "First frames when 200 cameras start at once"), which
-/// matters when many start at once. (FFmpeg adds one thread to these options itself, as it does without them.)
-fn probe_decoder_options(stream: &ffmpeg_next::Stream) -> *mut ffi::AVDictionary {
-    if stream.parameters().medium() != ffmpeg_next::media::Type::Video {
-        return ptr::null_mut();
-    }
-    let mut options = Dictionary::new();
-    options.set("flags2", "+showall");
-    // SAFETY: `disown` hands the dictionary over; the caller passes it to FFmpeg and frees what is left.
-    unsafe { options.disown() }
+    Ok(Probed { input, described })
 }
 
 /// Opens the built-in synthetic camera: libavfilter's `lavfi` input running a fixed graph — a moving test

@@ -15,12 +15,14 @@ pub mod fence;
 pub mod ffmpeg_log;
 pub mod gate;
 mod gop_cache;
+mod h264_sps;
 mod held_sends;
 mod input;
 mod interleave;
 pub mod interrupt;
 mod net;
 mod output;
+mod probe;
 mod read_batch;
 mod rtmp;
 mod rtsp;
@@ -50,7 +52,9 @@ use self::read_batch::{ReadBatch, Waits};
 use self::silence::SilenceFiller;
 use self::slate::{HeldAudio, HeldOutputs, Slate};
 use self::video::{VideoPath, VideoSetup, VideoSetupError};
-use crate::model::{AudioMode, Counters, HostPolicy, PipelineError, SessionInfo, Stage, StreamSpec, Transport};
+use crate::model::{
+    AudioMode, Counters, HostPolicy, PipelineError, SessionInfo, Stage, StreamSpec, Transport, VideoMode,
+};
 use crate::preview::Channel;
 
 /// How long the FLV trailer and encoder flush may take after a stop, all outputs together.
@@ -304,12 +308,21 @@ impl<'a> Session<'a> {
             TargetError::Resolve { host, reason } => Halt::Resolve { host, reason },
             TargetError::Refused(reason) => Halt::HostRefused(reason),
         })?;
+        let copies = probe::VideoAudio {
+            video: match spec.video.mode {
+                VideoMode::Copy => true,
+                VideoMode::Auto => spec.video.encoding.width.is_none() && spec.video.encoding.height.is_none(),
+                VideoMode::Transcode => false,
+            },
+            audio: matches!(spec.audio.mode, AudioMode::Copy | AudioMode::Auto),
+        };
         let opened = input::open_camera(
             &spec.input,
             target.as_deref(),
             spec.transport,
             &spec.timeouts,
             spec.rtsp_reader,
+            copies,
             &input_interrupter,
         )
         .map_err(|failure| {
@@ -323,7 +336,7 @@ impl<'a> Session<'a> {
         // Bound in this order so that, on any early return below, `input` (declared last) is dropped first:
         // camgate's RTSP session must outlive the demuxer reading from it.
         let mut rtsp_session = opened.session;
-        let input::Opened { input, transport, note: transport_note, .. } = opened;
+        let input::Opened { input, transport, note: transport_note, described, .. } = opened;
         if let Some(note) = &transport_note {
             info!(camera = %spec.id, "{note}");
         }
@@ -439,6 +452,11 @@ impl<'a> Session<'a> {
             video_threads: video
                 .threads
                 .map(|t| crate::model::VideoThreads { decoder: t.decoder as u32, encoder: t.encoder as u32 }),
+            described_by_sdp: [(described.video, "video"), (described.audio, "audio")]
+                .into_iter()
+                .filter(|&(yes, _)| yes)
+                .map(|(_, stream)| stream.to_owned())
+                .collect(),
         };
         info!(camera = %spec.id, video_mode = %info.video_mode, audio_mode = %info.audio_mode,
               video_in = %info.video_in.codec, "session started");
