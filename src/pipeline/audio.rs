@@ -262,8 +262,6 @@ impl AudioTranscoder {
     }
 }
 
-/// Whether the AAC of `parameters` is AAC-LC, by its AudioSpecificConfig (the first 5 bits are the audio
-/// object type, 2 for LC): what the RTSP demuxer fills in, where the profile field often stays unknown.
 /// The sample rate and channel count in `parameters`, when both are known.
 fn rate_and_channels(parameters: &codec::Parameters) -> Option<(u32, u16)> {
     // SAFETY: `parameters` owns a valid AVCodecParameters; two plain fields are read (`ch_layout` exists in
@@ -273,6 +271,8 @@ fn rate_and_channels(parameters: &codec::Parameters) -> Option<(u32, u16)> {
     Some((u32::try_from(rate).ok().filter(|&r| r > 0)?, u16::try_from(channels).ok().filter(|&c| c > 0)?))
 }
 
+/// Whether the AAC of `parameters` is AAC-LC, by its AudioSpecificConfig (the first 5 bits are the audio
+/// object type, 2 for LC): what the RTSP demuxer fills in, where the profile field often stays unknown.
 fn is_aac_lc(parameters: &codec::Parameters) -> bool {
     super::extradata(parameters).first().is_some_and(|config| config >> 3 == 2)
 }

@@ -80,10 +80,10 @@ pub fn clear_last_error() {
     THREAD_LOG.with(|log| log.borrow_mut().last_error = None);
 }
 
-/// Runs `probe` — stream probing whose decoder options refuse some decoders on purpose (`codec_whitelist`
-/// `none`, see `pipeline::probe`) — with FFmpeg's lines about those refusals logged at trace level and not
-/// kept as this thread's last error: they are camgate's doing, not the camera's. Returns `probe`'s result
-/// and the codecs FFmpeg refused to open (`h264`, `aac`), once for each refusal.
+/// Runs `probe` — stream probing that refuses its decoders on purpose (`codec_whitelist` `none`, see
+/// `pipeline::probe`) — with FFmpeg's lines about those refusals logged at trace level and not kept as this
+/// thread's last error: they are camgate's doing, not the camera's. Returns `probe`'s result and the codecs
+/// FFmpeg refused to open (`h264`, `aac`), once for each refusal.
 pub(crate) fn with_refused_decoders<T>(probe: impl FnOnce() -> T) -> (T, Vec<String>) {
     THREAD_LOG.with(|log| log.borrow_mut().refused = Some(Vec::new()));
     let result = probe();

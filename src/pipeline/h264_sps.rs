@@ -1,7 +1,6 @@
 //! What an H.264 sequence parameter set (SPS) says about a camera's pictures: their size, and whether the
 //! camera may send frames out of display order. Read from the parameter sets a camera announces in its SDP
-//! (`sprop-parameter-sets`), so that stream probing need not decode pictures to learn either
-//! (`input::probe_decoder_options`).
+//! (`sprop-parameter-sets`), so that stream probing need not decode pictures to learn either (`probe`).
 //!
 //! Only what that needs is read (H.264 7.3.2.1.1 and E.1.1); everything else is skipped by its syntax. The
 //! input is the camera's, so every read is bounded: a short, malformed or unusual SPS gives `None`, never a

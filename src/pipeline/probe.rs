@@ -5,9 +5,9 @@
 //! decodes at least seven pictures into buffers of a megabyte or more (720p) to measure how deep the camera
 //! reorders frames, and all of it is freed when probing ends. glibc maps blocks that large afresh and unmaps
 //! them on free, so every camera start paid page faults for all of it and unmaps that stop every thread of
-//! the process for a TLB shootdown. With 200 cameras starting at once that was half the page faults of the
-//! start, on a machine whose cores the starting cameras already filled (BENCHMARKS.md, "First frames: what
-//! the start costs").
+//! the process for a TLB shootdown. With 200 cameras starting at once that was some 60 % of the page faults
+//! of the start, on a machine whose cores the starting cameras already filled (BENCHMARKS.md, "First frames:
+//! what the start costs").
 //!
 //! A stream camgate copies needs none of it when the camera's description already says what probing would
 //! find ([`describe`]):
@@ -95,6 +95,7 @@ pub(crate) fn plan(input: &mut Input, copies: VideoAudio) -> Plan {
         if set >= 0 {
             return Plan { options: vec![ptr::null_mut(); parameters.len()], described };
         }
+        // Not refused after all: probing decodes as before and overwrites what was filled in.
     }
     let options = parameters
         .iter()
