@@ -72,25 +72,13 @@ impl AudioSetup {
             }
             // Copied audio needs no decoder, only its format for the report, which probing already put in the
             // stream's parameters. Opening an AAC decoder to read it zero-filled about 1.3 MiB per session (see
-            // `silence::silent_frame` for why that matters when many cameras start at once).
-            if let Some((sample_rate, channels)) = rate_and_channels(&parameters) {
-                let input = AudioFormat { codec: codec_name(), sample_rate, channels };
-                let silence_fits = is_aac_lc(&parameters);
-                return Ok(AudioSetup {
-                    path: AudioPath::Copy { parameters },
-                    mode,
-                    output: input.clone(),
-                    input,
-                    silence_fits,
-                });
-            }
-        }
-        let decoder = codec::context::Context::from_parameters(parameters.clone())
-            .and_then(|ctx| ctx.decoder().audio())
-            .map_err(|e| format!("cannot open the audio decoder: {e}"))?;
-        let input = AudioFormat { codec: codec_name(), sample_rate: decoder.rate(), channels: decoder.channels() };
-        if mode == AudioMode::Copy {
-            // Probing left the format out; the decoder found it.
+            // `silence::silent_frame` for why that matters when many cameras start at once). Only when probing
+            // left the format out does a decoder find it.
+            let (sample_rate, channels) = match rate_and_channels(&parameters) {
+                Some(format) => format,
+                None => open_decoder(&parameters).map(|d| (d.rate(), d.channels()))?,
+            };
+            let input = AudioFormat { codec: codec_name(), sample_rate, channels };
             let silence_fits = is_aac_lc(&parameters);
             return Ok(AudioSetup {
                 path: AudioPath::Copy { parameters },
@@ -100,6 +88,8 @@ impl AudioSetup {
                 silence_fits,
             });
         }
+        let decoder = open_decoder(&parameters)?;
+        let input = AudioFormat { codec: codec_name(), sample_rate: decoder.rate(), channels: decoder.channels() };
         let rate = settings.sample_rate.unwrap_or_else(|| output_rate(decoder.rate()));
         let layout = channel_layout::for_output(i32::from(decoder.channels()));
         let encoder = open_encoder(rate, layout, settings.bitrate_kbps)
@@ -260,6 +250,13 @@ impl AudioTranscoder {
         }
         Ok(graph)
     }
+}
+
+/// Opens a decoder for `parameters`, its error in words.
+fn open_decoder(parameters: &codec::Parameters) -> Result<decoder::Audio, String> {
+    codec::context::Context::from_parameters(parameters.clone())
+        .and_then(|ctx| ctx.decoder().audio())
+        .map_err(|e| format!("cannot open the audio decoder: {e}"))
 }
 
 /// The sample rate and channel count in `parameters`, when both are known.
