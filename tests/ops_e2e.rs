@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, ProbeOptions, RtmpServer, RtspOptions, RtspServer, free_port, mount, probe};
+use common::{
+    ChildGuard, ProbeOptions, RtmpServer, RtspOptions, RtspServer, SrsOptions, SrsServer, free_port, mount, probe,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -253,4 +255,73 @@ async fn srs_hooks_start_an_on_demand_camera_and_stop_it_after_the_linger() {
     }
     let (_, registered) = gateway.send(reqwest::Method::GET, "/api/v1/on_demand", None).await;
     assert_eq!(registered[0]["viewers"], 0, "{registered}");
+}
+
+/// The same on-demand flow with SRS itself calling the hooks, configured as docs/OPERATIONS.md says (the token
+/// in each hook URL): a browser-like HTTP-FLV player of the camera's stream starts it and gets its picture; when
+/// the player leaves, the camera stops after the linger and SRS reports the publish's end; a player of a stream
+/// no camera serves is refused. Run with `CAMGATE_SRS=…/objs/srs cargo test --test ops_e2e -- --ignored srs`
+/// (see `common::srs`).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs SRS, which Debian does not package: CAMGATE_SRS=/path/to/objs/srs"]
+async fn srs_itself_starts_an_on_demand_camera_for_its_player_and_stops_it_after_the_linger() {
+    let rtsp = RtspServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let linger = Duration::from_millis(1500);
+    let linger_ms = linger.as_millis().to_string();
+    let gateway = Gateway::start(dir.path(), &["--on-demand-linger-ms", &linger_ms], &[("CAMGATE_TOKENS", TOKEN)]);
+    let srs = SrsServer::start(SrsOptions {
+        hooks: Some(gateway.base.clone()),
+        hooks_token: Some(TOKEN.to_owned()),
+        ..SrsOptions::default()
+    });
+    let camera = json!({
+        "input": rtsp.url(mount::H264_AAC), "output": srs.url("livestream7"), "on_demand": true,
+        "video": { "mode": "copy" },
+    });
+    let (status, body) = gateway.send(reqwest::Method::PUT, "/api/v1/cameras/7", Some(camera)).await;
+    assert!(status.is_success(), "{status}: {body}");
+    assert!(gateway.camera("7").await.is_none(), "not started before a viewer");
+
+    let player = tokio::task::spawn_blocking({
+        let url = srs.flv_url("livestream7");
+        move || probe(&url, ProbeOptions::default().with_media_seconds(3.0).with_deadline(Duration::from_secs(30)))
+    });
+    let camera = gateway
+        .wait_for("7", Duration::from_secs(20), |c| running(c) && c.is_some_and(|c| c["viewers"] == 1))
+        .await
+        .unwrap();
+    assert_eq!(camera["output"], srs.url("livestream7"));
+    let report = player.await.unwrap().unwrap_or_else(|e| panic!("the player got nothing: {e}\nSRS:\n{}", srs.log()));
+    let video = report.video.as_ref().expect("the player gets video");
+    assert!(video.stats.first_is_key && video.stats.packets >= 50, "{report:?}");
+    assert!(report.audio.as_ref().is_some_and(|a| a.stats.packets > 0), "and audio: {report:?}");
+
+    // The player has gone: SRS reports it (on_stop), the camera stops after the linger, and SRS reports the end
+    // of camgate's publish (on_unpublish), which the registry shows.
+    let left = Instant::now();
+    gateway.wait_for("7", Duration::from_secs(15), |c| c.is_none()).await;
+    assert!(
+        left.elapsed() >= linger - Duration::from_millis(200),
+        "stopped {:?} after the player left",
+        left.elapsed()
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, registered) = gateway.send(reqwest::Method::GET, "/api/v1/on_demand", None).await;
+        if registered[0]["published"] == false && registered[0]["viewers"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "SRS never reported the end: {registered}\nSRS:\n{}", srs.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A stream no camera serves: the hook refuses it and SRS turns the player away instead of holding it.
+    let refused = tokio::task::spawn_blocking({
+        let url = srs.flv_url("livestream99");
+        move || probe(&url, ProbeOptions::default().with_media_seconds(1.0).with_deadline(Duration::from_secs(10)))
+    });
+    let refused = refused.await.unwrap();
+    assert!(refused.is_err(), "a player of an unknown stream got {refused:?}");
+    assert!(gateway.camera("99").await.is_none());
 }

@@ -12,8 +12,8 @@ use camgate::{
     SupervisorConfig, SupervisorError, VideoMode, WorkerState,
 };
 use common::{
-    FreezableRelay, ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, free_port, poll_for, probe,
-    record_viewer, wait_for,
+    FreezableRelay, ProbeOptions, ProbeReport, RtmpServer, RtspServer, SilentServer, SrsOptions, SrsServer, free_port,
+    poll_for, probe, record_viewer, wait_for,
 };
 
 fn supervisor() -> Supervisor {
@@ -970,8 +970,30 @@ fn camgates_rtsp_reader_delivers_what_libavformats_does_packet_for_packet() {
 /// steps from each, in both streams, and the same stream description.
 #[test]
 fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
-    let rtsp = RtspServer::start();
     let rtmp = RtmpServer::start();
+    assert_writers_publish_the_same(&|name| rtmp.recorded_url(name), &|name| rtmp.recording(name), None);
+}
+
+/// The same comparison against SRS, the server camgate is usually deployed with (see `common::srs`: run with
+/// `CAMGATE_SRS=…/objs/srs cargo test --test pipeline -- --ignored srs`); and each path's stream is watchable
+/// through SRS's HTTP-FLV, as a browser plays it.
+#[test]
+#[ignore = "needs SRS, which Debian does not package: CAMGATE_SRS=/path/to/objs/srs"]
+fn srs_receives_the_same_packets_from_camgates_rtmp_writer_as_from_libavformats() {
+    let srs = SrsServer::start(SrsOptions { record: true, ..SrsOptions::default() });
+    let flv_url = |name: &str| srs.flv_url(name).replacen("/live/", "/rec/", 1);
+    assert_writers_publish_the_same(&|name| srs.recorded_url(name), &|name| srs.recording(name), Some(&flv_url));
+}
+
+/// Publishes one camera three ways at once (libavformat's writer; camgate's; camgate's holding each batch for
+/// camgate's reader) to `recorded_url(name)`, and compares what the server recorded at `recording(name)`;
+/// with `flv_url`, each is first read back live from there.
+fn assert_writers_publish_the_same(
+    recorded_url: &dyn Fn(&str) -> String,
+    recording: &dyn Fn(&str) -> std::path::PathBuf,
+    flv_url: Option<&dyn Fn(&str) -> String>,
+) {
+    let rtsp = RtspServer::start();
     let supervisor = supervisor();
     let cameras = [
         ("lavf", RtmpWriter::Ffmpeg, RtspReader::Ffmpeg),
@@ -979,7 +1001,7 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
         ("held", RtmpWriter::Buffered, RtspReader::Buffered),
     ];
     for (camera, writer, reader) in cameras {
-        let mut spec = StreamSpec::new(camera, &rtsp.url("h264_aac"), &rtmp.recorded_url(camera)).unwrap();
+        let mut spec = StreamSpec::new(camera, &rtsp.url("h264_aac"), &recorded_url(camera)).unwrap();
         spec.rtmp_writer = writer;
         spec.rtsp_reader = reader;
         supervisor.start_blocking(spec).unwrap();
@@ -987,6 +1009,13 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
     let names = cameras.map(|(camera, ..)| camera);
     for camera in names {
         wait_running(&supervisor, camera);
+    }
+    if let Some(flv_url) = flv_url {
+        for camera in names {
+            let report = probe_rtmp(&flv_url(camera), 4.0);
+            assert_watchable(&report, 640, 360);
+            assert_eq!(report.audio.map(|a| a.codec), Some("aac".to_owned()), "{camera}");
+        }
     }
     wait_for(Duration::from_secs(20), "100 frames written by each", || {
         let frames = |c: &str| supervisor.status(&id(c)).map_or(0, |s| s.totals.video_frames_out);
@@ -1000,7 +1029,7 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
     // may still be writing its last tags when the publisher's stop has returned: a recording is read once its
     // size has held for three polls (a read mid-tag would see a truncated last packet).
     let read = |camera: &str| {
-        let path = rtmp.recording(camera);
+        let path = recording(camera);
         let mut sizes: Vec<u64> = Vec::new();
         wait_for(Duration::from_secs(10), "the server's recording, complete", || {
             sizes.push(std::fs::metadata(&path).map_or(0, |m| m.len()));
@@ -1013,7 +1042,7 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
     };
     let lavf = read("lavf");
     let describe = |camera: &str| {
-        let input = ffmpeg_next::format::input(&rtmp.recording(camera)).expect("the recording opens");
+        let input = ffmpeg_next::format::input(&recording(camera)).expect("the recording opens");
         let streams: Vec<String> = input
             .streams()
             .map(|s| {

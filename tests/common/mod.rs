@@ -3,6 +3,7 @@
 //!
 //! - [`RtspServer`]: synthetic live cameras (tests/fixtures/rtsp_server.py).
 //! - [`RtmpServer`]: a private nginx-rtmp to publish to and play from.
+//! - [`SrsServer`]: a private SRS, from a binary built by hand (`CAMGATE_SRS`), for the `#[ignore]`d SRS tests.
 //! - [`Etcd`]: a private single-member etcd, for cluster tests.
 //! - [`SilentServer`]: a camera that accepts TCP and never answers.
 //! - [`ClockMoveRelay`]: a camera whose clock moves forward while its video stalls.
@@ -29,6 +30,7 @@ pub mod process;
 pub mod replay;
 pub mod rtmp;
 pub mod rtsp;
+pub mod srs;
 
 pub use clock_move::{ClockMove, ClockMoveRelay};
 pub use etcd::Etcd;
@@ -43,6 +45,7 @@ pub use process::{ChildGuard, cpu_time, own_threads_named, rss_bytes};
 pub use replay::{ReplayOptions, ReplayServer};
 pub use rtmp::RtmpServer;
 pub use rtsp::{RtspOptions, RtspServer, mount};
+pub use srs::{SrsOptions, SrsServer};
 
 /// The supervisor settings of a test rig: the defaults, with loopback cameras allowed (the fixture cameras are
 /// on 127.0.0.1, which camgate refuses by default).
