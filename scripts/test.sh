@@ -27,9 +27,9 @@ step cargo clippy --all-targets -- -D warnings
 # The stack demands a token (CAMGATE_TOKEN); any value of the right shape will do for the check.
 for compose_file in docker-compose.yml docker-compose.cluster.yml; do
     if docker compose version >/dev/null 2>&1; then
-        step env CAMGATE_TOKEN=compose-check-token-0123456789 docker compose -f "$compose_file" config -q
+        step env CAMGATE_TOKEN=compose-check-token-0123456789 CAMGATE_HOOK_TOKEN=compose-check-hook-token-0123456789 docker compose -f "$compose_file" config -q
     elif command -v docker-compose >/dev/null; then
-        step env CAMGATE_TOKEN=compose-check-token-0123456789 docker-compose -f "$compose_file" config -q
+        step env CAMGATE_TOKEN=compose-check-token-0123456789 CAMGATE_HOOK_TOKEN=compose-check-hook-token-0123456789 docker-compose -f "$compose_file" config -q
     else
         echo "test: no docker compose implementation; $compose_file not checked" >&2
     fi

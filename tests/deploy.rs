@@ -108,6 +108,7 @@ async fn the_deployment_files_agree_with_the_code_when_tokens_are_on() {
     use tower::ServiceExt;
 
     const TOKEN: &str = "deploy-test-token-0123456789";
+    const HOOK_TOKEN: &str = "deploy-test-hook-token-0123456789";
     // camgate as the compose file configures it: its TOML, then its environment.
     let camgate_env = compose_environment("camgate");
     let env = |key: &str| camgate_env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
@@ -118,6 +119,12 @@ async fn the_deployment_files_agree_with_the_code_when_tokens_are_on() {
         Some(TOKEN),
     );
     config.auth.tokens = tokens.split(',').map(str::to_owned).collect();
+    let hook_tokens = interpolate(
+        &env("CAMGATE_HOOK_TOKENS").expect("the compose file sets CAMGATE_HOOK_TOKENS"),
+        "CAMGATE_HOOK_TOKEN",
+        Some(HOOK_TOKEN),
+    );
+    config.auth.hook_tokens = hook_tokens.split(',').map(str::to_owned).collect();
     config.auth.require_tokens = env("CAMGATE_REQUIRE_TOKENS").as_deref() == Some("true");
     assert!(config.auth.require_tokens, "the stack demands a token");
     config.validate().expect("the compose configuration is valid");
@@ -133,7 +140,7 @@ async fn the_deployment_files_agree_with_the_code_when_tokens_are_on() {
         .map(|(k, v)| {
             (
                 k.trim_start_matches("SRS_VHOST_HTTP_HOOKS_").to_ascii_lowercase(),
-                interpolate(v, "CAMGATE_TOKEN", Some(TOKEN)),
+                interpolate(v, "CAMGATE_HOOK_TOKEN", Some(HOOK_TOKEN)),
             )
         })
         .collect();
@@ -161,6 +168,10 @@ async fn the_deployment_files_agree_with_the_code_when_tokens_are_on() {
         let bare = path.split('?').next().unwrap();
         assert_eq!(app.clone().oneshot(request(bare)).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{bare}");
     }
+    // What SRS's URLs carry, and SRS logs, opens nothing else: the operator routes refuse it.
+    let cameras = Request::get("/api/v1/cameras").header("authorization", format!("Bearer {HOOK_TOKEN}"));
+    let status = app.clone().oneshot(cameras.body(Body::empty()).unwrap()).await.unwrap().status();
+    assert_eq!(status, StatusCode::FORBIDDEN, "the hook token is not an operator's");
     gateway.shutdown().await;
 }
 
@@ -206,7 +217,10 @@ fn the_cluster_stack_runs_three_nodes_on_etcd_each_with_its_own_srs_origin_behin
         // The origin's publish hooks go to the node that publishes there.
         let origin = compose_environment_in("docker-compose.cluster.yml", &format!("origin{n}"));
         let hook = origin.iter().find(|(k, _)| k == "SRS_VHOST_HTTP_HOOKS_ON_PUBLISH").map(|(_, v)| v.clone());
-        assert!(hook.is_some_and(|h| h.starts_with(&format!("http://camgate{n}:7000/api/v1/srs/on_publish?token="))));
+        assert!(hook.is_some_and(|h| h.starts_with(&format!("http://camgate{n}:7000/api/v1/srs/on_publish?token="))
+            && h.contains("${CAMGATE_HOOK_TOKEN:?")));
+        let tokens = get("CAMGATE_HOOK_TOKENS").expect("each node accepts the hook token");
+        assert!(tokens.starts_with("${CAMGATE_HOOK_TOKEN:?"), "{tokens}");
         let conf = read(&format!("deploy/cluster/srs-origin{n}.conf"));
         assert!(conf.contains("origin_cluster  on;"), "origin {n} is in the origin cluster");
         for m in (1..=3).filter(|m| *m != n) {

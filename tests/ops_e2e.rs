@@ -257,8 +257,8 @@ async fn srs_hooks_start_an_on_demand_camera_and_stop_it_after_the_linger() {
     assert_eq!(registered[0]["viewers"], 0, "{registered}");
 }
 
-/// The same on-demand flow with SRS itself calling the hooks, configured as docs/OPERATIONS.md says (the token
-/// in each hook URL): a browser-like HTTP-FLV player of the camera's stream starts it and gets its picture; when
+/// The same on-demand flow with SRS itself calling the hooks, configured as docs/OPERATIONS.md says (a hook
+/// token in each hook URL): a browser-like HTTP-FLV player of the camera's stream starts it and gets its picture; when
 /// the player leaves, the camera stops after the linger and SRS reports the publish's end; a player of a stream
 /// no camera serves is refused. Run with `CAMGATE_SRS=…/objs/srs cargo test --test ops_e2e -- --ignored srs`
 /// (see `common::srs`).
@@ -269,10 +269,12 @@ async fn srs_itself_starts_an_on_demand_camera_for_its_player_and_stops_it_after
     let dir = tempfile::tempdir().unwrap();
     let linger = Duration::from_millis(1500);
     let linger_ms = linger.as_millis().to_string();
-    let gateway = Gateway::start(dir.path(), &["--on-demand-linger-ms", &linger_ms], &[("CAMGATE_TOKENS", TOKEN)]);
+    const HOOK_TOKEN: &str = "ops-e2e-hook-token-0123456789";
+    let env = [("CAMGATE_TOKENS", TOKEN), ("CAMGATE_HOOK_TOKENS", HOOK_TOKEN)];
+    let gateway = Gateway::start(dir.path(), &["--on-demand-linger-ms", &linger_ms], &env);
     let srs = SrsServer::start(SrsOptions {
         hooks: Some(gateway.base.clone()),
-        hooks_token: Some(TOKEN.to_owned()),
+        hooks_token: Some(HOOK_TOKEN.to_owned()),
         ..SrsOptions::default()
     });
     let camera = json!({

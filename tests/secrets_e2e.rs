@@ -1,6 +1,6 @@
-//! Secrets never leave: a full session of the real binary with every kind of secret in play — operator and
-//! viewer tokens, hook calls authenticated with `?token=`, a viewer-URL signing secret, a camera password, an
-//! RTMP stream key — and then every byte of every answer and of the whole log (at debug level, FFmpeg's own
+//! Secrets never leave: a full session of the real binary with every kind of secret in play — operator,
+//! viewer and hook tokens (hook calls authenticated with `?token=`), a viewer-URL signing secret, a camera
+//! password, an RTMP stream key — and then every byte of every answer and of the whole log (at debug level, FFmpeg's own
 //! lines included) is searched for each secret.
 
 mod common;
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 const OPERATOR: &str = "op-secret-token-7c1f9a2b4d";
 const VIEWER: &str = "viewer-secret-token-55e0aa1c";
+const HOOKS: &str = "hook-secret-token-0b94e7d2c1";
 const SIGNING: &str = "signing-secret-3f8e2a9d0c7b6e5f4a3b2c1d0e";
 const PASSWORD: &str = "cam-pass-Zq81";
 const STREAM_KEY: &str = "live-key-xq7r-93mv-p0da";
@@ -29,6 +30,7 @@ async fn no_secret_reaches_an_answer_or_the_log() {
     let env = [
         ("CAMGATE_TOKENS", OPERATOR),
         ("CAMGATE_VIEWER_TOKENS", VIEWER),
+        ("CAMGATE_HOOK_TOKENS", HOOKS),
         ("CAMGATE_VIEWER_SECRET", SIGNING),
         ("CAMGATE_ALLOW_CAMERA_HOSTS", "127.0.0.0/8"),
         ("CAMGATE_FFMPEG_LOG", "debug"),
@@ -100,7 +102,7 @@ async fn no_secret_reaches_an_answer_or_the_log() {
     {
         let hook = json!({"action": action, "client_id": "c1", "ip": "10.0.0.9", "vhost": "__defaultVhost__",
                           "app": "live", "stream": STREAM_KEY, "param": param});
-        call!(action, http.post(format!("{base}/api/v1/srs/{action}?token={OPERATOR}")).json(&hook));
+        call!(action, http.post(format!("{base}/api/v1/srs/{action}?token={HOOKS}")).json(&hook));
     }
     // Everything a client can read back, and some failures.
     for path in [
@@ -116,6 +118,7 @@ async fn no_secret_reaches_an_answer_or_the_log() {
     }
     call!("wrong token", http.get(format!("{base}/api/v1/cameras")).bearer_auth("not-the-token-0000000"));
     call!("viewer on control", http.get(format!("{base}/api/v1/cameras")).bearer_auth(VIEWER));
+    call!("hook token on control", http.get(format!("{base}/api/v1/cameras")).bearer_auth(HOOKS));
     let mut events = http.get(format!("{base}/api/v1/events")).bearer_auth(OPERATOR).send().await.unwrap();
     let mut streamed = Vec::new();
     while streamed.len() < 8_000 {
@@ -140,12 +143,12 @@ async fn no_secret_reaches_an_answer_or_the_log() {
     );
     let state_file = std::fs::read_to_string(dir.path().join("data/cameras.json")).unwrap_or_default();
     assert!(state_file.contains(PASSWORD), "the state file (mode 0600) is the one place the password is kept");
-    for secret in [OPERATOR, VIEWER, SIGNING, PASSWORD, STREAM_KEY] {
+    for secret in [OPERATOR, VIEWER, HOOKS, SIGNING, PASSWORD, STREAM_KEY] {
         for answer in &answers {
             assert!(!answer.contains(secret), "{secret} in an answer:\n{answer}");
         }
         let leaked: Vec<&str> = log.lines().filter(|l| l.contains(secret)).take(3).collect();
         assert!(leaked.is_empty(), "{secret} in the log:\n{}", leaked.join("\n"));
     }
-    eprintln!("searched {} answers and {} bytes of log for 5 secrets", answers.len(), log.len());
+    eprintln!("searched {} answers and {} bytes of log for 6 secrets", answers.len(), log.len());
 }

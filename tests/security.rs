@@ -23,6 +23,7 @@ use tower::ServiceExt;
 
 const OPERATOR: &str = "operator-token-0123456789";
 const VIEWER: &str = "viewer-token-0123456789ab";
+const HOOKS: &str = "hook-token-0123456789abcd";
 const SECRET: &str = "viewer-secret-0123456789abcdef0123456789";
 
 struct App {
@@ -162,6 +163,48 @@ async fn operators_control_viewers_only_watch() {
     let reply = send(&app, request("GET", "/live/demo.flv", None, None), CLIENT).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(app.gateway.status(&demo).unwrap().state, WorkerState::Running, "still running");
+    app.gateway.shutdown().await;
+}
+
+/// A hook token (what SRS's hook URLs carry, and SRS logs) opens the hooks, in the query as SRS sends it or as a
+/// bearer token, and nothing else: every operator route and the watch routes answer 403 naming the
+/// authorization, so a token read from SRS's log cannot drive or watch the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_tokens_open_the_hooks_and_nothing_else() {
+    let text = format!(
+        "output_template = \"none\"\n[auth]\ntokens = [\"{OPERATOR}\"]\nhook_tokens = [\"{HOOKS}\"]\n\
+         [cameras.demo]\ninput = \"demo://\""
+    );
+    let app = app(&text);
+    let boot = Config::from_toml(&text).unwrap().boot_cameras().unwrap();
+    app.gateway.restore(boot, vec![]).await;
+    let publish = json!({"action": "on_publish", "client_id": "c1", "app": "live", "stream": "demo"});
+    for token in [HOOKS, OPERATOR] {
+        let hook = request("POST", &format!("/api/v1/srs/on_publish?token={token}"), None, Some(publish.clone()));
+        let reply = send(&app, hook, CLIENT).await;
+        assert_eq!((reply.status, &reply.body["code"]), (StatusCode::OK, &json!(0)), "{token} in the query");
+    }
+    let reply = send(&app, request("POST", "/api/v1/srs/on_publish", Some(HOOKS), Some(publish.clone())), CLIENT).await;
+    assert_eq!(reply.status, StatusCode::OK, "as a bearer token: {}", reply.body);
+    let reply =
+        send(&app, request("POST", "/api/v1/srs/on_publish?token=nothing-of-ours-0123", None, Some(publish)), CLIENT)
+            .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+
+    for (method, uri, body) in [
+        ("GET", "/api/v1/cameras", None),
+        ("PUT", "/api/v1/cameras/x", Some(json!({"input": "demo://"}))),
+        ("DELETE", "/api/v1/cameras/demo", None),
+        ("GET", "/api/v1/cameras/demo/viewer_url", None),
+        ("GET", "/live/demo.flv", None),
+        ("GET", "/api/v1/cameras/demo/snapshot.jpg", None),
+    ] {
+        let reply = send(&app, request(method, uri, Some(HOOKS), body), CLIENT).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "hook token {method} {uri}: {}", reply.body);
+        assert_eq!(reply.body["field"], "authorization", "{method} {uri}");
+    }
+    let demo: CameraId = "demo".parse().unwrap();
+    assert!(app.gateway.status(&demo).is_some(), "the camera is still there");
     app.gateway.shutdown().await;
 }
 

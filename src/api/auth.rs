@@ -4,6 +4,9 @@
 //!   service was (and camgate warns at start if it listens beyond loopback).
 //! - **Viewer tokens** (`auth.viewer_tokens`) open only the watch routes — the built-in preview and snapshots;
 //!   anywhere else they answer 403.
+//! - **Hook tokens** (`auth.hook_tokens`) open only the RTMP server's hook routes (`/api/v1/srs/on_*`); anywhere
+//!   else they answer 403. SRS cannot send a header, so its hook URLs carry a token in the query, and SRS
+//!   writes those URLs into its log at every call: there, a hook token exposes the hooks, not the API.
 //! - **Signed viewer URLs** (with a `viewer_secret`) open the watch routes of their one camera until they
 //!   expire; with a secret configured, the watch routes demand a token or a valid signature even when no tokens
 //!   are configured.
@@ -29,6 +32,8 @@ pub enum Role {
     Operator,
     /// May only watch.
     Viewer,
+    /// May only call the RTMP server's hooks.
+    Hooks,
 }
 
 /// The caller's role from its `Authorization: Bearer` header, if the token is one of the configured ones.
@@ -39,13 +44,22 @@ pub fn role(state: &AppState, headers: &HeaderMap) -> Option<Role> {
         Some(Role::Operator)
     } else if matches_any(&settings.viewer_tokens, presented) {
         Some(Role::Viewer)
+    } else if matches_any(&settings.hook_tokens, presented) {
+        Some(Role::Hooks)
     } else {
         None
     }
 }
 
+/// Whether `presented` (a hook URL's `?token=`, or a bearer token) may call the RTMP server's hooks: an
+/// operator or hook token; anything when no tokens are configured.
+pub fn may_call_hooks(state: &AppState, presented: Option<&str>) -> bool {
+    let settings = &state.settings;
+    is_valid(&settings.tokens, presented) || presented.is_some_and(|p| matches_any(&settings.hook_tokens, p))
+}
+
 /// Middleware for operator routes: through with an operator token or when no tokens are configured; 403 for
-/// a viewer token; 401 otherwise.
+/// a viewer or hook token; 401 otherwise.
 pub async fn require_operator(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if state.settings.tokens.is_empty() {
         return next.run(request).await;
@@ -55,12 +69,16 @@ pub async fn require_operator(State(state): State<AppState>, request: Request, n
         Some(Role::Viewer) => ApiError::new(StatusCode::FORBIDDEN, "this token may only watch cameras")
             .with_field("authorization")
             .into_response(),
+        Some(Role::Hooks) => ApiError::new(StatusCode::FORBIDDEN, "this token may only call the RTMP server's hooks")
+            .with_field("authorization")
+            .into_response(),
         None => ApiError::unauthorized().into_response(),
     }
 }
 
-/// Whether a request may watch camera `id` (the built-in preview, snapshots): any token; a valid signed URL
-/// (`query`) for this camera; or anyone, when neither tokens nor a viewer secret are configured.
+/// Whether a request may watch camera `id` (the built-in preview, snapshots): an operator or viewer token; a
+/// valid signed URL (`query`) for this camera; or anyone, when neither tokens nor a viewer secret are
+/// configured.
 pub fn authorize_watch(
     state: &AppState,
     headers: &HeaderMap,
@@ -71,8 +89,13 @@ pub fn authorize_watch(
     if state.settings.tokens.is_empty() && !signed {
         return Ok(());
     }
-    if role(state, headers).is_some() {
-        return Ok(());
+    match role(state, headers) {
+        Some(Role::Operator | Role::Viewer) => return Ok(()),
+        Some(Role::Hooks) => {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "this token may only call the RTMP server's hooks")
+                .with_field("authorization"));
+        }
+        None => {}
     }
     if signed {
         match state.gateway.check_viewer_signature(id, query.unwrap_or("")) {

@@ -13,7 +13,8 @@
 //! refused with 503, so the player retries.
 //!
 //! SRS cannot send an `Authorization` header, so when API tokens are configured the hook URL carries one as
-//! `?token=…` (a bearer header is accepted too). With a viewer secret configured, `on_play` also checks the
+//! `?token=…` (a bearer header is accepted too): a hook token (`auth.hook_tokens`), which opens these routes
+//! only, since SRS logs the URLs it calls; an operator token works too. With a viewer secret configured, `on_play` also checks the
 //! player's signed viewer URL (SRS passes its query as `param`), so SRS's own HTTP-FLV, HLS and WebRTC viewers
 //! need one too.
 
@@ -96,14 +97,14 @@ fn client(hook: &SrsHook) -> String {
 
 fn check_token(state: &AppState, query: &HookQuery, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = query.token.as_deref().or_else(|| auth::bearer(headers));
-    if auth::is_valid(&state.settings.tokens, presented) { Ok(()) } else { Err(ApiError::unauthorized()) }
+    if auth::may_call_hooks(state, presented) { Ok(()) } else { Err(ApiError::unauthorized()) }
 }
 
 /// A player started: counts it and starts its on-demand camera if it is the first. Answered at once; the
 /// camera starts in the background and SRS holds the player until the stream is published.
 #[utoipa::path(
     post, path = "/api/v1/srs/on_play", tag = "srs", request_body = SrsHook,
-    params(("token" = Option<String>, Query, description = "API token, when tokens are configured")),
+    params(("token" = Option<String>, Query, description = "hook or operator token, when tokens are configured")),
     responses(
         (status = 200, body = HookReply),
         (status = 403, description = "A viewer secret is configured and the player's URL is not validly signed", body = HookReply),
@@ -152,7 +153,7 @@ pub async fn on_play(
 /// A player left: uncounts it and, after the last one, stops the camera once the linger time has passed.
 #[utoipa::path(
     post, path = "/api/v1/srs/on_stop", tag = "srs", request_body = SrsHook,
-    params(("token" = Option<String>, Query, description = "API token, when tokens are configured")),
+    params(("token" = Option<String>, Query, description = "hook or operator token, when tokens are configured")),
     responses((status = 200, body = HookReply), (status = 404, description = "Unknown stream", body = HookReply))
 )]
 pub async fn on_stop(
@@ -180,7 +181,7 @@ pub async fn on_stop(
 /// A stream was published; recorded for on-demand cameras, accepted for everyone.
 #[utoipa::path(
     post, path = "/api/v1/srs/on_publish", tag = "srs", request_body = SrsHook,
-    params(("token" = Option<String>, Query, description = "API token, when tokens are configured")),
+    params(("token" = Option<String>, Query, description = "hook or operator token, when tokens are configured")),
     responses((status = 200, body = HookReply))
 )]
 pub async fn on_publish(
@@ -199,7 +200,7 @@ pub async fn on_publish(
 /// A stream was unpublished; recorded, always accepted.
 #[utoipa::path(
     post, path = "/api/v1/srs/on_unpublish", tag = "srs", request_body = SrsHook,
-    params(("token" = Option<String>, Query, description = "API token, when tokens are configured")),
+    params(("token" = Option<String>, Query, description = "hook or operator token, when tokens are configured")),
     responses((status = 200, body = HookReply))
 )]
 pub async fn on_unpublish(

@@ -32,6 +32,8 @@ pub struct ApiSettings {
     pub tokens: Vec<String>,
     /// Viewer bearer tokens: watch routes only.
     pub viewer_tokens: Vec<String>,
+    /// Hook tokens: the RTMP server's hook routes only.
+    pub hook_tokens: Vec<String>,
     /// Failed authentications one address may make per minute.
     pub max_auth_failures_per_minute: u32,
     /// Whether health routes need a token.
@@ -56,6 +58,7 @@ impl ApiSettings {
         ApiSettings {
             tokens: config.auth.tokens.clone(),
             viewer_tokens: config.auth.viewer_tokens.clone(),
+            hook_tokens: config.auth.hook_tokens.clone(),
             max_auth_failures_per_minute: config.auth.max_failures_per_minute,
             protect_health: config.auth.protect_health,
             protect_metrics: config.auth.protect_metrics,

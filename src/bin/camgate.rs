@@ -79,6 +79,10 @@ struct ServeArgs {
     /// the variable. Replaces the file's list.
     #[arg(long = "viewer-token", env = "CAMGATE_VIEWER_TOKENS", value_delimiter = ',', hide_env_values = true)]
     viewer_tokens: Vec<String>,
+    /// Accepted hook token (only the RTMP server's hooks, /api/v1/srs/on_*: the token for SRS's hook URLs, which
+    /// SRS logs); repeat the flag, or comma-separate in the variable. Replaces the file's list.
+    #[arg(long = "hook-token", env = "CAMGATE_HOOK_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    hook_tokens: Vec<String>,
     /// Refuse to start without an operator token.
     #[arg(long, env = "CAMGATE_REQUIRE_TOKENS")]
     require_tokens: bool,
@@ -189,6 +193,9 @@ impl ServeArgs {
         if !self.viewer_tokens.is_empty() {
             config.auth.viewer_tokens = self.viewer_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
         }
+        if !self.hook_tokens.is_empty() {
+            config.auth.hook_tokens = self.hook_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
+        }
         config.auth.require_tokens |= self.require_tokens;
         config.viewer_secret = self.viewer_secret.clone().filter(|s| !s.is_empty()).or(config.viewer_secret);
         config.auth.protect_health |= self.protect_health;
@@ -238,7 +245,9 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::CheckConfig(args)) => {
             let mut config = args.config()?;
-            for token in config.auth.tokens.iter_mut().chain(config.auth.viewer_tokens.iter_mut()) {
+            let auth = &mut config.auth;
+            for token in auth.tokens.iter_mut().chain(auth.viewer_tokens.iter_mut()).chain(auth.hook_tokens.iter_mut())
+            {
                 *token = "***".into();
             }
             if let Some(secret) = &mut config.viewer_secret {

@@ -363,6 +363,9 @@ pub struct AuthConfig {
     pub tokens: Vec<String>,
     /// Viewer bearer tokens: only the built-in preview and snapshots. Needs operator tokens too.
     pub viewer_tokens: Vec<String>,
+    /// Hook tokens: only the RTMP server's hook routes (`/api/v1/srs/on_*`), for the `?token=` of SRS's hook
+    /// URLs, which SRS writes into its log at every call. Needs operator tokens too.
+    pub hook_tokens: Vec<String>,
     /// Refuse to start without operator tokens (the one line that locks the API down).
     pub require_tokens: bool,
     /// Whether `/healthz` and `/readyz` need a token too (probes usually cannot send one).
@@ -379,6 +382,7 @@ impl Default for AuthConfig {
         AuthConfig {
             tokens: Vec::new(),
             viewer_tokens: Vec::new(),
+            hook_tokens: Vec::new(),
             require_tokens: false,
             protect_health: false,
             protect_metrics: false,
@@ -799,6 +803,21 @@ impl Config {
                 "a token cannot be both an operator's and a viewer's",
             ));
         }
+        if self.auth.hook_tokens.iter().any(weak) {
+            return Err(ConfigError::invalid("auth.hook_tokens", "each token needs 16 or more printable characters"));
+        }
+        if !self.auth.hook_tokens.is_empty() && self.auth.tokens.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.hook_tokens",
+                "hook tokens need operator tokens (auth.tokens): without them the whole API is open",
+            ));
+        }
+        if self.auth.hook_tokens.iter().any(|t| self.auth.tokens.contains(t) || self.auth.viewer_tokens.contains(t)) {
+            return Err(ConfigError::invalid(
+                "auth.hook_tokens",
+                "a hook token cannot also be an operator's or a viewer's token",
+            ));
+        }
         if self.auth.require_tokens && self.auth.tokens.is_empty() {
             return Err(ConfigError::invalid(
                 "auth.require_tokens",
@@ -908,6 +927,17 @@ mod tests {
             ("output_template = \"/tmp/{id}.flv\"", "output_template"),
             ("public_host = \"a/b\"", "public_host"),
             ("[auth]\ntokens = [\"short\"]", "auth.tokens"),
+            ("[auth]\ntokens = [\"operator-token-0123456789\"]\nhook_tokens = [\"short\"]", "auth.hook_tokens"),
+            ("[auth]\nhook_tokens = [\"hook-token-0123456789abcd\"]", "auth.hook_tokens"),
+            (
+                "[auth]\ntokens = [\"operator-token-0123456789\"]\nhook_tokens = [\"operator-token-0123456789\"]",
+                "auth.hook_tokens",
+            ),
+            (
+                "[auth]\ntokens = [\"operator-token-0123456789\"]\nviewer_tokens = [\"viewer-token-0123456789ab\"]\n\
+                 hook_tokens = [\"viewer-token-0123456789ab\"]",
+                "auth.hook_tokens",
+            ),
             ("[cors]\nallow_credentials = true", "cors.allow_credentials"),
             ("[cors]\nallowed_origins = [\"*\", \"https://a.b\"]", "cors.allowed_origins"),
             ("[cors]\nallowed_origins = [\"https://a.b/x\"]", "cors.allowed_origins"),
