@@ -35,6 +35,9 @@ usage: bench [options]
                       replay (a recording of the fixture's first GOPs played round and round, for a
                       thousand sessions: the fixture costs ~0.14 % of a core a session); default gstreamer
   --replay-seconds T  with replay: the recording's length, whole GOPs (default 8)
+  --rtmp-server S     where the cameras publish: nginx (nginx-rtmp, Debian's) or srs (SRS, the usual
+                      production server, from the binary CAMGATE_SRS names: Debian does not package it);
+                      default nginx
   --replay-tick-ms M  with replay: how often its sender writes what fell due, to every session (default 10)
   --ttff-sample S     cameras per run whose first frame is timed at the RTMP server (default 8); a run's
                       cameras start just after their camera servers' keyframes, so each has a GOP to get
@@ -123,6 +126,24 @@ impl FromStr for RtspSource {
     }
 }
 
+/// What the cameras publish to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtmpServerKind {
+    /// nginx with libnginx-mod-rtmp (tests/common/rtmp.rs).
+    Nginx,
+    /// SRS, from the binary `CAMGATE_SRS` names (tests/common/srs.rs).
+    Srs,
+}
+
+impl FromStr for RtmpServerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RtmpServerKind, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("--rtmp-server {s:?}: nginx or srs"))
+    }
+}
+
 /// What runs the cameras.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum System {
@@ -179,6 +200,7 @@ pub struct Args {
     pub source_gop: u32,
     pub rtsp_servers: usize,
     pub rtsp_source: RtspSource,
+    pub rtmp_server: RtmpServerKind,
     /// With the replay source: the recording's length, and its sender's tick.
     pub replay_seconds: f64,
     pub replay_tick_ms: u64,
@@ -217,6 +239,7 @@ impl Args {
             source_gop: 50,
             rtsp_servers: 1,
             rtsp_source: RtspSource::Gstreamer,
+            rtmp_server: RtmpServerKind::Nginx,
             replay_seconds: 8.0,
             replay_tick_ms: 10,
             ttff_sample: 8,
@@ -271,6 +294,7 @@ impl Args {
                 "--source-gop" => out.source_gop = (num("--source-gop")? as u32).max(1),
                 "--rtsp-servers" => out.rtsp_servers = (num("--rtsp-servers")? as usize).max(1),
                 "--rtsp-source" => out.rtsp_source = value.parse()?,
+                "--rtmp-server" => out.rtmp_server = value.parse()?,
                 "--replay-seconds" => {
                     out.replay_seconds = num("--replay-seconds")?;
                     if !(1.0..=600.0).contains(&out.replay_seconds) {

@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use camgate::VideoMode;
 
-use crate::args::{Args, System};
+use crate::args::{Args, RtmpServerKind, System};
 use crate::camera_server::CameraServer;
 use crate::camgate_run::{ChildConfig, ChildResult};
-use crate::common::{RtmpServer, RtspOptions};
+use crate::common::{RtmpServer, RtspOptions, SrsOptions, SrsServer};
 use crate::ffmpeg_run::FfmpegProcess;
 use crate::reader::{FirstFrameReader, KeyframeMonitor};
 use crate::report::{HungRow, Report, Row};
@@ -86,7 +86,37 @@ fn main() {
 /// The servers every run of one invocation shares.
 struct Servers {
     rtsp: Vec<CameraServer>,
-    rtmp: RtmpServer,
+    rtmp: RtmpTarget,
+}
+
+/// The RTMP server the cameras publish to (`--rtmp-server`).
+enum RtmpTarget {
+    Nginx(RtmpServer),
+    Srs(SrsServer),
+}
+
+impl RtmpTarget {
+    fn start(kind: RtmpServerKind) -> RtmpTarget {
+        match kind {
+            RtmpServerKind::Nginx => RtmpTarget::Nginx(RtmpServer::start()),
+            RtmpServerKind::Srs => RtmpTarget::Srs(SrsServer::start(SrsOptions::default())),
+        }
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/<stream>`, for publishing and playing alike.
+    fn url(&self, stream: &str) -> String {
+        match self {
+            RtmpTarget::Nginx(server) => server.url(stream),
+            RtmpTarget::Srs(server) => server.url(stream),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            RtmpTarget::Nginx(server) => server.process().pid(),
+            RtmpTarget::Srs(server) => server.process().pid(),
+        }
+    }
 }
 
 impl Servers {
@@ -101,7 +131,7 @@ impl Servers {
     /// CPU seconds so far of the camera servers and of the RTMP server.
     fn cpu(&self) -> (f64, f64) {
         let source = self.rtsp.iter().filter_map(|s| sys::process_cpu_secs(Some(s.pid()))).sum();
-        (source, sys::process_cpu_secs(Some(self.rtmp.process().pid())).unwrap_or(0.0))
+        (source, sys::process_cpu_secs(Some(self.rtmp.pid())).unwrap_or(0.0))
     }
 }
 
@@ -127,7 +157,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let servers = Servers {
         rtsp: (0..args.rtsp_servers).map(|_| CameraServer::start(args, &opts)).collect::<Result<_, _>>()?,
-        rtmp: RtmpServer::start(),
+        rtmp: RtmpTarget::start(args.rtmp_server),
     };
     // Let the camera pipelines and nginx settle before the first run.
     thread::sleep(Duration::from_secs(1));

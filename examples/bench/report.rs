@@ -118,7 +118,7 @@ pub struct Row {
     /// Cores used by the camera server(s) during the window: the synthetic cameras' encoders; not part of
     /// either system's cost.
     pub source_cores: f64,
-    /// Cores used by nginx-rtmp during the window.
+    /// Cores used by the RTMP server (nginx-rtmp, or SRS with `--rtmp-server srs`) during the window.
     pub rtmp_cores: f64,
     pub errors: Vec<String>,
 }
@@ -264,6 +264,9 @@ impl Report {
                 "camera servers: {} replay(s) of {:.0} s of the fixture, sender tick {} ms",
                 self.args.rtsp_servers, self.args.replay_seconds, self.args.replay_tick_ms
             );
+        }
+        if self.args.rtmp_server == crate::args::RtmpServerKind::Srs {
+            let _ = writeln!(out, "RTMP server: SRS (its CPU is the JSON's rtmp_cores)");
         }
         if self.args.system_cpus.is_some() || self.args.servers_cpus.is_some() {
             let show = |cpus: &Option<Vec<usize>>| cpus.as_ref().map_or("any".to_owned(), |c| format!("{c:?}"));
