@@ -981,7 +981,7 @@ fn camgates_rtmp_writer_publishes_what_libavformats_does_packet_for_packet() {
 #[ignore = "needs SRS, which Debian does not package: CAMGATE_SRS=/path/to/objs/srs"]
 fn srs_receives_the_same_packets_from_camgates_rtmp_writer_as_from_libavformats() {
     let srs = SrsServer::start(SrsOptions { record: true, ..SrsOptions::default() });
-    let flv_url = |name: &str| srs.flv_url(name).replacen("/live/", "/rec/", 1);
+    let flv_url = |name: &str| srs.recorded_flv_url(name);
     assert_writers_publish_the_same(&|name| srs.recorded_url(name), &|name| srs.recording(name), Some(&flv_url));
 }
 

@@ -14,9 +14,9 @@
 //!
 //! SRS cannot send an `Authorization` header, so when API tokens are configured the hook URL carries one as
 //! `?token=…` (a bearer header is accepted too): a hook token (`auth.hook_tokens`), which opens these routes
-//! only, since SRS logs the URLs it calls; an operator token works too. With a viewer secret configured, `on_play` also checks the
-//! player's signed viewer URL (SRS passes its query as `param`), so SRS's own HTTP-FLV, HLS and WebRTC viewers
-//! need one too.
+//! only, since SRS logs the URLs it calls; an operator token works too. With a viewer secret configured,
+//! `on_play` also checks the player's signed viewer URL (SRS passes its query as `param`), so SRS's own
+//! HTTP-FLV, HLS and WebRTC viewers need one too.
 
 use axum::Json;
 use axum::extract::{Query, State};

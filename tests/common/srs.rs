@@ -55,7 +55,7 @@ impl SrsServer {
     pub fn binary() -> PathBuf {
         let path = std::env::var_os(SRS_ENV).map(PathBuf::from).unwrap_or_else(|| {
             panic!(
-                "this test needs SRS, which Debian does not package: build it (github.com/ossrs/srs, \
+                "this test needs SRS, which Debian does not package: build it (the ossrs/srs repository, \
                  `./configure && make` in trunk/) and set {SRS_ENV} to its objs/srs"
             )
         });
@@ -126,6 +126,11 @@ impl SrsServer {
     /// there is written to [`recording`](Self::recording)`(name)` as SRS received it.
     pub fn recorded_url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/rec/{name}", self.rtmp_port)
+    }
+
+    /// `http://127.0.0.1:PORT/rec/<name>.flv`: stream `name` of the recording application through HTTP-FLV.
+    pub fn recorded_flv_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/rec/{name}.flv", self.http_port)
     }
 
     /// The file SRS records stream `name` of [`recorded_url`](Self::recorded_url) into. SRS writes to a
