@@ -69,9 +69,7 @@ pub async fn require_operator(State(state): State<AppState>, request: Request, n
         Some(Role::Viewer) => ApiError::new(StatusCode::FORBIDDEN, "this token may only watch cameras")
             .with_field("authorization")
             .into_response(),
-        Some(Role::Hooks) => ApiError::new(StatusCode::FORBIDDEN, "this token may only call the RTMP server's hooks")
-            .with_field("authorization")
-            .into_response(),
+        Some(Role::Hooks) => hooks_only().into_response(),
         None => ApiError::unauthorized().into_response(),
     }
 }
@@ -91,10 +89,7 @@ pub fn authorize_watch(
     }
     match role(state, headers) {
         Some(Role::Operator | Role::Viewer) => return Ok(()),
-        Some(Role::Hooks) => {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "this token may only call the RTMP server's hooks")
-                .with_field("authorization"));
-        }
+        Some(Role::Hooks) => return Err(hooks_only()),
         None => {}
     }
     if signed {
@@ -108,6 +103,11 @@ pub fn authorize_watch(
         }
     }
     Err(ApiError::unauthorized())
+}
+
+/// The refusal of a hook token anywhere but the hooks.
+fn hooks_only() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "this token may only call the RTMP server's hooks").with_field("authorization")
 }
 
 /// Middleware refusing state-changing requests that a browser sends from an origin `cors.allowed_origins`

@@ -788,35 +788,29 @@ impl Config {
         if self.auth.tokens.iter().any(weak) {
             return Err(ConfigError::invalid("auth.tokens", "each token needs 16 or more printable characters"));
         }
-        if self.auth.viewer_tokens.iter().any(weak) {
-            return Err(ConfigError::invalid("auth.viewer_tokens", "each token needs 16 or more printable characters"));
-        }
-        if !self.auth.viewer_tokens.is_empty() && self.auth.tokens.is_empty() {
-            return Err(ConfigError::invalid(
-                "auth.viewer_tokens",
-                "viewer tokens need operator tokens (auth.tokens): without them the whole API is open",
-            ));
-        }
-        if self.auth.viewer_tokens.iter().any(|t| self.auth.tokens.contains(t)) {
-            return Err(ConfigError::invalid(
-                "auth.viewer_tokens",
-                "a token cannot be both an operator's and a viewer's",
-            ));
-        }
-        if self.auth.hook_tokens.iter().any(weak) {
-            return Err(ConfigError::invalid("auth.hook_tokens", "each token needs 16 or more printable characters"));
-        }
-        if !self.auth.hook_tokens.is_empty() && self.auth.tokens.is_empty() {
-            return Err(ConfigError::invalid(
-                "auth.hook_tokens",
-                "hook tokens need operator tokens (auth.tokens): without them the whole API is open",
-            ));
-        }
-        if self.auth.hook_tokens.iter().any(|t| self.auth.tokens.contains(t) || self.auth.viewer_tokens.contains(t)) {
-            return Err(ConfigError::invalid(
-                "auth.hook_tokens",
-                "a hook token cannot also be an operator's or a viewer's token",
-            ));
+        // Viewer and hook tokens each open a few routes only: they need operator tokens (without those the whole
+        // API is open anyway), and a token is of one kind.
+        let limited = [
+            ("auth.viewer_tokens", "viewer", &self.auth.viewer_tokens),
+            ("auth.hook_tokens", "hook", &self.auth.hook_tokens),
+        ];
+        for (i, &(field, kind, tokens)) in limited.iter().enumerate() {
+            if tokens.iter().any(weak) {
+                return Err(ConfigError::invalid(field, "each token needs 16 or more printable characters"));
+            }
+            if !tokens.is_empty() && self.auth.tokens.is_empty() {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{kind} tokens need operator tokens (auth.tokens): without them the whole API is open"),
+                ));
+            }
+            let mut others = self.auth.tokens.iter().chain(limited[..i].iter().flat_map(|(_, _, t)| t.iter()));
+            if others.any(|other| tokens.contains(other)) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("a {kind} token cannot also be a token of another kind"),
+                ));
+            }
         }
         if self.auth.require_tokens && self.auth.tokens.is_empty() {
             return Err(ConfigError::invalid(
@@ -929,6 +923,10 @@ mod tests {
             ("[auth]\ntokens = [\"short\"]", "auth.tokens"),
             ("[auth]\ntokens = [\"operator-token-0123456789\"]\nhook_tokens = [\"short\"]", "auth.hook_tokens"),
             ("[auth]\nhook_tokens = [\"hook-token-0123456789abcd\"]", "auth.hook_tokens"),
+            (
+                "[auth]\ntokens = [\"operator-token-0123456789\"]\nviewer_tokens = [\"operator-token-0123456789\"]",
+                "auth.viewer_tokens",
+            ),
             (
                 "[auth]\ntokens = [\"operator-token-0123456789\"]\nhook_tokens = [\"operator-token-0123456789\"]",
                 "auth.hook_tokens",
