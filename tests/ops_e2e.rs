@@ -260,8 +260,8 @@ async fn srs_hooks_start_an_on_demand_camera_and_stop_it_after_the_linger() {
 /// The same on-demand flow with SRS itself calling the hooks, configured as docs/OPERATIONS.md says (a hook
 /// token in each hook URL): a browser-like HTTP-FLV player of the camera's stream starts it and gets its
 /// picture; when the player leaves, the camera stops after the linger and SRS reports the publish's end; a
-/// player of a stream no camera serves is refused. Run with `CAMGATE_SRS=…/objs/srs cargo test --test ops_e2e -- --ignored srs`
-/// (see `common::srs`).
+/// player of a stream no camera serves is refused. Run with
+/// `CAMGATE_SRS=…/objs/srs cargo test --test ops_e2e -- --ignored srs` (see `common::srs`).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs SRS, which Debian does not package: CAMGATE_SRS=/path/to/objs/srs"]
 async fn srs_itself_starts_an_on_demand_camera_for_its_player_and_stops_it_after_the_linger() {

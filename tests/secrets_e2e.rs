@@ -1,7 +1,7 @@
 //! Secrets never leave: a full session of the real binary with every kind of secret in play — operator,
 //! viewer and hook tokens (hook calls authenticated with `?token=`), a viewer-URL signing secret, a camera
-//! password, an RTMP stream key — and then every byte of every answer and of the whole log (at debug level, FFmpeg's own
-//! lines included) is searched for each secret.
+//! password, an RTMP stream key — and then every byte of every answer and of the whole log (at debug level,
+//! FFmpeg's own lines included) is searched for each secret.
 
 mod common;
 
